@@ -1,0 +1,60 @@
+"""Rollout-allocation strategies: one module per method, registered by decorator.
+
+A new method is one new file in this folder::
+
+    from allocators import register
+    from allocators.base import Allocator
+
+    @register("my-method")
+    class MyMethod(Allocator):
+        def plan(self, step, candidates, stats, budget): ...
+
+Every module in the package is imported on first lookup, so the method then appears in
+``--methods all``, in every table and plot.  Modules here import numpy/scipy/cvxpy/scikit-learn
+only, never torch.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from allocators.base import Allocator
+
+_REGISTRY: dict[str, type[Allocator]] = {}
+_DISCOVERED = False
+
+
+def register(name: str):
+    """Class decorator: make ``cls`` available as method ``name``."""
+
+    def wrap(cls: type[Allocator]) -> type[Allocator]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in ("base",) and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    _DISCOVERED = True
+
+
+def available() -> list[str]:
+    """Registered method names, uniform GRPO first."""
+    _discover()
+    return sorted(_REGISTRY, key=lambda n: (n != "grpo", n))
+
+
+def get(name: str) -> type[Allocator]:
+    _discover()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(available())}")
+    return _REGISTRY[name]

@@ -1,0 +1,25 @@
+"""Uniform GRPO (DeepSeekMath, arXiv 2402.03300, ALGORITHMS.md §1.1): the reference allocation.
+
+Every prompt gets ``round(b * G)`` rollouts (DESIGN.md §4), at least one.  At b = 1 this is
+GRPO's fixed group of G; at lower budgets it is the "uniform G = b*8" baseline DUET's README
+implies for its reduced-budget GRPO rows (ALGORITHMS.md §9, [inferred]).
+"""
+from __future__ import annotations
+
+from allocators import register
+from allocators.base import Allocator, Request, round_half_up
+
+
+@register("grpo")
+class UniformGRPO(Allocator):
+    def per_prompt(self) -> int:
+        s = self.setting
+        n = round_half_up(s.budget_fraction * s.group_size)
+        if n < 1:
+            raise ValueError(f"budget fraction {s.budget_fraction} gives {n} rollouts per prompt "
+                             f"at G = {s.group_size}; uniform GRPO needs at least 1")
+        return n
+
+    def plan(self, step, candidates, stats, budget):
+        n = self.per_prompt()
+        return [Request(p.pid, n) for p in candidates]

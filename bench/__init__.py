@@ -1,0 +1,1 @@
+"""The bench: runner, presets, tables, plots, benchmarks."""

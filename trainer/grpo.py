@@ -1,0 +1,119 @@
+"""GRPO advantages and the clipped policy-gradient loss over flat, variable-size groups.
+
+Advantages (ALGORITHMS.md §1.1): within each training group, ``(r - mean) / (std + eps)`` with
+the unbiased std as in verl (``normalize_std=False`` gives Dr. GRPO's ``r - mean``).  Every row of
+the group, aborted ones included, enters the mean and std with its reward as scored (DUET §2.3
+step 14).  The one rule for too-small groups lives here and nowhere else: a group with fewer than
+two kept (non-aborted) rows gives no gradient — every advantage 0 — and is counted.  (verl instead
+gives a size-1 group ``A = r``; the harness rule is DESIGN.md §3's and applies to every method.)
+
+Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
+over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
+frozen reference policy.  ``ratio = pi_theta / pi_old`` uses the log-probs stored with each row by
+the engine that sampled it, so rows sampled in an earlier step (Pilot-Commit's stale pilots) get a
+clipped importance ratio to the policy that actually sampled them.  Each row's advantage is
+multiplied by its weight (DUET's inverse propensities); aborted rows are masked out entirely.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from allocators.base import Rollout
+
+
+@dataclass
+class AdvantageReport:
+    groups: int = 0
+    no_gradient: int = 0          # groups with < 2 kept rows
+    zero_variance: int = 0        # groups with >= 2 kept rows whose rewards are all equal
+    rows_with_signal: int = 0
+
+
+def assign_advantages(groups: list[list[Rollout]], *, normalize_std: bool = True,
+                      eps: float = 1e-6) -> AdvantageReport:
+    report = AdvantageReport(groups=len(groups))
+    for group in groups:
+        kept = [r for r in group if r.kept]
+        if len(kept) < 2:
+            report.no_gradient += 1
+            for r in group:
+                r.advantage = 0.0
+            continue
+        rewards = np.array([r.reward for r in group], dtype=np.float64)
+        centred = rewards - rewards.mean()
+        if np.allclose(centred, 0.0):
+            report.zero_variance += 1
+        scale = (rewards.std(ddof=1) + eps) if normalize_std else 1.0
+        for r, a in zip(group, centred / scale):
+            r.advantage = float(a) if r.kept else 0.0
+            report.rows_with_signal += int(r.kept and a != 0.0)
+    return report
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float = 3.0        # verl clip_c; <= 1 disables
+    kl_coef: float = 0.0
+    temperature: float = 1.0
+
+
+def _pack(rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int, device):
+    """Right-padded prompt+response ids and, per row, where its response log-probs sit."""
+    seqs = [list(prompts[r.pid]) + r.tokens.tolist() for r in rows]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    resp_mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    targets = torch.zeros((len(rows), width - 1), dtype=torch.long)
+    old = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    for i, (r, s) in enumerate(zip(rows, seqs)):
+        ids[i, :len(s)] = torch.tensor(s)
+        attn[i, :len(s)] = 1
+        p = len(prompts[r.pid])
+        n = r.n_tokens
+        resp_mask[i, p - 1:p - 1 + n] = 1.0
+        targets[i, p - 1:p - 1 + n] = torch.from_numpy(r.tokens)
+        old[i, p - 1:p - 1 + n] = torch.from_numpy(r.logprobs.astype(np.float32))
+    return ids.to(device), attn.to(device), resp_mask.to(device), targets.to(device), old.to(device)
+
+
+def token_logprobs(model, ids, attn, targets, temperature: float) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1, :].float() / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def policy_loss(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int,
+                denominator_tokens: int, cfg: LossConfig, ref_model=None) -> tuple[torch.Tensor, dict]:
+    """Sum of per-token clipped surrogate (+KL) over ``rows`` divided by ``denominator_tokens``.
+
+    ``rows`` may be a subset of the kept rows (those with a non-zero advantage when KL is off);
+    ``denominator_tokens`` is the token count of every kept row of the mini-batch, so the result
+    equals verl's token-mean over the whole mini-batch.
+    """
+    device = next(model.parameters()).device
+    ids, attn, mask, targets, old = _pack(rows, prompts, pad_id, device)
+    adv = torch.tensor([r.advantage * r.weight for r in rows], dtype=torch.float32,
+                       device=device).unsqueeze(-1)
+    logp = token_logprobs(model, ids, attn, targets, cfg.temperature)
+    ratio = torch.exp((logp - old).clamp(-20.0, 20.0))
+    pg = torch.maximum(-ratio * adv, -ratio.clamp(1 - cfg.clip_low, 1 + cfg.clip_high) * adv)
+    if cfg.dual_clip > 1.0:
+        pg = torch.where(adv < 0, torch.minimum(pg, -cfg.dual_clip * adv), pg)
+    per_token = pg
+    kl_mean = torch.zeros((), device=device)
+    if cfg.kl_coef > 0 and ref_model is not None:
+        with torch.no_grad():
+            ref = token_logprobs(ref_model, ids, attn, targets, cfg.temperature)
+        log_ratio = (ref - logp).clamp(-20.0, 20.0)
+        kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-10.0, 10.0)
+        per_token = per_token + cfg.kl_coef * kl
+        kl_mean = (kl * mask).sum() / mask.sum().clamp(min=1)
+    loss = (per_token * mask).sum() / max(1, denominator_tokens)
+    clipped = ((ratio - 1).abs() > cfg.clip_low) & (mask > 0)
+    stats = {"kl": float(kl_mean), "clip_fraction": float(clipped.sum() / mask.sum().clamp(min=1))}
+    return loss, stats

@@ -1,0 +1,143 @@
+"""The embedded task mix: reasoning-gym ``chain_sum`` at several difficulty levels.
+
+Each difficulty bucket is a ``chain_sum`` configuration (number of terms x digits per term).  The
+prompt is the generator's expression followed by `` =`` and a newline (the generator's English
+preamble "State the final answer to ..." is a constant 60-character prefix that would only cost
+the tiny character-level policy compute, so it is dropped; the expression, gold answer and
+``score_answer`` are reasoning-gym's).  The worked solution used for the supervised warm start is
+a left-to-right chain of partial sums ending in ``\\boxed{answer}``::
+
+    12 + 7 - 3 =          (prompt)
+    12+7=19               (response: one line per intermediate step)
+    19-3=16
+    \\boxed{16}
+
+so rollouts have a length that grows with the number of terms and a final-answer marker that
+DUET's stop rule can detect.  Training and held-out sets come from seeds 10^9 apart
+(reasoning-gym item i of seed s is generated from s + i, DESIGN.md §11), duplicates inside the
+training pool are dropped and any training question that also occurs in the held-out set is
+removed, so the sets share no question.  The held-out set is drawn first and the training pool
+excludes its questions, because the smallest bucket (two one-digit terms) has only 200 distinct
+questions; that bucket's training share is therefore smaller than the others'.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import reasoning_gym
+
+TRAIN_SEED = 0
+EVAL_SEED = 1_000_000_000
+BUCKET_SEED_STRIDE = 10_000_000
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    terms: int
+    digits: int
+
+
+# Easy to hard for a ~1M-parameter policy after a few minutes of warm start.
+DEFAULT_BUCKETS = (
+    Bucket("t2d1", 2, 1),
+    Bucket("t3d1", 3, 1),
+    Bucket("t2d2", 2, 2),
+    Bucket("t3d2", 3, 2),
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One prompt with everything needed to score a response to it."""
+
+    prompt: str
+    answer: str
+    bucket: str
+    solution: str            # worked solution for the warm start (response text, no EOS)
+    scorer: str              # "module:function" scoring rule run in the verifier pool
+    gold: dict               # what the scorer needs besides the response (picklable)
+
+
+def worked_solution(expression: str) -> str:
+    """Left-to-right partial sums of a ``chain_sum`` expression, ending in ``\\boxed{}``."""
+    tokens = expression.split()
+    total = int(tokens[0])
+    lines = []
+    for op, term in zip(tokens[1::2], tokens[2::2]):
+        value = int(term)
+        new_total = total + value if op == "+" else total - value
+        lines.append(f"{total}{op}{value}={new_total}")
+        total = new_total
+    lines.append(f"\\boxed{{{total}}}")
+    return "\n".join(lines)
+
+
+def _bucket_items(bucket: Bucket, index: int, seed_base: int, size: int) -> list[dict]:
+    ds = reasoning_gym.create_dataset(
+        "chain_sum", seed=seed_base + index * BUCKET_SEED_STRIDE, size=size,
+        min_terms=bucket.terms, max_terms=bucket.terms,
+        min_digits=bucket.digits, max_digits=bucket.digits)
+    return [ds[i] for i in range(size)]
+
+
+def _to_task(item: dict, bucket: Bucket) -> Task:
+    expression = item["metadata"]["expression"]
+    return Task(prompt=f"{expression} =\n", answer=item["answer"], bucket=bucket.name,
+                solution=worked_solution(expression), scorer="trainer.verifier:score_reasoning_gym",
+                gold={"answer": item["answer"], "metadata": {"source_dataset": "chain_sum"}})
+
+
+def _distinct_tasks(bucket: Bucket, index: int, seed_base: int, wanted: int,
+                    exclude: frozenset[str]) -> list[Task]:
+    """Up to ``wanted`` distinct questions; small buckets (2 one-digit terms) may have fewer."""
+    size = wanted
+    while True:
+        tasks, seen = [], set(exclude)
+        for item in _bucket_items(bucket, index, seed_base, size):
+            task = _to_task(item, bucket)
+            if task.prompt not in seen:
+                seen.add(task.prompt)
+                tasks.append(task)
+        if len(tasks) >= wanted or size >= 16 * wanted:
+            return tasks[:wanted]
+        size *= 2
+
+
+def build_pool(per_bucket: int, buckets=DEFAULT_BUCKETS, seed_base: int = TRAIN_SEED,
+               exclude: frozenset[str] = frozenset()) -> list[Task]:
+    """``per_bucket`` distinct prompts of each bucket, interleaved, none of them in ``exclude``."""
+    per = [_distinct_tasks(b, i, seed_base, per_bucket, exclude) for i, b in enumerate(buckets)]
+    return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
+
+
+def build_splits(train_per_bucket: int, eval_per_bucket: int, buckets=DEFAULT_BUCKETS
+                 ) -> tuple[list[Task], list[Task]]:
+    """The seeded training pool and the held-out set, disjoint by construction."""
+    # Held-out first: the 2-term one-digit bucket has only 200 distinct questions, and a training
+    # pool drawn first would leave none of them for evaluation.
+    held_out = build_pool(eval_per_bucket, buckets, EVAL_SEED)
+    train = build_pool(train_per_bucket, buckets, TRAIN_SEED,
+                       exclude=frozenset(t.prompt for t in held_out))
+    return train, held_out
+
+
+_BOXED = re.compile(r"\\boxed\{")
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (brace-balanced), or None."""
+    result = None
+    for match in _BOXED.finditer(text):
+        depth, start = 1, match.end()
+        for i in range(start, len(text)):
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    result = text[start:i]
+                    break
+    return result
