@@ -53,6 +53,11 @@ def available() -> list[str]:
     return sorted(_REGISTRY, key=lambda n: (n != "grpo", n))
 
 
+def main_methods() -> list[str]:
+    """What ``--methods all`` runs: every registered method that is not an ablation."""
+    return [n for n in available() if not _REGISTRY[n].ablation]
+
+
 def get(name: str) -> type[Allocator]:
     _discover()
     if name not in _REGISTRY:

@@ -187,6 +187,8 @@ class Allocator:
 
     name: ClassVar[str] = ""
     length_control: ClassVar[str] = "max_len"
+    # ablations (e.g. a paper table's fixed-shape rows) run when named, not in ``--methods all``
+    ablation: ClassVar[bool] = False
     # prompt features the trainer must compute into PromptInfo.features before attach_pool:
     # "embedding" (np.ndarray, VIP) and/or "prompt_logprob_mean" (float, DUET's cold start)
     needs_features: ClassVar[tuple[str, ...]] = ()
@@ -195,6 +197,8 @@ class Allocator:
         if options:
             raise ValueError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
         self.setting = setting
+        # diagnostics of the step in progress (numbers only); the loop logs them per step
+        self.step_metrics: dict = {}
 
     # -- before generation -------------------------------------------------------------
     def attach_pool(self, pool: list[PromptInfo]) -> None:

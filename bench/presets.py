@@ -15,18 +15,18 @@ from trainer.sft import WarmStartConfig
 class Preset:
     name: str
     description: str
-    warm_start: WarmStartConfig | None          # None: load ``model_dir`` instead
-    model_dir: str | None = None
+    warm_start: WarmStartConfig | None          # the embedded policy, built and cached on first use
+    model_dir: str | None = None                # a model directory to load instead (wins if set)
     train_per_bucket: int = 400
     eval_per_bucket: int = 50
     prompts_per_step: int = 32                  # M
     group_size: int = 8                         # G
-    steps: int = 60
+    steps: int = 80
     max_new_tokens: int = 48                    # L_max
     temperature: float = 1.0
     top_p: float = 1.0
-    lr: float = 2e-4
-    warmup_steps: int = 0
+    lr: float = 1e-4
+    warmup_steps: int = 10
     schedule: str = "constant"                  # or "cosine"
     updates_per_step: int = 1                   # optimizer steps per training step, fixed
     grad_clip: float = 1.0
@@ -53,12 +53,12 @@ class Preset:
 _SMOKE_ARCH = Architecture(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=192)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("smoke", "seconds-long run for tests: a 0.1M policy, 8 prompts x 4, 4 steps",
+    Preset("smoke", "seconds-long run for tests: a 0.1M policy, 8 prompts x 8, 4 steps",
            warm_start=WarmStartConfig(arch=_SMOKE_ARCH, steps=500, batch=32, lr=5e-3,
                                       examples_per_bucket=400, train_per_bucket=40,
-                                      eval_per_bucket=6),
-           train_per_bucket=40, eval_per_bucket=6, prompts_per_step=8, group_size=4, steps=4,
-           max_new_tokens=40, eval_every=2, eval_samples=2, checkpoint_every=2),
+                                      eval_per_bucket=4),
+           train_per_bucket=40, eval_per_bucket=4, prompts_per_step=8, group_size=8, steps=4,
+           max_new_tokens=40, eval_every=4, eval_samples=2, checkpoint_every=2, warmup_steps=1),
     Preset("tiny", "the embedded default: a ~0.8M Qwen3 policy on chain_sum, 32 prompts x 8",
            warm_start=WarmStartConfig()),
 ]}

@@ -20,7 +20,7 @@ import allocators
 from bench.presets import PRESETS, Preset, get_preset, with_overrides
 from bench.tables import write_tables
 from trainer.features import FeatureError
-from trainer.loop import Run, RunError, RunSpec, validate_spec
+from trainer.loop import Run, RunError, RunSpec, check_run_dir, validate_spec
 from trainer.policy import PolicyLoadError
 
 
@@ -43,7 +43,7 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def resolve_methods(text: str) -> list[str]:
-    names = allocators.available() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    names = allocators.main_methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
     known = set(allocators.available())
     for name in names:
         if name not in known:
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "in the shared GRPO loop, then print the budget and speed tables.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--methods", default="all",
-                        help="comma-separated method names, or 'all' for every registered method")
+                        help="comma-separated method names, or 'all' for every registered method "
+                             "except ablations (see --list)")
     parser.add_argument("--budgets", default="1.0,0.5",
                         help="comma-separated budget fractions b in (0, 1]: rollout methods get "
                              "round(b*M*G) rollouts per step, token methods b*M*G*mean-length tokens")
@@ -101,11 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def list_everything() -> str:
-    lines = ["methods:"]
+    lines = ["methods (name, length control or 'ablation' = not in --methods all):"]
     for name in allocators.available():
         cls = allocators.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:20s} length control: {cls.length_control:8s} {doc[0] if doc else ''}")
+        kind = "ablation" if cls.ablation else cls.length_control
+        lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
     lines.append("presets:")
     for name, preset in PRESETS.items():
         lines.append(f"  {name:20s} {preset.description}")
@@ -134,8 +136,17 @@ def main(argv=None) -> int:
                          config.get("method_options", {}).get(m, {}),
                          config.get("length_options", {}).get(m, {}), args.embedding)
                  for m in methods for b in budgets for s in seeds]
-        for spec in specs:
-            validate_spec(spec)
+        skipped = []
+        for spec in list(specs):
+            try:
+                validate_spec(spec)
+            except RunError as exc:
+                # with --methods all, a method that cannot run at some budget (e.g. Pilot-Commit
+                # needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
+                if args.methods != "all" or "unknown" in str(exc) or "outside" in str(exc):
+                    raise
+                specs.remove(spec)
+                skipped.append(f"{spec.run_name()}: {exc}")
     except (UsageError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -143,6 +154,14 @@ def main(argv=None) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
     out = Path(args.out or f"runs/{preset.name}")
+    try:
+        for spec in specs:
+            check_run_dir(spec, out / spec.run_name())
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for note in skipped:
+        print(f"skipped (infeasible): {note}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     total = len(specs) * preset.steps
     bar = tqdm(total=total, desc="sweep", unit="step", dynamic_ncols=True)

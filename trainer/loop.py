@@ -87,15 +87,50 @@ def validate_spec(spec: RunSpec) -> None:
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
     p = spec.preset
-    rollouts = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
-                       spec.seed).rollouts_per_step
-    if rollouts < p.prompts_per_step:
-        raise RunError(f"budget fraction {spec.budget} gives {rollouts} rollouts per step, fewer "
-                       f"than the {p.prompts_per_step} prompts (one rollout each) it must cover")
+    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
+                      spec.seed)
+    if setting.rollouts_per_step < p.prompts_per_step:
+        raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
+                       f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
+                       f"it must cover")
+    if p.model_dir is not None:
+        check_model_dir(p.model_dir)
     try:
-        lengthctl.get(cls.length_control)
+        allocator = cls(setting, **spec.method_options)
+        lengthctl.get(cls.length_control)(
+            p.max_new_tokens, spec.seed,
+            **{**allocator.length_control_options(), **spec.length_options})
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{spec.method} at budget {spec.budget:g}: {exc}") from None
+
+
+def check_model_dir(path: str) -> None:
+    """Fail early, in one line, on a missing or unreadable model directory."""
+    from transformers import AutoConfig
+    folder = Path(path)
+    if not folder.is_dir():
+        raise RunError(f"model directory {str(folder)!r} does not exist")
+    try:
+        AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"cannot load model from {str(folder)!r}: {first}") from None
+
+
+def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
+    """Refuse a run directory that holds a run of another config (nothing in it is touched)."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        old = read_json(config_path)
+    except json.JSONDecodeError:
+        raise RunError(f"{config_path} is not valid JSON; move the directory away") from None
+    if old.get("run") != spec.config():
+        raise RunError(f"{run_dir} holds a run with a different config; "
+                       f"use another --out or delete it")
 
 
 class Run:
@@ -106,18 +141,10 @@ class Run:
 
     # ------------------------------------------------------------------ set-up -----------
     def _check_dir(self) -> None:
-        config_path = self.dir / "config.json"
-        if config_path.is_file():
-            try:
-                old = read_json(config_path)
-            except json.JSONDecodeError:
-                raise RunError(f"{config_path} is not valid JSON; move the directory away") from None
-            if old.get("run") != self.spec.config():
-                raise RunError(f"{self.dir} holds a run with a different config; "
-                               f"use another --out or delete it")
+        check_run_dir(self.spec, self.dir)
 
     def _policy_dir(self) -> Path:
-        if self.p.warm_start is not None:
+        if self.p.model_dir is None:
             return ensure_warm_start(self.p.warm_start, progress=self.progress is not None,
                                      log=self.log)
         return Path(self.p.model_dir)
@@ -269,7 +296,7 @@ class Run:
                     losses.append(float("nan"))
                     continue
                 loss.backward()
-                loss_value = float(loss)
+                loss_value = float(loss.detach())
                 stats["kl"], stats["clip_fraction"] = s["kl"], s["clip_fraction"]
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.p.grad_clip)
             if not torch.isfinite(norm):
@@ -336,6 +363,8 @@ class Run:
             "verifier_failures": sum(r.flags.get("verifier") in ("error", "crash") for r in rows),
             "nan_skipped": self.nan_skipped,
             "lr": self.scheduler.get_last_lr()[0],
+            "method": {k: v for k, v in self.allocator.step_metrics.items()
+                       if isinstance(v, (int, float, str, bool))},
             **update,
         }
 

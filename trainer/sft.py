@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    if preset.warm_start is None:
+    if preset.warm_start is None or preset.model_dir is not None:
         print(f"error: preset {preset.name!r} loads a model directory; nothing to warm-start",
               file=sys.stderr)
         return 2

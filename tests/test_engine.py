@@ -1,0 +1,106 @@
+"""The hf rollout engine: counts, batch-independence, controllers, log-probs, finish reasons."""
+import numpy as np
+import torch
+
+from lengthctl.base import RowController
+from trainer.engine import HFEngine, RowSpec
+from trainer.policy import Architecture, build_model, build_tokenizer
+
+
+def _setup(max_new=24):
+    tok = build_tokenizer()
+    model = build_model(tok, Architecture(hidden=64, layers=2, heads=2, kv_heads=1,
+                                          intermediate=128), seed=3).eval()
+    prompts = [tuple(tok(p)["input_ids"]) for p in ["1 + 2 =\n", "35 + 94 + 16 =\n", "7 - 8 =\n"]]
+    return tok, model, prompts, HFEngine(model, tok, max_new_tokens=max_new)
+
+
+def test_rows_do_not_depend_on_batch_layout_or_compaction(smoke_policy):
+    model, tok = smoke_policy
+    prompts = [tuple(tok(p)["input_ids"]) for p in ["1 + 2 =\n", "35 + 94 + 16 =\n", "7 - 8 =\n"]]
+    counts = [1, 5, 3]
+    rows = [RowSpec(prompts[i], seed=100 * i + k) for i, n in enumerate(counts) for k in range(n)]
+    engine = HFEngine(model, tok, max_new_tokens=30)
+    base = engine.generate(rows)
+    assert len(base) == sum(counts)
+    assert len({len(g.tokens) for g in base}) > 1, "want mixed output lengths"
+    no_compaction = engine.generate(rows, compact=False)
+    small_batches = HFEngine(model, tok, max_new_tokens=30, max_batch_rows=2).generate(rows[::-1])[::-1]
+    alone = [engine.generate([r])[0] for r in rows]
+    for other in (no_compaction, small_batches, alone):
+        for a, b in zip(base, other):
+            assert np.array_equal(a.tokens, b.tokens)
+            assert a.finish == b.finish
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_logprobs_equal_a_recomputation_by_the_model():
+    tok, model, prompts, engine = _setup()
+    gens = engine.generate([RowSpec(prompts[1], seed=s) for s in range(4)])
+    for g in gens:
+        ids = torch.tensor([list(prompts[1]) + g.tokens.tolist()])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompts[1]) - 1:-1]
+        lp = torch.log_softmax(logits, -1).gather(-1, torch.from_numpy(g.tokens).unsqueeze(-1))
+        np.testing.assert_allclose(lp.squeeze(-1).numpy(), g.logprobs, atol=1e-4)
+
+
+def test_finish_reasons_eos_and_max_len(smoke_policy):
+    model, tok = smoke_policy
+    prompt = tuple(tok("12 + 7 =\n")["input_ids"])
+    long = HFEngine(model, tok, max_new_tokens=40).generate([RowSpec(prompt, s) for s in range(6)])
+    assert {g.finish for g in long} == {"eos"}
+    assert all(g.tokens[-1] == tok.eos_token_id for g in long)
+    short = HFEngine(model, tok, max_new_tokens=3).generate([RowSpec(prompt, s) for s in range(6)])
+    assert {g.finish for g in short} == {"max_len"}
+    assert all(len(g.tokens) == 3 for g in short)
+
+
+class StopAt(RowController):
+    def __init__(self, at, reason):
+        self.at, self.reason, self.calls = at, reason, 0
+
+    def decide(self, t, margin, tail):
+        self.calls += 1
+        return self.reason if t == self.at else None
+
+    @property
+    def flags(self):
+        return {"stop_at": self.at}
+
+
+def test_a_controller_stops_exactly_the_rows_it_names():
+    tok, model, prompts, engine = _setup(max_new=20)
+    plain = engine.generate([RowSpec(prompts[0], s) for s in range(6)])
+    rows = []
+    for s in range(6):
+        ctl = {1: StopAt(4, "stopped"), 3: StopAt(2, "aborted")}.get(s)
+        rows.append(RowSpec(prompts[0], s, ctl))
+    out = engine.generate(rows)
+    for s, (a, b) in enumerate(zip(plain, out)):
+        if s == 1:
+            assert b.finish == "stopped" and len(b.tokens) == 5 and b.flags == {"stop_at": 4}
+            assert np.array_equal(b.tokens[:4], a.tokens[:4]) and b.tokens[-1] == tok.eos_token_id
+        elif s == 3:
+            assert b.finish == "aborted" and len(b.tokens) == 3
+        else:
+            assert np.array_equal(a.tokens, b.tokens) and a.finish == b.finish
+
+
+def test_forced_eos_logprob_is_the_policys_own():
+    tok, model, prompts, engine = _setup(max_new=10)
+    g = engine.generate([RowSpec(prompts[0], 0, StopAt(3, "stopped"))])[0]
+    ids = torch.tensor([list(prompts[0]) + g.tokens[:-1].tolist()])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(ids).logits[0, -1], -1)[tok.eos_token_id]
+    assert abs(float(lp) - float(g.logprobs[-1])) < 1e-4
+
+
+def test_top_p_and_greedy_paths():
+    tok, model, prompts, _ = _setup()
+    greedy = HFEngine(model, tok, max_new_tokens=12, temperature=0.0)
+    a = greedy.generate([RowSpec(prompts[0], 1), RowSpec(prompts[0], 2)])
+    assert np.array_equal(a[0].tokens, a[1].tokens), "greedy ignores the seed"
+    nucleus = HFEngine(model, tok, max_new_tokens=12, top_p=0.5)
+    b = nucleus.generate([RowSpec(prompts[2], s) for s in range(3)])
+    assert all(len(g.tokens) > 0 for g in b)

@@ -1,0 +1,99 @@
+"""GRPO advantages on hand-computed groups, the n<2 rule, and one real optimizer step."""
+import numpy as np
+import pytest
+import torch
+
+from allocators.base import Rollout
+from trainer.grpo import LossConfig, assign_advantages, policy_loss
+
+
+def row(pid, group, reward, finish="eos", tokens=(5, 6, 1), logprobs=None, weight=1.0):
+    t = np.array(tokens, dtype=np.int64)
+    lp = np.full(len(t), -1.0, np.float32) if logprobs is None else np.array(logprobs, np.float32)
+    return Rollout(pid, group, "main", 0, 0, t, lp, finish, reward, weight)
+
+
+def test_advantages_of_unequal_groups_by_hand():
+    g1 = [row(0, 1, r) for r in (1, 0, 0)]             # mean 1/3, unbiased std sqrt(1/3)
+    g2 = [row(1, 2, r) for r in (1, 1, 0, 0, 1)]       # mean 0.6, std sqrt(0.3)
+    report = assign_advantages([g1, g2], eps=0.0)
+    s1 = np.sqrt(1 / 3)
+    assert [r.advantage for r in g1] == pytest.approx([(2 / 3) / s1, (-1 / 3) / s1, (-1 / 3) / s1])
+    s2 = np.sqrt(0.3)
+    assert [r.advantage for r in g2] == pytest.approx([0.4 / s2, 0.4 / s2, -0.6 / s2, -0.6 / s2,
+                                                       0.4 / s2])
+    assert report.groups == 2 and report.no_gradient == 0 and report.zero_variance == 0
+
+
+def test_no_std_variant_is_centred_rewards():
+    g = [row(0, 1, r) for r in (1, 0, 0, 0)]
+    assign_advantages([g], normalize_std=False)
+    assert [r.advantage for r in g] == pytest.approx([0.75, -0.25, -0.25, -0.25])
+
+
+def test_fewer_than_two_kept_rows_give_no_gradient_and_are_counted():
+    single = [row(0, 1, 1.0)]
+    one_kept = [row(1, 2, 1.0), row(1, 2, 0.0, finish="aborted"), row(1, 2, 0.0, finish="aborted")]
+    flat = [row(2, 3, 1.0), row(2, 3, 1.0)]
+    report = assign_advantages([single, one_kept, flat])
+    assert all(r.advantage == 0.0 for g in (single, one_kept, flat) for r in g)
+    assert report.no_gradient == 2 and report.zero_variance == 1
+
+
+def test_aborted_rows_enter_the_baseline_but_get_zero_advantage():
+    g = [row(0, 1, 1.0), row(0, 1, 0.0), row(0, 1, 0.0, finish="aborted")]
+    assign_advantages([g], eps=0.0)
+    mean, std = 1 / 3, np.std([1, 0, 0], ddof=1)
+    assert g[0].advantage == pytest.approx((1 - mean) / std)
+    assert g[1].advantage == pytest.approx((0 - mean) / std)
+    assert g[2].advantage == 0.0
+
+
+def test_a_step_changes_parameters_and_the_loss_is_finite(smoke_policy):
+    model, tok = smoke_policy
+    import copy
+    model = copy.deepcopy(model).train()
+    prompts = {0: tuple(tok("1 + 2 =\n")["input_ids"]), 1: tuple(tok("3 + 4 =\n")["input_ids"])}
+    rows = []
+    for pid, answer in ((0, "1+2=3\n\\boxed{3}"), (1, "3+4=8\n\\boxed{8}")):
+        ids = tok(answer)["input_ids"] + [tok.eos_token_id]
+        with torch.no_grad():
+            seq = torch.tensor([list(prompts[pid]) + ids])
+            lp = torch.log_softmax(model(seq).logits[0, len(prompts[pid]) - 1:-1], -1)
+            lp = lp.gather(-1, torch.tensor(ids).unsqueeze(-1)).squeeze(-1).numpy()
+        rows.append(Rollout(pid, pid, "main", 0, 0, np.array(ids), lp, "eos", 0.0, 1.0))
+    rows[0].advantage, rows[1].advantage = 1.0, -1.0
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    loss, stats = policy_loss(model, rows, prompts, tok.pad_token_id,
+                              sum(r.n_tokens for r in rows), LossConfig())
+    assert torch.isfinite(loss)
+    # at ratio 1 the surrogate is -mean(A) over tokens: the two rows have opposite advantages
+    n0, n1 = rows[0].n_tokens, rows[1].n_tokens
+    assert float(loss) == pytest.approx(-(n0 - n1) / (n0 + n1), abs=1e-4)
+    rows[1].advantage = 0.0   # the direction check below needs only the positive row
+    opt.zero_grad()
+    loss, _ = policy_loss(model, rows, prompts, tok.pad_token_id,
+                          sum(r.n_tokens for r in rows), LossConfig())
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # the step raised the log-prob of the positive row
+    with torch.no_grad():
+        seq = torch.tensor([list(prompts[0]) + rows[0].tokens.tolist()])
+        lp = torch.log_softmax(model(seq).logits[0, len(prompts[0]) - 1:-1], -1)
+        new = lp.gather(-1, torch.from_numpy(rows[0].tokens).unsqueeze(-1)).sum()
+    assert float(new) > float(rows[0].logprobs.sum())
+
+
+def test_clipping_caps_the_ratio_for_positive_advantages(smoke_policy):
+    model, tok = smoke_policy
+    prompts = {0: tuple(tok("1 + 2 =\n")["input_ids"])}
+    ids = tok("1+2=3")["input_ids"]
+    # stored old log-probs far below the policy's: ratio >> 1+eps, so the clipped term is used
+    r = Rollout(0, 0, "main", 0, 0, np.array(ids), np.full(len(ids), -50.0, np.float32), "eos", 1.0)
+    r.advantage = 1.0
+    loss, stats = policy_loss(model, [r], prompts, tok.pad_token_id, r.n_tokens,
+                              LossConfig(clip_low=0.2, clip_high=0.28))
+    assert float(loss) == pytest.approx(-1.28, abs=1e-5)
+    assert stats["clip_fraction"] == 1.0

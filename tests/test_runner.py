@@ -1,0 +1,135 @@
+"""The runner end to end on the smoke preset: determinism, resume, bad input, NaN losses."""
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+from trainer.loop import Run, RunSpec
+from trainer.rundir import read_json, read_jsonl
+
+TIMING_KEYS = {"seconds", "cum_seconds", "cum_train_seconds", "timing"}
+
+
+def untimed(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
+def run_smoke(preset, out: Path, method="grpo", budget=1.0, seed=0, progress=None):
+    return Run(RunSpec(method, budget, seed, preset), out, log=lambda *a: None,
+               progress=progress).execute()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_same_seed_same_metrics_and_resume_equals_uninterrupted(smoke_preset, tmp_path):
+    a = run_smoke(smoke_preset, tmp_path / "a")
+    b = run_smoke(smoke_preset, tmp_path / "b")
+    assert untimed(a) == untimed(b)
+    metrics_a = [untimed(m) for m in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
+    assert metrics_a == [untimed(m) for m in read_jsonl(tmp_path / "b" / "metrics.jsonl")]
+
+    def kill_after_third_step(record, last_eval):
+        if record["step"] == 2:          # checkpoint_every = 2: killed one step past a checkpoint
+            raise Killed()
+
+    with pytest.raises(Killed):
+        run_smoke(smoke_preset, tmp_path / "c", progress=kill_after_third_step)
+    assert not (tmp_path / "c" / "summary.json").exists()
+    resumed = run_smoke(smoke_preset, tmp_path / "c")
+    assert untimed(resumed) == untimed(a)
+    assert [untimed(m) for m in read_jsonl(tmp_path / "c" / "metrics.jsonl")] == metrics_a
+    assert read_jsonl(tmp_path / "c" / "eval.jsonl")[-1]["mean_at_k"] == \
+        read_jsonl(tmp_path / "a" / "eval.jsonl")[-1]["mean_at_k"]
+
+
+def test_different_seeds_differ(smoke_preset, tmp_path):
+    a = run_smoke(smoke_preset, tmp_path / "a", seed=0)
+    b = run_smoke(smoke_preset, tmp_path / "b", seed=1)
+    assert a["tokens"] != b["tokens"]
+
+
+def test_nan_loss_skips_the_update_counts_it_and_goes_on(smoke_preset, tmp_path, monkeypatch):
+    import torch
+    import trainer.loop as loop
+    real = loop.policy_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return loss * torch.tensor(float("nan")), stats
+        return loss, stats
+
+    monkeypatch.setattr(loop, "policy_loss", sometimes_nan)
+    summary = run_smoke(smoke_preset, tmp_path / "nan")
+    assert summary["nan_skipped"] == 1 and summary["steps"] == smoke_preset.steps
+    metrics = read_jsonl(tmp_path / "nan" / "metrics.jsonl")
+    assert metrics[0]["nan_skipped"] == 1 and metrics[-1]["nan_skipped"] == 1
+
+
+def test_runner_writes_tables_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["--methods", "grpo", "--budgets", "1.0,0.5", "--preset", "smoke",
+                 "--out", str(out)]) == 0
+    first = capsys.readouterr().out
+    assert "Budget table" in first and "Speed table" in first
+    assert (out / "summary.csv").is_file() and (out / "tables.md").is_file()
+    summary = read_json(out / "grpo__b0.5__s0" / "summary.json")
+    assert summary["rollouts"] == smoke_preset_rollouts(0.5)
+    mtime = (out / "grpo__b1__s0" / "summary.json").stat().st_mtime
+    assert main(["--methods", "grpo", "--budgets", "1.0", "--preset", "smoke",
+                 "--out", str(out)]) == 0
+    assert (out / "grpo__b1__s0" / "summary.json").stat().st_mtime == mtime
+
+
+def smoke_preset_rollouts(budget):
+    from bench.presets import get_preset
+    p = get_preset("smoke")
+    return round(budget * p.group_size) * p.prompts_per_step * p.steps
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_bad_input_gives_one_line_errors(tmp_path, capsys):
+    smoke = ["--preset", "smoke", "--out", str(tmp_path / "o")]
+    assert "unknown method 'nope'" in _error(capsys, ["--methods", "nope", *smoke])
+    assert "unknown preset" in _error(capsys, ["--methods", "grpo", "--preset", "huge"])
+    assert "outside (0, 1]" in _error(capsys, ["--methods", "grpo", "--budgets", "1.5", *smoke])
+    assert "fewer than the 8 prompts" in _error(capsys, ["--methods", "grpo", "--budgets", "0.05",
+                                                         *smoke])
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    assert "not valid JSON" in _error(capsys, ["--methods", "grpo", "--config", str(bad_json),
+                                               *smoke])
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"preset": {"model_dir": str(tmp_path / "no-such-model")}}))
+    assert "does not exist" in _error(capsys, ["--methods", "grpo", "--config", str(missing),
+                                               *smoke])
+    corrupt_dir = tmp_path / "corrupt-model"
+    corrupt_dir.mkdir()
+    (corrupt_dir / "config.json").write_text("{]")
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text(json.dumps({"preset": {"model_dir": str(corrupt_dir)}}))
+    assert "cannot load model" in _error(capsys, ["--methods", "grpo", "--config", str(corrupt),
+                                                  *smoke])
+
+
+def test_out_dir_with_a_different_config_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["--methods", "grpo", "--budgets", "1.0", "--preset", "smoke", "--steps", "2",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    before = (out / "grpo__b1__s0" / "summary.json").read_text()
+    assert "different config" in _error(capsys, ["--methods", "grpo", "--budgets", "1.0",
+                                                 "--preset", "smoke", "--out", str(out)])
+    assert (out / "grpo__b1__s0" / "summary.json").read_text() == before

@@ -1,0 +1,67 @@
+"""Tasks (disjoint splits, worked solutions), the verifier pool (timeouts, crashes), the ledger."""
+import numpy as np
+
+from allocators.base import Rollout
+from trainer.ledger import Ledger
+from trainer.tasks import build_splits, extract_boxed, worked_solution
+from trainer.verifier import REASONING_GYM, VerifierPool
+
+GOLD = {"answer": "16", "metadata": {"source_dataset": "chain_sum"}}
+
+
+def test_training_and_held_out_sets_share_no_question():
+    train, held_out = build_splits(60, 20)
+    assert not {t.prompt for t in train} & {t.prompt for t in held_out}
+    assert len({t.prompt for t in train}) == len(train)
+    assert {t.bucket for t in held_out} == {t.bucket for t in train}
+    assert len(held_out) == 4 * 20
+
+
+def test_worked_solution_is_a_chain_of_partial_sums_that_scores_one():
+    assert worked_solution("12 + 7 - 3") == "12+7=19\n19-3=16\n\\boxed{16}"
+    assert worked_solution("2 - 6") == "2-6=-4\n\\boxed{-4}"
+    train, _ = build_splits(20, 5)
+    with VerifierPool(workers=1) as pool:
+        report = pool.score([(t.scorer, t.solution, t.gold) for t in train])
+    assert report.rewards.tolist() == [1.0] * len(train)
+
+
+def test_extract_boxed_takes_the_last_balanced_box():
+    assert extract_boxed("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
+    assert extract_boxed("\\boxed{12") is None
+    assert extract_boxed("no marker") is None
+
+
+def test_timeouts_and_crashes_score_zero_are_counted_and_spare_neighbours():
+    items = [("tests.hostile_scorers:sleepy", "hang", GOLD),
+             ("tests.hostile_scorers:sleepy", "16", GOLD),
+             ("tests.hostile_scorers:crashy", "crash", GOLD),
+             ("tests.hostile_scorers:crashy", "raise", GOLD),
+             ("tests.hostile_scorers:crashy", "16", GOLD),
+             (REASONING_GYM, "so \\boxed{16}", GOLD),
+             (REASONING_GYM, "so \\boxed{15}", GOLD)]
+    with VerifierPool(workers=2, timeout=1.0) as pool:
+        report = pool.score(items)
+        assert report.rewards.tolist() == [0, 1, 0, 0, 1, 1, 0]
+        assert report.status == ["timeout", "ok", "crash", "error", "ok", "ok", "ok"]
+        assert report.timeouts == 1 and report.failures == 2
+        # the pool survives and keeps scoring
+        assert pool.score([(REASONING_GYM, "\\boxed{16}", GOLD)]).rewards.tolist() == [1.0]
+
+
+def test_ledger_counts_equal_the_sum_over_rollouts():
+    ledger = Ledger()
+    ledger.begin_step()
+    rows = [Rollout(0, 0, "main", 0, 0, np.zeros(n, np.int64), np.zeros(n, np.float32), "eos")
+            for n in (3, 7, 11)]
+    ledger.plan(3, 30.0)
+    ledger.charge(rows[:2])
+    ledger.charge(rows[2:])
+    with ledger.phase("generate"):
+        pass
+    rec = ledger.step_record()
+    assert rec["tokens"] == 21 and rec["rollouts"] == 3 and rec["cum_tokens"] == 21
+    ledger.begin_step()
+    ledger.charge(rows[:1])
+    assert ledger.step_record()["tokens"] == 3 and ledger.cumulative_tokens == 24
+    assert ledger.cumulative_rollouts == 4
