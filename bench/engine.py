@@ -1,0 +1,110 @@
+"""``python -m bench.engine``: the hf rollout engine against ``model.generate`` on the same prompts.
+
+Both sample ``--samples`` rollouts of each of ``--prompts`` training prompts from the preset's
+policy at its temperature, up to its maximum response length.  Throughput counts useful tokens:
+each row's tokens up to and including its first EOS (what the trainer keeps).  ``model.generate``
+keeps finished rows in the batch until the longest row ends, so its time follows batch size x
+longest row; the engine drops finished rows, so its time follows the tokens actually generated.
+Figures are medians over ``--repeats`` after one warm-up, measured in one process, so the ratio is
+meaningful on a shared, noisy machine even when the absolute numbers are not.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from bench.presets import PRESETS, get_preset
+from trainer.engine import HFEngine, RowSpec
+from trainer.policy import load_policy
+from trainer.sft import ensure_warm_start
+from trainer.tasks import build_splits
+
+
+def useful_tokens(sequences: torch.Tensor, eos_id: int) -> int:
+    """Tokens per row up to and including the first EOS (all of them if none)."""
+    is_eos = sequences == eos_id
+    first = torch.where(is_eos.any(-1), is_eos.int().argmax(-1) + 1,
+                        torch.full((sequences.shape[0],), sequences.shape[1]))
+    return int(first.sum())
+
+
+def time_engine(engine: HFEngine, rows: list[RowSpec]) -> tuple[float, int]:
+    start = time.perf_counter()
+    gens = engine.generate(rows)
+    return time.perf_counter() - start, sum(len(g.tokens) for g in gens)
+
+
+@torch.no_grad()
+def time_generate(model, tokenizer, prompts: list[str], samples: int, max_new: int,
+                  temperature: float, top_p: float) -> tuple[float, int]:
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    start = time.perf_counter()
+    out = model.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
+                         max_new_tokens=max_new, num_return_sequences=samples,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    seconds = time.perf_counter() - start
+    return seconds, useful_tokens(out[:, batch["input_ids"].shape[1]:], tokenizer.eos_token_id)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.engine",
+        description="Tokens/s of the hf rollout engine versus transformers' model.generate on the "
+                    "same prompts, with mixed output lengths.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", default="tiny", help=f"policy and sampling settings: {', '.join(PRESETS)}")
+    parser.add_argument("--prompts", type=int, default=32, help="distinct training prompts")
+    parser.add_argument("--samples", type=int, default=8, help="rollouts per prompt")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument("--device", default=None, help="torch device (default: the preset's)")
+    args = parser.parse_args(argv)
+    try:
+        preset = get_preset(args.preset)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.prompts < 1 or args.samples < 1 or args.repeats < 1:
+        print("error: --prompts, --samples and --repeats must be at least 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(preset.threads)
+    path = preset.model_dir or ensure_warm_start(preset.warm_start)
+    model, tokenizer = load_policy(path)
+    model.to(args.device or preset.device).eval()
+    train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket)
+    tasks = train[:args.prompts]
+    engine = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
+                      temperature=preset.temperature, top_p=preset.top_p)
+    rows = [RowSpec(tuple(tokenizer(t.prompt)["input_ids"]), seed=1000 * i + k)
+            for i, t in enumerate(tasks) for k in range(args.samples)]
+    prompts = [t.prompt for t in tasks]
+
+    def run_generate():
+        return time_generate(model, tokenizer, prompts, args.samples, preset.max_new_tokens,
+                             preset.temperature, preset.top_p)
+
+    time_engine(engine, rows[:8])
+    run_generate()
+    engine_runs = [time_engine(engine, rows) for _ in range(args.repeats)]
+    generate_runs = [run_generate() for _ in range(args.repeats)]
+    engine_rate = statistics.median(tok / sec for sec, tok in engine_runs)
+    generate_rate = statistics.median(tok / sec for sec, tok in generate_runs)
+    lengths = [len(g.tokens) for g in engine.generate(rows)]
+    print(f"preset {preset.name}: {len(rows)} rollouts ({args.prompts} prompts x {args.samples}), "
+          f"max {preset.max_new_tokens} new tokens, lengths {min(lengths)}-{max(lengths)} "
+          f"(mean {statistics.mean(lengths):.1f}), device {model.device}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'engine':18s} {'useful tokens/s':>16s}")
+    print(f"{'hf engine':18s} {engine_rate:16,.0f}")
+    print(f"{'model.generate':18s} {generate_rate:16,.0f}")
+    print(f"ratio (engine / generate): {engine_rate / generate_rate:.2f}x  "
+          f"(median of {args.repeats} repeats each)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
