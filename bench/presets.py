@@ -1,10 +1,23 @@
-"""Named run presets: the embedded CPU defaults (``smoke`` for tests, ``tiny`` for the main job).
+"""Named run presets: the embedded CPU defaults (``smoke`` for tests, ``tiny`` for the main job)
+and real-model presets (``qwen3-1.7b-math``, ``qwen3-0.6b-math``).
 
 A preset fixes everything but the method, budget fraction and seed, so that every method of a
 comparison runs on the same policy, data, optimizer, evaluation and accounting.
+
+Real presets load a local Hugging Face model directory and local JSONL data (``trainer.data``:
+MATH or GSM8K schema, math-verify rewards).  Their paths come from environment variables, read
+when this module is imported, with defaults relative to the working directory:
+
+* ``ALLOCBENCH_MODELS`` (default ``models``): holds ``Qwen3-1.7B-Base/`` and ``Qwen3-0.6B-Base/``;
+* ``ALLOCBENCH_DATA`` (default ``data``): holds ``math_train.jsonl`` (DUET trains on 7,497
+  cleaned MATH training problems, ``math_train_clean.jsonl``; any MATH-schema file works) and
+  ``math500.jsonl`` (MATH-500, as in ``../shared/data``).
+
+Any field can also be overridden per sweep with ``--config`` (``{"preset": {"model_dir": ...}}``).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, replace
 
 from trainer.policy import Architecture
@@ -25,10 +38,11 @@ class Preset:
     max_new_tokens: int = 48                    # L_max
     temperature: float = 1.0
     top_p: float = 1.0
-    lr: float = 1e-4
+    lr: float = 5e-5
     warmup_steps: int = 10
     schedule: str = "constant"                  # or "cosine"
     updates_per_step: int = 1                   # optimizer steps per training step, fixed
+    micro_batch_rows: int = 512                 # rows per forward/backward inside an update
     grad_clip: float = 1.0
     clip_low: float = 0.2
     clip_high: float = 0.2
@@ -43,13 +57,26 @@ class Preset:
     verifier_workers: int = 1
     verifier_timeout: float = 5.0
     max_rollout_weight: float = 1000.0
+    score_truncated: bool = False               # False: a response cut at max_new_tokens scores 0
     threads: int = 2
     device: str = "cpu"
+    # --- real-model fields (defaults keep the embedded presets as they were) ---
+    train_data: str | None = None               # MATH/GSM8K JSONL; None = embedded chain_sum
+    eval_data: tuple[str, ...] = ()             # held-out JSONL files (needed with train_data)
+    train_limit: int | None = None              # first N training problems (None = all)
+    eval_limit: int | None = None               # first N problems of each held-out file
+    max_prompt_tokens: int | None = None        # longer training prompts are dropped (verl)
+    dtype: str = "float32"                      # compute dtype: float32 | bfloat16 | float16
+    engine: str = "hf"                          # rollout engine: hf | vllm
+    engine_options: dict = field(default_factory=dict)  # engine keyword arguments
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        # tuples become lists so that the dict equals its own JSON round trip (config.json)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+_MODELS = os.environ.get("ALLOCBENCH_MODELS", "models")
+_DATA = os.environ.get("ALLOCBENCH_DATA", "data")
 _SMOKE_ARCH = Architecture(hidden=64, layers=2, heads=2, kv_heads=1, intermediate=192)
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -59,8 +86,36 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
                                       eval_per_bucket=4),
            train_per_bucket=40, eval_per_bucket=4, prompts_per_step=8, group_size=8, steps=4,
            max_new_tokens=40, eval_every=4, eval_samples=2, checkpoint_every=2, warmup_steps=1),
-    Preset("tiny", "the embedded default: a ~0.8M Qwen3 policy on chain_sum, 32 prompts x 8",
+    Preset("tiny", "the embedded default: a 0.8M Qwen3 policy on chain_sum, 32 prompts x 8, 80 steps",
            warm_start=WarmStartConfig()),
+    # DUET's GRPO reference config (ALGORITHMS.md section 1.1): Qwen3-1.7B-Base on MATH, 128
+    # prompts x 8, 3,072-token responses, AdamW 3e-6 cosine with 10% warm-up, low-variance KL
+    # 0.001, clip 0.2/0.2 (clip_c 3), token-mean, grad clip 1, one optimizer step per training
+    # step, T = 0.9 / top-p 0.95, Mean@4 on MATH-500 every 30 steps; 4 epochs of 7,497 problems
+    # = 232 steps.  bf16 compute over float32 master weights (verl's FSDP mixed precision).
+    Preset("qwen3-1.7b-math", "DUET's GRPO reference: Qwen3-1.7B-Base on MATH, 128 x 8, "
+           "3,072 tokens, vLLM rollouts, one GPU",
+           warm_start=None, model_dir=f"{_MODELS}/Qwen3-1.7B-Base",
+           train_data=f"{_DATA}/math_train.jsonl", eval_data=(f"{_DATA}/math500.jsonl",),
+           prompts_per_step=128, group_size=8, steps=232, max_new_tokens=3072,
+           max_prompt_tokens=512, temperature=0.9, top_p=0.95, lr=3e-6, warmup_steps=23,
+           schedule="cosine", updates_per_step=1, grad_clip=1.0, clip_low=0.2, clip_high=0.2,
+           dual_clip=3.0, kl_coef=0.001, normalize_std=True, eval_every=30, eval_samples=4,
+           eval_temperature=0.9, checkpoint_every=10, verifier_workers=8, verifier_timeout=10.0,
+           threads=8, device="cuda", dtype="bfloat16", engine="vllm", micro_batch_rows=16,
+           engine_options={"gpu_memory_utilization": 0.35}),
+    # A single-GPU real-model preset that the hf engine can carry: a smaller model, batch and
+    # response length, MATH-500's first 100 problems as the held-out set.
+    Preset("qwen3-0.6b-math", "Qwen3-0.6B-Base on MATH, 32 x 8, 1,024 tokens, hf engine, "
+           "one GPU",
+           warm_start=None, model_dir=f"{_MODELS}/Qwen3-0.6B-Base",
+           train_data=f"{_DATA}/math_train.jsonl", eval_data=(f"{_DATA}/math500.jsonl",),
+           eval_limit=100, prompts_per_step=32, group_size=8, steps=100, max_new_tokens=1024,
+           max_prompt_tokens=512, temperature=0.9, top_p=0.95, lr=3e-6, warmup_steps=10,
+           schedule="cosine", kl_coef=0.001, eval_every=20, eval_samples=4, eval_temperature=0.9,
+           checkpoint_every=10, verifier_workers=8, verifier_timeout=10.0, threads=8,
+           device="cuda", dtype="bfloat16", engine="hf", micro_batch_rows=32,
+           engine_options={"max_batch_rows": 128}),
 ]}
 
 

@@ -2,8 +2,13 @@
 
 Each (method, budget, seed) is an independent run directory under ``--out``; finished runs are
 skipped, unfinished ones resume from their last checkpoint, so re-running a sweep only does what
-is missing.  At the end the sweep's ``summary.csv`` and ``tables.md`` are (re)written from every
-finished run in ``--out`` and the tables are printed.
+is missing.  At the end the sweep's ``summary.csv``, ``tables.md``, one CSV per table and the
+plots are (re)written from every finished run in ``--out`` (:func:`bench.report.build`, which
+``python -m bench.report DIR`` also runs) and the tables are printed.
+
+``--table NAME`` runs what one of the papers' tables needs (:mod:`bench.paper_tables`) and
+prints it in the paper's layout; ``--executor local --jobs N`` runs independent runs in parallel
+worker processes (:mod:`bench.executors`).
 """
 from __future__ import annotations
 
@@ -11,17 +16,20 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 import allocators
+from bench import paper_tables
+from bench.executors import EXECUTORS, SweepProgress
 from bench.presets import PRESETS, Preset, get_preset, with_overrides
-from bench.tables import write_tables
-from trainer.features import FeatureError
-from trainer.loop import Run, RunError, RunSpec, check_run_dir, validate_spec
-from trainer.policy import PolicyLoadError
+from bench.report import build, update_sweep_file
+from bench.tables import SweepError
+from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+
+DEFAULT_METHODS = "all"
+DEFAULT_BUDGETS = "1.0,0.5"
+OVERHEAD_SIZES = (64, 512)          # small sizes: the full benchmark is python -m bench.overhead
 
 
 class UsageError(Exception):
@@ -40,6 +48,12 @@ def parse_ints(text: str, what: str) -> list[int]:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def parse_target(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise UsageError(f"--target is an accuracy in [0, 1], got {value}")
+    return value
 
 
 def resolve_methods(text: str) -> list[str]:
@@ -73,18 +87,31 @@ def load_config_file(path: str | None) -> dict:
     return config
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the None of options whose default depends on other options."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Train with each rollout-allocation method at each budget fraction and seed "
-                    "in the shared GRPO loop, then print the budget and speed tables.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--methods", default="all",
-                        help="comma-separated method names, or 'all' for every registered method "
-                             "except ablations (see --list)")
-    parser.add_argument("--budgets", default="1.0,0.5",
-                        help="comma-separated budget fractions b in (0, 1]: rollout methods get "
-                             "round(b*M*G) rollouts per step, token methods b*M*G*mean-length tokens")
+                    "in the shared GRPO loop, then write and print the budget, paired-Δ, speed, "
+                    "cost-to-target and diagnostics tables (tables.md, one CSV per table) and "
+                    "the plots (PNG) into the sweep directory.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated method names, or 'all' for every registered method "
+                             f"except ablations (see --list); default {DEFAULT_METHODS!r}, or the "
+                             f"table's methods with --table")
+    parser.add_argument("--budgets", default=None,
+                        help=f"comma-separated budget fractions b in (0, 1]: rollout methods get "
+                             f"round(b*M*G) rollouts per step, token methods b*M*G*mean-length "
+                             f"tokens; default {DEFAULT_BUDGETS}, or the table's with --table")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
     parser.add_argument("--preset", default="tiny",
                         help=f"run preset: {', '.join(f'{k} ({v.description})' for k, v in PRESETS.items())}")
@@ -97,6 +124,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embedding", choices=("hashed", "minilm"), default="hashed",
                         help="prompt embedding for methods that need one (VIP): minilm = the paper's "
                              "all-MiniLM-L6-v2 (extra 'embed'), hashed = deterministic n-gram hashing")
+    parser.add_argument("--table", default=None, metavar="NAME",
+                        help="run what one of the papers' tables needs (its methods and budgets, "
+                             "on --preset, with --seeds, into --out) and print it in the paper's "
+                             "layout; 'list' names the tables")
+    parser.add_argument("--target", type=float, default=None,
+                        help="target accuracy of the cost-to-target tables (default: GRPO at "
+                             "b = 1's final accuracy, mean over seeds)")
+    parser.add_argument("--overhead", action="store_true",
+                        help=f"also time the allocators' solvers at M in {OVERHEAD_SIZES} "
+                             f"(bench.overhead, small sizes) into overhead.md/.csv and add the "
+                             f"overhead table")
+    parser.add_argument("--executor", choices=tuple(EXECUTORS), default="local",
+                        help="local: independent runs in parallel worker processes on this "
+                             "machine; serial: one run after another in this process; ray: each "
+                             "run as a Ray task (extra 'dist'), see --ray-address")
+    parser.add_argument("--ray-address", default=None,
+                        help="--executor ray: address of a running Ray cluster (default: start "
+                             "a local Ray instance)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="--executor local: runs at a time (default: as many as fit, "
+                             "max(1, cores // the preset's torch threads))")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     parser.add_argument("--list", action="store_true", help="list methods and presets, then exit")
     return parser
 
@@ -114,91 +163,143 @@ def list_everything() -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class Plan:
+    preset: Preset
+    specs: list
+    skipped: list
+    table: paper_tables.PaperTable | None
+    out: Path
+
+
+def table_methods(table: paper_tables.PaperTable, skipped: list) -> list[str]:
+    """The table's methods that this checkout implements; the others are noted (their cells
+    print —)."""
+    missing = paper_tables.missing_methods(table.methods)
+    skipped += [f"{m}: not implemented in this harness (its cells print —)" for m in missing]
+    return [m for m in table.methods if m not in missing]
+
+
+def plan_sweep(args) -> Plan:
+    """Every check that needs no work, raising UsageError/RunError/KeyError (one line each)."""
+    table = paper_tables.get_table(args.table) if args.table else None
+    if args.jobs is not None and args.executor != "local":
+        raise UsageError("--jobs applies to --executor local")
+    if args.ray_address is not None and args.executor != "ray":
+        raise UsageError("--ray-address applies to --executor ray")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    parse_target(args.target)
+    preset = get_preset(args.preset)
+    config = load_config_file(args.config)
+    if config.get("preset"):
+        preset = with_overrides(preset, **config["preset"])
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        preset = with_overrides(preset, steps=args.steps)
+    skipped: list[str] = []
+    if table is not None and args.methods is None:
+        methods = table_methods(table, skipped)
+    else:
+        methods = resolve_methods(args.methods or DEFAULT_METHODS)
+    if table is not None and args.budgets is None:
+        budgets = list(table.budgets)
+    else:
+        budgets = parse_floats(args.budgets or DEFAULT_BUDGETS, "--budgets")
+    seeds = parse_ints(args.seeds, "--seeds")
+    if table is not None and not table.trains:
+        methods = []                        # e.g. coba-table4: timing only, nothing trained
+    specs = [RunSpec(m, b, s, preset,
+                     config.get("method_options", {}).get(m, {}),
+                     config.get("length_options", {}).get(m, {}), args.embedding)
+             for m in methods for b in budgets for s in seeds]
+    # with --methods all or a table's own methods, a method that cannot run at some budget (e.g.
+    # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
+    lenient = (args.methods or DEFAULT_METHODS) == "all" or (table is not None
+                                                             and args.methods is None)
+    for spec in list(specs):
+        try:
+            validate_spec(spec)
+        except RunError as exc:
+            if not lenient or "unknown" in str(exc) or "outside" in str(exc):
+                raise
+            specs.remove(spec)
+            skipped.append(f"{spec.run_name()}: {exc}")
+    out = Path(args.out or f"runs/{preset.name}")
+    for spec in specs:
+        check_run_dir(spec, out / spec.run_name())
+    return Plan(preset, specs, skipped, table, out)
+
+
+def measure_overhead(out: Path, progress: SweepProgress) -> None:
+    """The allocator overhead table at small sizes, into out/overhead.md and out/overhead.csv."""
+    from bench.overhead import PAPER_TABLE_4, overhead_table, summary_line, to_markdown, \
+        write_outputs
+    progress.describe("allocator overhead")
+    table = overhead_table(OVERHEAD_SIZES, repeats=3, cell_budget_s=2.0, progress=True)
+    write_outputs(table, out / "overhead.md",
+                  "\n".join([to_markdown(table), "", PAPER_TABLE_4, "", summary_line(table)]))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.list:
         print(list_everything())
         return 0
+    if args.table == "list":
+        print("paper tables (python -m bench.run --table NAME):\n" + paper_tables.list_tables())
+        return 0
     started = time.perf_counter()
     try:
-        preset = get_preset(args.preset)
-        config = load_config_file(args.config)
-        if config.get("preset"):
-            preset = with_overrides(preset, **config["preset"])
-        if args.steps is not None:
-            if args.steps < 1:
-                raise UsageError("--steps must be at least 1")
-            preset = with_overrides(preset, steps=args.steps)
-        methods = resolve_methods(args.methods)
-        budgets = parse_floats(args.budgets, "--budgets")
-        seeds = parse_ints(args.seeds, "--seeds")
-        specs = [RunSpec(m, b, s, preset,
-                         config.get("method_options", {}).get(m, {}),
-                         config.get("length_options", {}).get(m, {}), args.embedding)
-                 for m in methods for b in budgets for s in seeds]
-        skipped = []
-        for spec in list(specs):
-            try:
-                validate_spec(spec)
-            except RunError as exc:
-                # with --methods all, a method that cannot run at some budget (e.g. Pilot-Commit
-                # needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
-                if args.methods != "all" or "unknown" in str(exc) or "outside" in str(exc):
-                    raise
-                specs.remove(spec)
-                skipped.append(f"{spec.run_name()}: {exc}")
+        plan = plan_sweep(args)
     except (UsageError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    out = Path(args.out or f"runs/{preset.name}")
-    try:
-        for spec in specs:
-            check_run_dir(spec, out / spec.run_name())
-    except RunError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for note in skipped:
+    for note in plan.skipped:
         print(f"skipped (infeasible): {note}", file=sys.stderr)
+    out = plan.out
     out.mkdir(parents=True, exist_ok=True)
-    total = len(specs) * preset.steps
-    bar = tqdm(total=total, desc="sweep", unit="step", dynamic_ncols=True)
-    status = {}
     try:
-        for spec in specs:
-            run_dir = out / spec.run_name()
-            bar.set_description(f"{spec.method} b={spec.budget:g} s={spec.seed}")
-
-            def progress(record, last_eval, _bar=bar):
-                _bar.update(1)
-                _bar.set_postfix(acc=f"{last_eval['mean_at_k']:.3f}", tok=record["cum_tokens"])
-
-            before = bar.n
-            run = Run(spec, run_dir, log=tqdm.write, progress=progress)
-            summary = run.execute()
-            bar.update(preset.steps - (bar.n - before))
-            status[spec.run_name()] = summary
-    except (RunError, PolicyLoadError, FeatureError) as exc:
-        bar.close()
+        update_sweep_file(out, table=plan.table.name if plan.table else None, target=args.target)
+    except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        _finish_tables(out, preset.name)
         return 2
+    progress = SweepProgress(plan.specs, disable=not plan.specs)
+    try:
+        outcome = EXECUTORS[args.executor](plan.specs, out, progress, jobs=args.jobs,
+                                           ray_address=args.ray_address)
+        if not outcome.errors:
+            if plan.table is not None and plan.table.measure is not None:
+                progress.describe(f"measuring {plan.table.name}")
+                plan.table.measure(out)
+            if args.overhead:
+                measure_overhead(out, progress)
     except KeyboardInterrupt:
-        bar.close()
+        progress.close()
         print("interrupted: finished runs are kept; re-run the same command to resume",
               file=sys.stderr)
         return 130
-    bar.close()
-    print(_finish_tables(out, preset.name))
-    print(f"{len(status)} runs in {out} ({time.perf_counter() - started:.0f} s); "
-          f"tables in {out / 'tables.md'}")
+    progress.close()
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    try:
+        report = build(out, with_plots=not args.no_plots)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if outcome.errors:
+        print(f"{len(outcome.errors)} run(s) failed; tables of the {len(outcome.summaries)} "
+              f"finished in {out / 'tables.md'}", file=sys.stderr)
+        return 2
+    print(report.paper[plan.table.name] if plan.table is not None else report.text)
+    print(f"{len(outcome.summaries)} runs in {out} ({time.perf_counter() - started:.0f} s); "
+          f"tables in {out / 'tables.md'}" + (f", {len(report.plots)} plots" if report.plots
+                                              else ""))
     return 0
-
-
-def _finish_tables(out: Path, preset_name: str) -> str:
-    return write_tables(out, preset_name)
 
 
 if __name__ == "__main__":

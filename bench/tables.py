@@ -1,50 +1,136 @@
 """Tables built from a sweep directory: every number comes from the runs' own files.
 
+A sweep directory holds one sub-directory per (method, budget, seed) run; only finished runs
+(those with ``summary.json``) enter a table, so a half-done run never skews a mean.
+
 Intervals: with several seeds, a cell shows ``mean ± half-width`` of a two-sided 95% Student-t
-interval over seeds (``t_{0.975, n-1} · s / sqrt(n)``); with one seed, the value alone.
+interval over seeds (``t_{0.975, n-1} · s / sqrt(n)``, ``s`` the sample standard deviation); with
+one seed, the value alone.
+
+Paired comparisons (the Δ tables) difference two runs that share a seed — same warm start, same
+prompt order, same evaluation samples (common random numbers) — and give the t-interval of those
+per-seed differences, which is much tighter than comparing two independent means.
+
+Cost-to-target: a run "first reaches" the target at its first evaluation (in step order, the
+step-0 evaluation of the initial policy included) whose held-out ``mean_at_k`` is ≥ the target
+(with a 1e-9 tolerance for float round-off); the cost is that evaluation's cumulative tokens,
+rollouts and training seconds, read as recorded — no interpolation between evaluations, so the
+cost is an upper bound at the evaluation period's resolution.  Per (method, budget) the cell is
+the mean ± t-interval over the seeds that reached the target, followed by ``(k/n)`` when only k
+of n seeds reached it (such a cell is optimistic: the seeds that never reached it are left out);
+``never`` when no seed reached it.  Ratios ``vs GRPO`` = GRPO (b = 1)'s mean cost / the run's
+mean cost (> 1: the run gets there cheaper), from the same means.
+
+Every function here is deterministic given the files, so ``python -m bench.report`` rebuilds
+byte-identical ``tables.md`` and CSVs.
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from trainer.rundir import read_json, read_jsonl
+from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 PHASE_COLUMNS = ("generate", "reward", "logprob", "update", "allocate", "other")
+MISSING = "—"
+NEVER = "never"
+REFERENCE = ("grpo", 1.0)          # the reference run of speed-ups, targets and ratios
+TOLERANCE = 1e-9
+INTERVAL_NOTE = ("mean ± half-width of the two-sided 95% Student-t interval over seeds "
+                 "(t₀.₉₇₅,ₙ₋₁ · s / √n); one seed: the value alone")
+
+
+class SweepError(ValueError):
+    """A sweep directory that cannot be read (one line, for ``error: ...``)."""
+
+
+# ------------------------------------------------------------------------------ loading
+def finished_runs(sweep_dir: Path) -> list[Path]:
+    """Run directories holding a ``summary.json``, in name order (deterministic)."""
+    return sorted(p.parent for p in Path(sweep_dir).glob("*/summary.json"))
+
+
+def _read(path: Path, reader):
+    try:
+        return reader(path)
+    except FileNotFoundError:
+        raise SweepError(f"malformed run directory {path.parent}: {path.name} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SweepError(f"malformed run directory {path.parent}: {path.name} is not valid "
+                         f"JSON ({exc})") from None
+
+
+def run_identity(run_dir: Path) -> dict:
+    """method, budget, seed and preset of a run, from its config.json."""
+    config = _read(run_dir / "config.json", read_json)
+    try:
+        run = config["run"]
+        return {"method": run["method"], "budget": float(run["budget"]), "seed": int(run["seed"]),
+                "preset": run["preset"]["name"], "group_size": run["preset"]["group_size"]}
+    except (KeyError, TypeError) as exc:
+        raise SweepError(f"malformed run directory {run_dir}: config.json lacks {exc}") from None
 
 
 def load_summaries(sweep_dir: Path) -> pd.DataFrame:
-    """One row per finished run (a sub-directory holding summary.json)."""
+    """One row per finished run; nested ``timing`` becomes ``sec_<phase>`` columns."""
     rows = []
-    for path in sorted(Path(sweep_dir).glob("*/summary.json")):
-        s = read_json(path)
+    for run_dir in finished_runs(sweep_dir):
+        s = _read(run_dir / "summary.json", read_json)
+        if not isinstance(s, dict) or "final_accuracy" not in s or "timing" not in s:
+            raise SweepError(f"malformed run directory {run_dir}: summary.json lacks "
+                             f"final_accuracy/timing")
         flat = {k: v for k, v in s.items() if not isinstance(v, dict)}
         flat.update({f"sec_{k}": v for k, v in s["timing"].items()})
-        flat["run"] = path.parent.name
+        flat.update({f"bucket_{k}": v for k, v in s.get("final_buckets", {}).items()})
+        flat.update(run_identity(run_dir))
+        flat["run"] = run_dir.name
         rows.append(flat)
     return pd.DataFrame(rows)
 
 
 def load_curves(sweep_dir: Path) -> pd.DataFrame:
-    """Every evaluation of every run, with the run's method, budget and seed."""
+    """Every evaluation of every finished run, with the run's method, budget and seed."""
     frames = []
-    for path in sorted(Path(sweep_dir).glob("*/eval.jsonl")):
-        config = read_json(path.parent / "config.json")["run"]
-        evals = read_jsonl(path)
+    for run_dir in finished_runs(sweep_dir):
+        evals = _read(run_dir / "eval.jsonl", read_jsonl)
         if not evals:
-            continue
+            raise SweepError(f"malformed run directory {run_dir}: eval.jsonl is empty")
+        ident = run_identity(run_dir)
         df = pd.DataFrame([{k: v for k, v in e.items() if not isinstance(v, dict)} for e in evals])
-        df["method"], df["budget"], df["seed"] = config["method"], config["budget"], config["seed"]
-        frames.append(df)
+        for key in ("method", "budget", "seed"):
+            df[key] = ident[key]
+        frames.append(df.sort_values("step", kind="stable"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+STEP_FIELDS = ("step", "effective_ratio", "zero_variance_groups", "groups_trained", "rounds",
+               "rollouts", "tokens")
+
+
+def load_steps(sweep_dir: Path) -> pd.DataFrame:
+    """One row per training step of every finished run (metrics.jsonl), ``counts`` kept as a list
+    (the first-round per-prompt rollout counts)."""
+    rows = []
+    for run_dir in finished_runs(sweep_dir):
+        ident = run_identity(run_dir)
+        for record in _read(run_dir / "metrics.jsonl", read_jsonl):
+            row = {k: record.get(k) for k in STEP_FIELDS}
+            row["counts"] = list(record.get("counts", []))
+            row.update(method=ident["method"], budget=ident["budget"], seed=ident["seed"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ numbers
 def t_interval(values) -> tuple[float, float]:
     """(mean, half-width of the 95% t interval); half-width nan for fewer than 2 values."""
     v = np.asarray(list(values), dtype=float)
+    v = v[~np.isnan(v)]
     if len(v) == 0:
         return float("nan"), float("nan")
     if len(v) < 2:
@@ -53,75 +139,391 @@ def t_interval(values) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
-def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0) -> str:
-    if np.isnan(mean):
-        return "—"
-    if np.isnan(half):
-        return f"{mean * scale:.{digits}f}"
-    return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
+def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands=False) -> str:
+    """``mean ± half`` (or ``mean`` alone when half is nan; ``—`` when mean is nan)."""
+    if mean is None or np.isnan(mean):
+        return MISSING
+    spec = f",.{digits}f" if thousands else f".{digits}f"
+    if half is None or np.isnan(half):
+        return f"{mean * scale:{spec}}"
+    return f"{mean * scale:{spec}} ± {half * scale:{spec}}"
+
+
+def signed(mean: float, half: float, n: int, digits: int = 3) -> str:
+    """A paired difference: ``+0.012 ± 0.010 (n=3)``; ``—`` when there is no pair."""
+    if n == 0 or np.isnan(mean):
+        return MISSING
+    spread = f" ± {half:.{digits}f}" if not np.isnan(half) else ""
+    return f"{mean:+.{digits}f}{spread} (n={n})"
 
 
 def method_order(methods) -> list[str]:
+    """GRPO first (the reference), then alphabetical."""
     return sorted(set(methods), key=lambda m: (m != "grpo", m))
 
 
-def budget_table(df: pd.DataFrame) -> pd.DataFrame:
+def budgets_of(df: pd.DataFrame) -> list[float]:
+    return sorted(df["budget"].unique(), reverse=True)
+
+
+def cell_runs(df: pd.DataFrame, method: str, budget: float) -> pd.DataFrame:
+    return df[(df["method"] == method) & np.isclose(df["budget"], budget)]
+
+
+def blabel(budget: float) -> str:
+    return f"b={budget:g}"
+
+
+def per_step_seconds(df: pd.DataFrame) -> pd.Series:
+    """Training seconds per step of each run (speed-ups compare per step, so that runs of
+    different lengths stay comparable; equal to total seconds when steps are equal)."""
+    return df["sec_train_seconds"] / df["steps"].clip(lower=1)
+
+
+def speedup(reference_seconds, run_seconds) -> tuple[float, float]:
+    """(speed-up, 95% half-width) of a run: mean reference seconds per step / mean run seconds
+    per step (a ratio of means, as the papers define it).  The half-width is the delta method's
+    for a ratio of two independent means, ``r · sqrt((se_a/a)² + (se_b/b)²) · t``, with the
+    t quantile at ``min(n_a, n_b) - 1`` degrees of freedom (conservative); nan below 2 each."""
+    a = np.asarray(reference_seconds, dtype=float)
+    b = np.asarray(run_seconds, dtype=float)
+    if len(a) == 0 or len(b) == 0 or b.mean() <= 0:
+        return float("nan"), float("nan")
+    ratio = float(a.mean() / b.mean())
+    if min(len(a), len(b)) < 2:
+        return ratio, float("nan")
+    relative = np.hypot(a.std(ddof=1) / np.sqrt(len(a)) / a.mean(),
+                        b.std(ddof=1) / np.sqrt(len(b)) / b.mean())
+    return ratio, float(ratio * relative * sps.t.ppf(0.975, min(len(a), len(b)) - 1))
+
+
+def speedup_of(df: pd.DataFrame, method: str, budget: float) -> tuple[float, float]:
+    """Speed-up of (method, budget) vs GRPO at b = 1; (1, nan) for the reference itself."""
+    ref_runs, runs = cell_runs(df, *REFERENCE), cell_runs(df, method, budget)
+    if ref_runs.empty or runs.empty:
+        return float("nan"), float("nan")
+    if (method, budget) == REFERENCE:
+        return 1.0, float("nan")
+    return speedup(per_step_seconds(ref_runs), per_step_seconds(runs))
+
+
+SPEEDUP_NOTE = ("speed-up = GRPO (b = 1)'s mean training seconds per step / this run's (evaluation "
+                "excluded); ± = delta-method 95% interval of that ratio of two independent means "
+                "(t at min(n) − 1 df); the reference row is 1.00× by definition")
+
+
+def paired_differences(df: pd.DataFrame, method: str, budget: float, ref_method: str,
+                       ref_budget: float, column: str = "final_accuracy") -> np.ndarray:
+    """``column`` of (method, budget) minus that of (ref_method, ref_budget), seed by seed, over
+    the seeds both have."""
+    a = cell_runs(df, method, budget).set_index("seed")[column]
+    b = cell_runs(df, ref_method, ref_budget).set_index("seed")[column]
+    seeds = sorted(set(a.index) & set(b.index))
+    return np.array([a[s] - b[s] for s in seeds], dtype=float)
+
+
+# ------------------------------------------------------------------------------ tables
+@dataclass
+class Table:
+    """One table: ``display`` (strings, plain columns) for markdown, ``data`` (numbers, long form)
+    for its CSV ``table_<key>.csv``."""
+
+    key: str
+    title: str
+    display: pd.DataFrame
+    data: pd.DataFrame | None = None
+    note: str = ""
+    extra: list[str] = field(default_factory=list)    # free markdown lines after the note
+
+    def markdown(self) -> str:
+        # disable_numparse: cells are printed exactly as formatted here ("56.0" stays "56.0")
+        body = (self.display.to_markdown(index=False, disable_numparse=True)
+                if not self.display.empty else "(no rows)")
+        text = f"### {self.title}\n\n{body}\n"
+        if self.note:
+            text += f"\n{self.note}\n"
+        if self.extra:
+            text += "\n" + "\n".join(self.extra) + "\n"
+        return text
+
+
+def _stat_columns(prefix: str, values) -> dict:
+    mean, half = t_interval(values)
+    return {f"{prefix}_mean": mean, f"{prefix}_ci95": half}
+
+
+def budget_table(df: pd.DataFrame) -> Table:
     """Rows = methods, columns = budget fractions, cell = final held-out mean@k (± 95% t)."""
-    budgets = sorted(df["budget"].unique(), reverse=True)
-    out = {}
+    display, data = [], []
     for method in method_order(df["method"]):
-        row = {}
-        for b in budgets:
-            cell = df[(df["method"] == method) & (df["budget"] == b)]["final_accuracy"]
-            row[f"b={b:g}"] = fmt(*t_interval(cell))
-        out[method] = row
-    table = pd.DataFrame.from_dict(out, orient="index")
-    table.index.name = "method"
-    return table
+        row = {"method": method}
+        for b in budgets_of(df):
+            cell = cell_runs(df, method, b)["final_accuracy"]
+            row[blabel(b)] = fmt(*t_interval(cell))
+            if len(cell):
+                data.append({"method": method, "budget": b, "seeds": len(cell),
+                             **_stat_columns("final_accuracy", cell)})
+        display.append(row)
+    return Table("budget", "Budget table: final held-out accuracy (mean@k on our own held-out set)",
+                 pd.DataFrame(display), pd.DataFrame(data),
+                 f"Cells: {INTERVAL_NOTE}. Columns: budget fraction b.")
 
 
-def speed_table(df: pd.DataFrame) -> pd.DataFrame:
+def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
+    """Paired Δ final accuracy vs GRPO at the same seed: at the same budget, or at b = 1."""
+    if "grpo" not in set(df["method"]):
+        return None
+    display, data = [], []
+    methods = method_order(df["method"])
+    for method in methods:
+        if method == "grpo" and not against_full:
+            continue
+        row = {"method": method}
+        for b in budgets_of(df):
+            ref_b = 1.0 if against_full else b
+            if method == "grpo" and np.isclose(b, ref_b):
+                row[blabel(b)] = MISSING
+                continue
+            diffs = paired_differences(df, method, b, "grpo", ref_b)
+            mean, half = t_interval(diffs)
+            row[blabel(b)] = signed(mean, half, len(diffs))
+            if len(diffs):
+                data.append({"method": method, "budget": b, "reference_budget": ref_b,
+                             "pairs": len(diffs), "delta_mean": mean, "delta_ci95": half})
+        display.append(row)
+    if against_full:
+        key, title = "delta_full", "Δ vs full-budget GRPO (paired by seed)"
+        what = "this run's final accuracy − GRPO at b = 1's, same seed"
+    else:
+        key, title = "delta", "Δ vs GRPO (paired by seed, same budget)"
+        what = "this run's final accuracy − GRPO's at the same budget and seed"
+    return Table(key, title, pd.DataFrame(display), pd.DataFrame(data),
+                 f"Cell: mean of per-seed differences ({what}) ± 95% t-interval of those "
+                 f"differences; n = seeds paired. Positive = better than GRPO.")
+
+
+def speed_table(df: pd.DataFrame) -> Table:
     """Rows = method x budget: tokens, rollouts, seconds by phase, speed-up vs GRPO at b = 1."""
-    reference = df[(df["method"] == "grpo") & (df["budget"] == 1.0)]["sec_train_seconds"]
-    ref = float(reference.mean()) if len(reference) else float("nan")
-    rows = []
+    display, data = [], []
     for method in method_order(df["method"]):
-        for b in sorted(df[df["method"] == method]["budget"].unique(), reverse=True):
-            cell = df[(df["method"] == method) & (df["budget"] == b)]
+        for b in budgets_of(df[df["method"] == method]):
+            cell = cell_runs(df, method, b)
             row = {"method": method, "budget": f"{b:g}", "seeds": len(cell),
-                   "tokens": f"{cell['tokens'].mean():,.0f}",
-                   "rollouts": f"{cell['rollouts'].mean():,.0f}"}
+                   "tokens": fmt(*t_interval(cell["tokens"]), digits=0, thousands=True),
+                   "rollouts": fmt(*t_interval(cell["rollouts"]), digits=0, thousands=True)}
+            numbers = {"method": method, "budget": b, "seeds": len(cell),
+                       **_stat_columns("tokens", cell["tokens"]),
+                       **_stat_columns("rollouts", cell["rollouts"])}
             for phase in PHASE_COLUMNS:
-                row[f"{phase} s"] = f"{cell[f'sec_{phase}'].mean():.1f}"
-            train = cell["sec_train_seconds"].mean()
-            row["train s"] = f"{train:.1f}"
-            row["speed-up"] = f"{ref / train:.2f}×" if not np.isnan(ref) and train > 0 else "—"
-            rows.append(row)
-    return pd.DataFrame(rows).set_index(["method", "budget"])
+                column = f"sec_{phase}"
+                values = cell[column] if column in cell else []
+                row[f"{phase} s"] = fmt(*t_interval(values), digits=1)
+                numbers.update(_stat_columns(f"{phase}_seconds", values))
+            row["train s"] = fmt(*t_interval(cell["sec_train_seconds"]), digits=1)
+            numbers.update(_stat_columns("train_seconds", cell["sec_train_seconds"]))
+            mean, half = speedup_of(df, method, b)
+            row["speed-up"] = MISSING if np.isnan(mean) else fmt(mean, half, digits=2) + "×"
+            numbers.update(speedup_mean=mean, speedup_ci95=half)
+            display.append(row)
+            data.append(numbers)
+    return Table("speed", "Speed table: cumulative cost of each run", pd.DataFrame(display),
+                 pd.DataFrame(data),
+                 f"Cells: {INTERVAL_NOTE}. Seconds by phase are wall-clock; train s = every "
+                 f"phase but evaluation; {SPEEDUP_NOTE}.")
 
 
-def to_markdown(title: str, table: pd.DataFrame, note: str = "") -> str:
-    text = f"### {title}\n\n{table.to_markdown()}\n"
-    return text + (f"\n{note}\n" if note else "")
+# ------------------------------------------------------------------------------ cost-to-target
+COST_COLUMNS = (("cum_tokens", "tokens"), ("cum_rollouts", "rollouts"),
+                ("cum_train_seconds", "seconds"))
 
 
-def write_tables(sweep_dir: Path, preset_name: str) -> str:
-    """Write summary.csv and tables.md into ``sweep_dir``; return the markdown."""
-    from trainer.rundir import atomic_write_text
-    df = load_summaries(sweep_dir)
-    if df.empty:
-        return "no finished runs\n"
-    atomic_write_text(Path(sweep_dir) / "summary.csv", df.to_csv(index=False))
-    seeds = sorted(df["seed"].unique())
-    interval = "mean ± 95% t-interval over seeds" if len(seeds) > 1 else "one seed"
-    parts = [
-        f"# AllocBench results — preset `{preset_name}`, seeds {', '.join(map(str, seeds))}\n",
-        to_markdown("Budget table: final held-out accuracy (mean@k on our own held-out set)",
-                    budget_table(df), f"Cells: {interval}. Columns: budget fraction b."),
-        to_markdown("Speed table: cumulative cost of each run (means over seeds)", speed_table(df),
-                    "Seconds by phase are wall-clock; speed-up = GRPO (b = 1) training seconds "
-                    "(all phases but evaluation) / this run's."),
-    ]
-    text = "\n".join(parts)
+def default_target(summaries: pd.DataFrame) -> float:
+    """GRPO at b = 1's final accuracy, mean over its seeds; nan when that run is absent."""
+    ref = cell_runs(summaries, *REFERENCE)["final_accuracy"] if not summaries.empty else []
+    return float(np.mean(ref)) if len(ref) else float("nan")
+
+
+def first_reach(curve: pd.DataFrame, target: float) -> dict | None:
+    """The costs at the first evaluation (step order) with mean_at_k ≥ target; None if never."""
+    curve = curve.sort_values("step", kind="stable")
+    hits = curve[curve["mean_at_k"] >= target - TOLERANCE]
+    if hits.empty:
+        return None
+    first = hits.iloc[0]
+    return {"step": int(first["step"]), **{name: float(first[col]) for col, name in COST_COLUMNS}}
+
+
+def reach_costs(curves: pd.DataFrame, method: str, budget: float, target: float) -> tuple[list, int]:
+    """(first-reach costs of the seeds that reached the target, number of seeds)."""
+    cell = cell_runs(curves, method, budget)
+    reached, seeds = [], sorted(cell["seed"].unique())
+    for seed in seeds:
+        hit = first_reach(cell[cell["seed"] == seed], target)
+        if hit is not None:
+            reached.append(hit)
+    return reached, len(seeds)
+
+
+def cost_cell(reached: list, n: int, name: str, digits: int = 0) -> tuple[str, float, float]:
+    """Display string, mean and half-width of one cost over the seeds that reached the target."""
+    if not reached:
+        return NEVER, float("nan"), float("nan")
+    mean, half = t_interval([h[name] for h in reached])
+    text = fmt(mean, half, digits=digits, thousands=True)
+    return (text if len(reached) == n else f"{text} ({len(reached)}/{n})"), mean, half
+
+
+def ratio_text(reference: float, value: float) -> str:
+    if np.isnan(reference) or np.isnan(value) or value <= 0:
+        return MISSING
+    return f"{reference / value:.2f}×"
+
+
+def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | None) -> Table:
+    """Rows = method x budget: cumulative tokens / rollouts / train seconds to first reach the
+    target, with ratios vs GRPO at b = 1."""
+    explicit = target is not None
+    target = default_target(summaries) if target is None else float(target)
+    source = "given by --target" if explicit else "GRPO (b = 1)'s final accuracy, mean over seeds"
+    title = f"Cost-to-target table: target accuracy {target:.3f} ({source})" \
+        if not np.isnan(target) else "Cost-to-target table"
+    if np.isnan(target):
+        return Table("cost", title, pd.DataFrame(), None,
+                     "No target: GRPO at b = 1 is not in this sweep; pass --target.")
+    ref_reached, _ = reach_costs(curves, *REFERENCE, target)
+    ref_means = {name: (t_interval([h[name] for h in ref_reached])[0] if ref_reached
+                        else float("nan")) for _, name in COST_COLUMNS}
+    display, data = [], []
+    for method in method_order(summaries["method"]):
+        for b in budgets_of(summaries[summaries["method"] == method]):
+            reached, n = reach_costs(curves, method, b, target)
+            row = {"method": method, "budget": f"{b:g}", "reached": f"{len(reached)}/{n}"}
+            numbers = {"method": method, "budget": b, "target": target, "seeds": n,
+                       "reached": len(reached)}
+            for _, name in COST_COLUMNS:
+                digits = 1 if name == "seconds" else 0
+                row[f"{name} to target"], mean, half = cost_cell(reached, n, name, digits)
+                numbers.update({f"{name}_mean": mean, f"{name}_ci95": half})
+            for _, name in COST_COLUMNS:
+                mean = numbers[f"{name}_mean"]
+                row[f"{name} vs GRPO"] = ratio_text(ref_means[name], mean)
+                numbers[f"{name}_vs_grpo"] = (ref_means[name] / mean
+                                              if mean and not np.isnan(mean) else float("nan"))
+            display.append(row)
+            data.append(numbers)
+    return Table("cost", title, pd.DataFrame(display), pd.DataFrame(data),
+                 "First reach = first evaluation (step 0 included) with held-out mean@k ≥ target; "
+                 "the cost is that evaluation's cumulative tokens / rollouts / training seconds, "
+                 "not interpolated between evaluations. Cells: mean ± 95% t-interval over the "
+                 "seeds that reached the target; (k/n) = only k of n seeds reached it (optimistic: "
+                 "the others are left out); never = no seed reached it. vs GRPO = GRPO (b = 1)'s "
+                 "mean cost / this row's (> 1: cheaper).")
+
+
+# ------------------------------------------------------------------------------ diagnostics
+DIAGNOSTICS = (("zero_variance_fraction", "zero-var groups"),
+               ("effective_ratio", "effective ratio"),
+               ("count_mean", "count mean"), ("count_std", "count spread (sd)"),
+               ("stopped_fraction", "stopped"), ("aborted_fraction", "aborted"),
+               ("eps_kept_fraction", "kept by chance"), ("mean_rounds", "rounds/step"))
+
+
+def diagnostics_table(df: pd.DataFrame) -> Table:
+    """Per method x budget: how each allocator spent its rollouts (summary.json fields)."""
+    display, data = [], []
+    for method in method_order(df["method"]):
+        for b in budgets_of(df[df["method"] == method]):
+            cell = cell_runs(df, method, b)
+            row = {"method": method, "budget": f"{b:g}"}
+            numbers = {"method": method, "budget": b, "seeds": len(cell)}
+            for column, label in DIAGNOSTICS:
+                values = cell[column] if column in cell else []
+                row[label] = fmt(*t_interval(values), digits=2)
+                numbers.update(_stat_columns(column, values))
+            display.append(row)
+            data.append(numbers)
+    return Table("diagnostics", "Diagnostics: how each method spent its rollouts",
+                 pd.DataFrame(display), pd.DataFrame(data),
+                 f"Cells: {INTERVAL_NOTE}. zero-var groups = fraction of trained groups whose "
+                 "rewards were all equal (no gradient); effective ratio = fraction of trained "
+                 "groups with a non-zero advantage; count mean / sd = first-round rollouts per "
+                 "prompt over all steps; stopped / aborted / kept by chance = fractions of "
+                 "generated rows ended by DUET's stop rule (kept), aborted (excluded), or kept by "
+                 "its ε-chance; rounds/step = generation rounds per training step.")
+
+
+# ------------------------------------------------------------------------------ overhead
+OVERHEAD_FILE = "overhead.csv"
+
+
+def overhead_from_file(sweep_dir: Path) -> Table | None:
+    """The allocator overhead table from ``overhead.csv`` (written by ``python -m bench.overhead
+    --out DIR/overhead.md`` or ``bench.run --overhead``), if the sweep has one."""
+    from bench.overhead import format_seconds
+    path = Path(sweep_dir) / OVERHEAD_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = pd.read_csv(path, index_col=0, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path} is not a readable CSV ({exc})") from None
+    rows = []
+    for label, values in raw.iterrows():
+        row = {"solver": label}
+        for column, value in values.items():
+            try:
+                number = float(value)
+            except ValueError:
+                row[column] = MISSING
+                continue
+            row[column] = (f"{number:.0f}x" if number >= 10 else f"{number:.1f}x") \
+                if str(label).endswith("(x)") else format_seconds(number)
+        rows.append(row)
+    return Table("overhead", "Allocator overhead: median solve time per step (CoBA-RL Table 4 "
+                 "layout)", pd.DataFrame(rows), None,
+                 f"From {OVERHEAD_FILE} (raw seconds there). Columns: M prompts per step, C = 16 M "
+                 "rollouts; — = not measured. Paper (CoBA-RL Table 4, M = 512, B_total = 8192): "
+                 "DP 115.05 s, heap 0.124 s.")
+
+
+# ------------------------------------------------------------------------------ writing
+def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
+                    target: float | None) -> list[Table]:
+    tables = [budget_table(summaries), delta_table(summaries, against_full=False),
+              delta_table(summaries, against_full=True), speed_table(summaries),
+              cost_table(summaries, curves, target), diagnostics_table(summaries),
+              overhead_from_file(sweep_dir)]
+    return [t for t in tables if t is not None]
+
+
+def write_csvs(sweep_dir: Path, tables: list[Table], prefix: str = "table") -> None:
+    for table in tables:
+        if table.data is not None and not table.data.empty:
+            atomic_write_text(Path(sweep_dir) / f"{prefix}_{table.key}.csv",
+                              table.data.to_csv(index=False))
+
+
+def header(summaries: pd.DataFrame, preset_name: str | None) -> str:
+    presets = preset_name or ", ".join(sorted(summaries["preset"].astype(str).unique()))
+    seeds = sorted(summaries["seed"].unique())
+    return f"# AllocBench results — preset `{presets}`, seeds {', '.join(map(str, seeds))}\n"
+
+
+def write_tables(sweep_dir: Path, preset_name: str | None = None, target: float | None = None,
+                 extra_sections: list[str] | None = None) -> str:
+    """Write summary.csv, table_*.csv and tables.md into ``sweep_dir``; return the markdown.
+
+    ``extra_sections`` (already rendered markdown, e.g. paper tables) are appended.
+    """
+    summaries = load_summaries(sweep_dir)
+    if summaries.empty:
+        text = "no finished runs\n" + "".join("\n" + s for s in extra_sections or [])
+        atomic_write_text(Path(sweep_dir) / "tables.md", text)
+        return text
+    atomic_write_text(Path(sweep_dir) / "summary.csv", summaries.to_csv(index=False))
+    tables = standard_tables(summaries, load_curves(sweep_dir), sweep_dir, target)
+    write_csvs(sweep_dir, tables)
+    text = "\n".join([header(summaries, preset_name)] + [t.markdown() for t in tables]
+                     + list(extra_sections or []))
     atomic_write_text(Path(sweep_dir) / "tables.md", text)
     return text

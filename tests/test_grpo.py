@@ -97,3 +97,30 @@ def test_clipping_caps_the_ratio_for_positive_advantages(smoke_policy):
                               LossConfig(clip_low=0.2, clip_high=0.28))
     assert float(loss) == pytest.approx(-1.28, abs=1e-5)
     assert stats["clip_fraction"] == 1.0
+
+
+def test_micro_batches_sum_to_the_whole_batch_gradient(smoke_policy):
+    import copy
+    model, tok = smoke_policy
+    model = copy.deepcopy(model)
+    prompts = {0: tuple(tok("1 + 2 =\n")["input_ids"]), 1: tuple(tok("13 + 4 + 5 =\n")["input_ids"])}
+    rows = []
+    for i, (pid, text) in enumerate([(0, "1+2=3"), (1, "13+4=17\n17+5=22"), (0, "1+2=4"),
+                                     (1, "13+4=17")]):
+        ids = tok(text)["input_ids"]
+        r = Rollout(pid, pid, "main", 0, 0, np.array(ids), np.full(len(ids), -2.0, np.float32),
+                    "eos", 0.0, weight=1.0 + i)
+        r.advantage = (-1.0) ** i
+        rows.append(r)
+    denominator = sum(r.n_tokens for r in rows)
+
+    def grads(chunks):
+        model.zero_grad()
+        for chunk in chunks:
+            loss, _ = policy_loss(model, chunk, prompts, tok.pad_token_id, denominator, LossConfig())
+            loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    whole = grads([rows])
+    split = grads([rows[:1], rows[1:3], rows[3:]])
+    torch.testing.assert_close(whole, split, rtol=1e-4, atol=1e-6)

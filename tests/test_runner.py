@@ -133,3 +133,27 @@ def test_out_dir_with_a_different_config_is_refused_and_kept(tmp_path, capsys):
     assert "different config" in _error(capsys, ["--methods", "grpo", "--budgets", "1.0",
                                                  "--preset", "smoke", "--out", str(out)])
     assert (out / "grpo__b1__s0" / "summary.json").read_text() == before
+
+
+def test_every_method_runs_end_to_end_on_smoke(tmp_path, capsys):
+    import allocators
+    out = tmp_path / "all"
+    assert main(["--methods", "all", "--budgets", "1.0", "--preset", "smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for method in allocators.main_methods():
+        summary = read_json(out / f"{method}__b1__s0" / "summary.json")
+        assert summary["steps"] == 4 and summary["tokens"] > 0
+        assert f"| {method} " in printed
+
+
+def test_the_ledger_charges_every_round_including_dropped_groups(smoke_preset, tmp_path):
+    summary = run_smoke(smoke_preset, tmp_path / "dapo", method="dapo")
+    metrics = read_jsonl(tmp_path / "dapo" / "metrics.jsonl")
+    assert sum(m["rollouts"] for m in metrics) == summary["rollouts"] == metrics[-1]["cum_rollouts"]
+    assert sum(m["tokens"] for m in metrics) == summary["tokens"]
+    refilled = [m for m in metrics if m["rounds"] > 1]
+    assert refilled, "the smoke policy leaves most groups all-wrong, so DAPO must refill"
+    for m in refilled:
+        # groups generated but not trained were still generated and charged
+        assert m["groups_generated"] > m["groups_trained"]
+        assert m["rollouts"] > sum(m["group_sizes"])

@@ -13,9 +13,14 @@ Every generated row is charged to the ledger and enters the prompt statistics, i
 groups that the method then drops (dynamic sampling) — history is history, whichever method
 produced it.  Rows get their random streams from (run seed, step, round, prompt, index), so two
 methods that ask for the same rollout see the same sample (common random numbers).
+
+Responses cut at the maximum length (finish ``max_len``) score 0 unless the preset sets
+``score_truncated``: a harness choice (the shared GRPO config is silent) that keeps GRPO on the
+tiny policy from learning to run past its answer, since the verifier reads the last ``\boxed{}``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -32,12 +37,13 @@ import allocators
 import lengthctl
 from allocators.base import (FollowUpContext, PromptInfo, PromptStats, Request, Rollout,
                              Setting, StepBudget, group_rows)
+from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
 from trainer.engine import HFEngine, RowSpec
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
 from trainer.grpo import LossConfig, assign_advantages, policy_loss
 from trainer.ledger import Ledger
-from trainer.policy import load_policy
+from trainer.policy import load_policy, save_policy
 from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_jsonl, read_json,
                             read_jsonl)
 from trainer.sampler import PoolSampler
@@ -95,6 +101,7 @@ def validate_spec(spec: RunSpec) -> None:
                        f"it must cover")
     if p.model_dir is not None:
         check_model_dir(p.model_dir)
+    check_real_inputs(p)
     try:
         allocator = cls(setting, **spec.method_options)
         lengthctl.get(cls.length_control)(
@@ -117,6 +124,50 @@ def check_model_dir(path: str) -> None:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise RunError(f"cannot load model from {str(folder)!r}: {first}") from None
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ENGINES = ("hf", "vllm")
+
+
+def check_real_inputs(p) -> None:
+    """Data files, dtype, device and engine of a preset, checked before any work (one line each)."""
+    if p.train_data is not None:
+        if not p.eval_data:
+            raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
+        for path in (p.train_data, *p.eval_data):
+            try:
+                check_data_file(path)
+            except DataError as exc:
+                raise RunError(str(exc)) from None
+    elif p.eval_data:
+        raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
+                       f"mix has its own held-out set")
+    if p.dtype not in DTYPES:
+        raise RunError(f"unknown dtype {p.dtype!r}; choose one of {', '.join(DTYPES)}")
+    if p.engine not in ENGINES:
+        raise RunError(f"unknown engine {p.engine!r}; choose one of {', '.join(ENGINES)}")
+    if str(p.device).startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"preset {p.name!r} wants device {p.device!r} but CUDA is not available "
+                       f"(override it with --config '{{\"preset\": {{\"device\": \"cpu\"}}}}')")
+    if p.engine == "vllm":
+        from trainer.vllm_engine import VLLMUnavailable, check_vllm
+        try:
+            check_vllm(p.device)
+        except VLLMUnavailable as exc:
+            raise RunError(str(exc)) from None
+
+
+def compute_dtype(p) -> torch.dtype:
+    """The preset's compute dtype where the device supports it, else float32.
+
+    Master weights stay float32 whatever this is (verl's FSDP mixed precision): at the
+    reference learning rate of 3e-6 a bf16 weight would round most updates away."""
+    dtype = DTYPES[p.dtype]
+    if dtype == torch.bfloat16 and str(p.device).startswith("cuda") and \
+            not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return dtype
 
 
 def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
@@ -149,15 +200,51 @@ class Run:
                                      log=self.log)
         return Path(self.p.model_dir)
 
+    def _autocast(self):
+        """Mixed precision for every forward pass when the compute dtype is not float32."""
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.p.device).type, dtype=self.dtype)
+
+    def _load_tasks(self) -> None:
+        """Training pool and held-out sets: local JSONL when the preset names files (MATH or
+        GSM8K schema, math-verify rewards), else the embedded chain_sum mix."""
+        p = self.p
+        if p.train_data is None:
+            self.train_tasks, self.held_out = build_splits(p.train_per_bucket, p.eval_per_bucket)
+            self.eval_sets = {"held_out": self.held_out}
+        else:
+            try:
+                tasks = load_tasks(p.train_data, p.train_limit)
+                self.eval_sets = {name: ts[:p.eval_limit] for name, ts in
+                                  load_eval_sets(p.eval_data).items()}
+            except DataError as exc:
+                raise RunError(str(exc)) from None
+            if p.max_prompt_tokens is not None:
+                # verl's filter_overlong_prompts: prompts that do not fit are not trained on
+                kept = [t for t in tasks
+                        if len(self.tokenizer(t.prompt)["input_ids"]) <= p.max_prompt_tokens]
+                if len(kept) < len(tasks):
+                    self.log(f"dropped {len(tasks) - len(kept)} training prompts longer than "
+                             f"{p.max_prompt_tokens} tokens")
+                tasks = kept
+            if not tasks:
+                raise RunError(f"no usable training problems in {p.train_data}")
+            self.train_tasks = tasks
+            self.held_out = next(iter(self.eval_sets.values()))
+
     def setup(self) -> None:
         p, spec = self.p, self.spec
         torch.set_num_threads(p.threads)
         torch.manual_seed(spec.seed)
         self._check_dir()
+        self.dtype = compute_dtype(p)
         self.model, self.tokenizer = load_policy(self._policy_dir())
         self.model.to(p.device)
         self.ref_model = copy.deepcopy(self.model).eval() if p.kl_coef > 0 else None
-        self.train_tasks, self.held_out = build_splits(p.train_per_bucket, p.eval_per_bucket)
+        if self.ref_model is not None and self.dtype != torch.float32:
+            self.ref_model.to(self.dtype)     # never trained: compute-dtype weights suffice
+        self._load_tasks()
         self.prompt_ids = {i: tuple(self.tokenizer(t.prompt)["input_ids"])
                            for i, t in enumerate(self.train_tasks)}
         self.setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens,
@@ -169,8 +256,10 @@ class Run:
                 **{**self.allocator.length_control_options(), **spec.length_options})
         except (TypeError, ValueError) as exc:
             raise RunError(f"{spec.method}: {exc}") from None
-        features = compute_features(self.allocator.needs_features, self.model, self.tokenizer,
-                                    [t.prompt for t in self.train_tasks], spec.embedding)
+        with self._autocast():
+            features = compute_features(self.allocator.needs_features, self.model,
+                                        self.tokenizer, [t.prompt for t in self.train_tasks],
+                                        spec.embedding)
         self.pool = [PromptInfo(i, t.prompt, self.prompt_ids[i], t.bucket,
                                 {k: v[i] for k, v in features.items()})
                      for i, t in enumerate(self.train_tasks)]
@@ -181,8 +270,7 @@ class Run:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=p.lr, betas=(0.9, 0.999),
                                            weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.engine = HFEngine(self.model, self.tokenizer, max_new_tokens=p.max_new_tokens,
-                               temperature=p.temperature, top_p=p.top_p)
+        self.engine = self._make_engine()
         self.verifier = VerifierPool(p.verifier_workers, p.verifier_timeout)
         self.loss_cfg = LossConfig(p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.temperature)
         self.metrics: list[dict] = []
@@ -190,6 +278,26 @@ class Run:
         self.next_step = 0
         self.nan_skipped = 0
         self._load_checkpoint()
+        if self.next_step > 0:        # resumed: the engine loaded the initial weights
+            self._sync_engine()
+
+    def _make_engine(self):
+        p = self.p
+        if p.engine == "vllm":
+            from trainer.vllm_engine import VLLMEngine
+            return VLLMEngine(self._policy_dir(), self.model, self.tokenizer,
+                              max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                              top_p=p.top_p, dtype=self.dtype, seed=self.spec.seed,
+                              **p.engine_options)
+        return HFEngine(self.model, self.tokenizer, max_new_tokens=p.max_new_tokens,
+                        temperature=p.temperature, top_p=p.top_p, **p.engine_options)
+
+    def _sync_engine(self) -> None:
+        """Push the trainer's weights to an engine that holds its own copy (vLLM); the hf
+        engine samples from the trainer's model itself."""
+        sync = getattr(self.engine, "sync_weights", None)
+        if sync is not None:
+            sync(self.model)
 
     def _lr_factor(self, step: int) -> float:
         p = self.p
@@ -254,7 +362,8 @@ class Run:
         self.ledger.plan(len(specs), len(specs) * budget.mean_length)
         with self.ledger.phase("generate"):
             self.model.eval()
-            generations = self.engine.generate(specs)
+            with self._autocast():
+                generations = self.engine.generate(specs)
         with self.ledger.phase("reward"):
             texts = [self.tokenizer.decode(g.tokens, skip_special_tokens=True) for g in generations]
             report = self.verifier.score([(self.train_tasks[req.pid].scorer, text,
@@ -268,12 +377,19 @@ class Run:
             flags = dict(gen.flags)
             if status != "ok":
                 flags["verifier"] = status
+            if gen.finish == "max_len" and not self.p.score_truncated:
+                # a response cut at the length limit has no final answer of its own; scoring a
+                # stray early \boxed{} in it rewards rambling past the answer
+                reward = 0.0
             rows.append(Rollout(req.pid, group, req.tag, step, round_index, gen.tokens,
                                 gen.logprobs, gen.finish, float(reward), weight, flags))
         self.ledger.charge(rows)
         return rows
 
     def _update(self, groups: list[list[Rollout]], step: int) -> dict:
+        sleep = getattr(self.engine, "sleep", None)
+        if sleep is not None:
+            sleep()                  # an engine with its own GPU memory frees it meanwhile
         kept = [r for g in groups for r in g if r.kept]
         order = np.random.default_rng(derive_seed(self.spec.seed, step, 5)).permutation(len(kept))
         batches = np.array_split(order, self.p.updates_per_step) if len(kept) else \
@@ -286,18 +402,26 @@ class Run:
             active = rows if self.p.kl_coef > 0 else \
                 [r for r in rows if r.advantage * r.weight != 0.0]
             self.optimizer.zero_grad(set_to_none=True)
-            loss_value = 0.0
-            if active:
-                loss, s = policy_loss(self.model, active, self.prompt_ids, self.engine.pad_id,
-                                      denominator, self.loss_cfg, self.ref_model)
+            loss_value, finite = 0.0, True
+            # micro-batches bound activation memory; each is divided by the whole mini-batch's
+            # token count, so their gradients sum to the mini-batch's token-mean exactly
+            for start in range(0, len(active), self.p.micro_batch_rows):
+                micro = active[start:start + self.p.micro_batch_rows]
+                with self._autocast():
+                    loss, s = policy_loss(self.model, micro, self.prompt_ids,
+                                          self.engine.pad_id, denominator, self.loss_cfg,
+                                          self.ref_model)
                 if not torch.isfinite(loss):
-                    self.nan_skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                    losses.append(float("nan"))
-                    continue
+                    finite = False
+                    break
                 loss.backward()
-                loss_value = float(loss.detach())
+                loss_value += float(loss.detach())
                 stats["kl"], stats["clip_fraction"] = s["kl"], s["clip_fraction"]
+            if not finite:
+                self.nan_skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.append(float("nan"))
+                continue
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.p.grad_clip)
             if not torch.isfinite(norm):
                 self.nan_skipped += 1
@@ -309,6 +433,7 @@ class Run:
             losses.append(loss_value)
         self.scheduler.step()
         self.model.eval()
+        self._sync_engine()
         return {"loss": float(np.mean(losses)) if losses else 0.0, **stats}
 
     def train_step(self, step: int) -> dict:
@@ -370,15 +495,21 @@ class Run:
 
     # ------------------------------------------------------------------ evaluation -------
     def evaluate(self, step: int) -> dict:
-        with self.ledger.phase("evaluate"):
-            result = evaluate_policy(self.model, self.tokenizer, self.held_out,
-                                     samples=self.p.eval_samples,
-                                     temperature=self.p.eval_temperature,
-                                     max_new_tokens=self.p.max_new_tokens, seed=self.spec.seed,
-                                     top_p=self.p.top_p, verifier=self.verifier)
+        """Every held-out set; the first one's numbers are the record's top-level accuracy
+        (the one tables read), all of them are under ``sets`` when there are several."""
+        results = {}
+        with self.ledger.phase("evaluate"), self._autocast():
+            for name, tasks in self.eval_sets.items():
+                results[name] = evaluate_policy(
+                    self.model, self.tokenizer, tasks, samples=self.p.eval_samples,
+                    temperature=self.p.eval_temperature, max_new_tokens=self.p.max_new_tokens,
+                    seed=self.spec.seed, top_p=self.p.top_p, verifier=self.verifier,
+                    max_batch_rows=self.p.engine_options.get("max_batch_rows", 512))
+        first = next(iter(results.values()))
+        extra = {"sets": results} if len(results) > 1 else {}
         return {"step": step, "cum_tokens": self.ledger.cumulative_tokens,
                 "cum_rollouts": self.ledger.cumulative_rollouts,
-                "cum_train_seconds": round(self.ledger.training_seconds(), 4), **result}
+                "cum_train_seconds": round(self.ledger.training_seconds(), 4), **first, **extra}
 
     # ------------------------------------------------------------------ driver -----------
     def execute(self) -> dict:
@@ -413,6 +544,12 @@ class Run:
                     self.progress(record, self.evals[-1])
         finally:
             self.verifier.close()
+        # the final policy as a Hugging Face directory (bench.eval, or any HF tool, reads it);
+        # written before summary.json, so a finished run always has it
+        save_policy(self.model, self.tokenizer, self.dir / "policy")
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
         summary = summarize(self.spec, self.metrics, self.evals, self.ledger)
         atomic_write_json(summary_path, summary)
         return summary

@@ -32,7 +32,7 @@ SFT_SEED = 2_000_000_000
 @dataclass(frozen=True)
 class WarmStartConfig:
     arch: Architecture = field(default_factory=Architecture)
-    steps: int = 900
+    steps: int = 500
     batch: int = 64
     lr: float = 3e-3
     warmup: int = 50

@@ -1,0 +1,144 @@
+"""``python -m bench.report DIR``: rebuild every table and plot of a sweep directory from its
+files, without running anything.
+
+``bench.run`` calls :func:`build` at the end of a sweep, so a report of an unchanged directory
+writes byte-identical ``tables.md``, ``summary.csv`` and ``table_*.csv`` / ``paper_*.csv``
+(the PNGs are redrawn from the same numbers).  The sweep-level options that shape the tables —
+the cost-to-target ``--target`` and which paper tables (``--table``) were asked for — are kept in
+``sweep.json`` beside the run directories, so the report needs no flags to reproduce the run's
+output; ``--target`` here overrides the stored target for this report only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import paper_tables, plots
+from bench.tables import (SweepError, finished_runs, load_curves, load_steps, load_summaries,
+                          write_csvs, write_tables)
+from trainer.rundir import atomic_write_json, read_json
+
+SWEEP_FILE = "sweep.json"
+
+
+def read_sweep_file(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / SWEEP_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SweepError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise SweepError(f"{path} must hold a JSON object")
+    unknown = [t for t in data.get("paper_tables", []) if t not in paper_tables.PAPER_TABLES]
+    if unknown:
+        raise SweepError(f"{path} names unknown paper table(s) {unknown}")
+    return data
+
+
+def update_sweep_file(sweep_dir: Path, *, table: str | None = None,
+                      target: float | None = None) -> dict:
+    """Record this invocation's table options; paper tables accumulate (a directory can serve
+    several tables, since runs are shared); the target is this invocation's (None: the default)."""
+    data = read_sweep_file(sweep_dir)
+    tables = set(data.get("paper_tables", []))
+    if table is not None:
+        tables.add(table)
+    data["paper_tables"] = sorted(tables)
+    data["target"] = target
+    atomic_write_json(Path(sweep_dir) / SWEEP_FILE, data)
+    return data
+
+
+@dataclass
+class Report:
+    text: str                                   # the whole tables.md
+    paper: dict[str, str] = field(default_factory=dict)   # paper table name -> its markdown
+    plots: list[str] = field(default_factory=list)
+
+
+def preset_of(summaries) -> str:
+    return ", ".join(sorted(summaries["preset"].astype(str).unique())) if not summaries.empty \
+        else "(no runs)"
+
+
+def build(sweep_dir: Path, *, target: float | None = None, with_plots: bool = True) -> Report:
+    """Every table (tables.md + CSVs) and, unless ``with_plots`` is false, every plot."""
+    sweep_dir = Path(sweep_dir)
+    options = read_sweep_file(sweep_dir)
+    target = options.get("target") if target is None else target
+    summaries, curves, steps = (load_summaries(sweep_dir), load_curves(sweep_dir),
+                                load_steps(sweep_dir))
+    ctx = paper_tables.Context(sweep_dir, preset_of(summaries), summaries, curves, steps, target)
+    paper, sections, figures = {}, [], []
+    for name in options.get("paper_tables", []):
+        tables = paper_tables.render(name, ctx)
+        write_csvs(sweep_dir, tables, prefix="paper")
+        paper[name] = "\n".join(t.markdown() for t in tables)
+        sections.append(f"## Paper table `{name}`\n\n{paper[name]}")
+        spec = paper_tables.get_table(name)
+        if spec.figure is not None and with_plots and not summaries.empty:
+            figures.append(plots.save(spec.figure(ctx), sweep_dir / f"paper_{name}.png"))
+    text = write_tables(sweep_dir, target=target, extra_sections=sections)
+    written = []
+    if with_plots:
+        written = plots.write_plots(sweep_dir, summaries, curves, steps,
+                                    target=_plot_target(summaries, target)) + figures
+    return Report(text, paper, written)
+
+
+def _plot_target(summaries, target):
+    from bench.tables import default_target
+    if target is not None:
+        return float(target)
+    return default_target(summaries) if not summaries.empty else None
+
+
+def check_sweep_dir(sweep_dir: Path) -> None:
+    """A one-line error unless ``sweep_dir`` looks like a sweep directory."""
+    if not sweep_dir.exists():
+        raise SweepError(f"{sweep_dir} does not exist")
+    if not sweep_dir.is_dir():
+        raise SweepError(f"{sweep_dir} is not a directory")
+    if not finished_runs(sweep_dir) and not (sweep_dir / SWEEP_FILE).is_file():
+        raise SweepError(f"{sweep_dir} is not a sweep directory: no run sub-directory holds a "
+                         f"summary.json and there is no {SWEEP_FILE}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="Rebuild tables.md, the CSVs and the plots of a sweep directory written by "
+                    "`python -m bench.run`, from its run files alone (nothing is trained).")
+    parser.add_argument("sweep_dir", metavar="DIR", type=Path,
+                        help="the sweep directory (bench.run's --out)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="cost-to-target accuracy for this report (default: the one stored "
+                             "in DIR/sweep.json, else GRPO at b = 1's final accuracy, mean over "
+                             "seeds)")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        check_sweep_dir(args.sweep_dir)
+        report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(report.text)
+    print(f"tables in {args.sweep_dir / 'tables.md'}"
+          + (f"; {len(report.plots)} plots" if report.plots else ""), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
