@@ -46,11 +46,11 @@ Departures:
 
 * Visit classification uses exact all-correct / all-wrong tests instead of the code's mean
   ``>= 0.98`` / ``<= 0.11`` (ALGORITHMS.md §10: those thresholds mean "all" only for ``G <= 9``).
-* The trace is kept by this allocator, for every *generated* group (the code's ``DataProfiler``
-  records every generated group, including those dynamic sampling then drops).  The shared
-  ``PromptStats`` store only sees the groups ``select`` returns, and GRESO on dynamic sampling
-  never returns a zero-variance group, so a trace read from it would never hold a streak and GRESO
-  would never skip.  Only the signed streak per prompt is stored, which is all the rule reads.
+* The trace is summarised by this allocator as one signed streak per prompt, updated from every
+  *generated* group of the step (the code's ``DataProfiler`` likewise records every generated
+  group, including those dynamic sampling then drops).  The shared ``PromptStats`` store holds the
+  same visits; the streak is a running summary of them kept so that the skip rule costs O(1) per
+  candidate instead of a walk over each prompt's history.
 * The epoch is not given to allocators: it is counted from the candidates this allocator is shown
   (:class:`EpochTracker`: the pool is an epoch-shuffled permutation, so the first repeated prompt id
   starts the next epoch).
