@@ -15,58 +15,7 @@ from allocators.dapo import (VERIFIER_REWARD_FLAG, mixed_groups, overlong_penalt
                              resolve_cache_len)
 
 
-# -- a scripted stand-in for the shared loop --------------------------------------------------
-class ScriptedPool:
-    """Prompts 0..size-1 in a fixed order, cycling epochs like the loop's pool."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.cursor = size, 0
-
-    def draw(self, k: int) -> list[PromptInfo]:
-        out = [PromptInfo(pid=(self.cursor + i) % self.size, text="", token_ids=())
-               for i in range(k)]
-        self.cursor += k
-        return out
-
-
-class Loop:
-    """Runs plan / follow_up / select / observe exactly as the brief's loop does."""
-
-    def __init__(self, allocator, pool, reward, max_rounds: int = 10, length=None) -> None:
-        self.allocator, self.pool, self.reward = allocator, pool, reward
-        self.max_rounds = max_rounds
-        self.length = length or (lambda pid, i: 4)
-        self.stats, self.next_group = PromptStats(), 0
-
-    def generate(self, requests, step, round_index):
-        rows = []
-        for request in requests:
-            for i in range(request.n):
-                rows.append(Rollout(pid=request.pid, group=self.next_group, tag=request.tag,
-                                    step=step, round=round_index,
-                                    tokens=np.zeros(self.length(request.pid, i), dtype=np.int64),
-                                    logprobs=np.zeros(self.length(request.pid, i), np.float32),
-                                    finish="eos", reward=float(self.reward(request.pid, i))))
-            self.next_group += 1
-        return rows
-
-    def step(self, step: int):
-        budget = StepBudget(rollouts=self.allocator.setting.rollouts_per_step, tokens=0.0,
-                            mean_length=4.0)
-        candidates = self.pool.draw(self.allocator.candidates_per_step())
-        rows = self.generate(self.allocator.plan(step, candidates, self.stats, budget), step, 0)
-        ctx = FollowUpContext(self.pool.draw, self.stats, budget, self.max_rounds)
-        rounds = 1
-        while rounds < self.max_rounds:
-            more = self.allocator.follow_up(step, rounds, rows, ctx)
-            if not more:
-                break
-            rows += self.generate(more, step, rounds)
-            rounds += 1
-        groups = self.allocator.select(step, rows)
-        self.allocator.observe(step, groups, self.stats)
-        self.stats.update(step, groups)
-        return rows, groups, rounds
+from tests.scripted_loop import Loop, ScriptedPool  # noqa: E402
 
 
 def half_mixed(pid: int, i: int) -> float:

@@ -16,55 +16,7 @@ from allocators.greso import (ALL_CORRECT, ALL_WRONG, MIXED, EpochTracker, exten
                               greso_adapt, greso_skip_probability, visit_kind)
 
 
-# -- a scripted stand-in for the shared loop --------------------------------------------------
-class ScriptedPool:
-    """Prompts 0..size-1 in a fixed order, cycling epochs like the loop's pool."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.cursor = size, 0
-
-    def draw(self, k: int) -> list[PromptInfo]:
-        out = [PromptInfo(pid=(self.cursor + i) % self.size, text="", token_ids=())
-               for i in range(k)]
-        self.cursor += k
-        return out
-
-
-class Loop:
-    """Runs plan / follow_up / select / observe exactly as the brief's loop does."""
-
-    def __init__(self, allocator, pool, reward, max_rounds: int = 10) -> None:
-        self.allocator, self.pool, self.reward = allocator, pool, reward
-        self.max_rounds = max_rounds
-        self.stats, self.next_group = PromptStats(), 0
-
-    def generate(self, requests, step, round_index):
-        rows = []
-        for request in requests:
-            rows += [Rollout(pid=request.pid, group=self.next_group, tag=request.tag, step=step,
-                             round=round_index, tokens=np.zeros(4, dtype=np.int64),
-                             logprobs=np.zeros(4, np.float32), finish="eos",
-                             reward=float(self.reward(request.pid, i))) for i in range(request.n)]
-            self.next_group += 1
-        return rows
-
-    def step(self, step: int):
-        budget = StepBudget(rollouts=self.allocator.setting.rollouts_per_step, tokens=0.0,
-                            mean_length=4.0)
-        candidates = self.pool.draw(self.allocator.candidates_per_step())
-        rows = self.generate(self.allocator.plan(step, candidates, self.stats, budget), step, 0)
-        ctx = FollowUpContext(self.pool.draw, self.stats, budget, self.max_rounds)
-        rounds = 1
-        while rounds < self.max_rounds:
-            more = self.allocator.follow_up(step, rounds, rows, ctx)
-            if not more:
-                break
-            rows += self.generate(more, step, rounds)
-            rounds += 1
-        groups = self.allocator.select(step, rows)
-        self.allocator.observe(step, groups, self.stats)
-        self.stats.update(step, groups)
-        return rows, groups, rounds
+from tests.scripted_loop import Loop, ScriptedPool  # noqa: E402
 
 
 def setting(m=8, g=8, b=1.0, seed=0):
@@ -156,7 +108,7 @@ def test_trace_records_every_generated_group_not_just_trained():
     generated = {r.pid for r in rows}
     assert set(alloc.streaks) == generated
     assert all(alloc.streaks[pid] == (-1 if pid % 2 else 0) for pid in generated)
-    assert loop.stats.n_visits(1) == 0            # the shared store never saw the dropped group
+    assert loop.stats.n_visits(1) == 1            # the shared store records dropped groups too
 
 
 def test_refill_applies_skip_rule_to_new_candidates():

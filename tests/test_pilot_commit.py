@@ -13,56 +13,7 @@ from allocators.base import FollowUpContext, PromptInfo, PromptStats, Rollout, S
 from allocators.pilot_commit import PilotEntry, classify_pilot, effective_band, pilot_split
 
 
-# -- a scripted stand-in for the shared loop --------------------------------------------------
-class ScriptedPool:
-    """Prompts 0..size-1 in a fixed order, cycling epochs like the loop's pool."""
-
-    def __init__(self, size: int) -> None:
-        self.size, self.cursor = size, 0
-
-    def draw(self, k: int) -> list[PromptInfo]:
-        out = [PromptInfo(pid=(self.cursor + i) % self.size, text="", token_ids=())
-               for i in range(k)]
-        self.cursor += k
-        return out
-
-
-class Loop:
-    """Runs plan / follow_up / select / observe exactly as the brief's loop does."""
-
-    def __init__(self, allocator, pool, reward, max_rounds: int = 10) -> None:
-        self.allocator, self.pool, self.reward = allocator, pool, reward
-        self.max_rounds = max_rounds
-        self.stats, self.next_group = PromptStats(), 0
-
-    def generate(self, requests, step, round_index):
-        rows = []
-        for request in requests:
-            rows += [Rollout(pid=request.pid, group=self.next_group, tag=request.tag, step=step,
-                             round=round_index, tokens=np.zeros(4, dtype=np.int64),
-                             logprobs=np.full(4, -float(step), np.float32), finish="eos",
-                             reward=float(self.reward(request.pid, i))) for i in range(request.n)]
-            self.next_group += 1
-        return rows
-
-    def step(self, step: int):
-        budget = StepBudget(rollouts=self.allocator.setting.rollouts_per_step, tokens=0.0,
-                            mean_length=4.0)
-        candidates = self.pool.draw(self.allocator.candidates_per_step())
-        self.first_requests = self.allocator.plan(step, candidates, self.stats, budget)
-        rows = self.generate(self.first_requests, step, 0)
-        ctx = FollowUpContext(self.pool.draw, self.stats, budget, self.max_rounds)
-        rounds = 1
-        while rounds < self.max_rounds:
-            more = self.allocator.follow_up(step, rounds, rows, ctx)
-            if not more:
-                break
-            rows += self.generate(more, step, rounds)
-            rounds += 1
-        groups = self.allocator.select(step, rows)
-        self.allocator.observe(step, groups, self.stats)
-        self.stats.update(step, groups)
-        return rows, groups, rounds
+from tests.scripted_loop import Loop, ScriptedPool  # noqa: E402
 
 
 def by_class(pid: int, i: int) -> float:
