@@ -20,7 +20,7 @@ import torch
 from bench.presets import PRESETS, get_preset
 from trainer.engine import HFEngine, RowSpec
 from trainer.policy import load_policy
-from trainer.sft import ensure_warm_start
+from trainer.sft import initial_policy_dir
 from trainer.tasks import build_splits
 
 
@@ -72,8 +72,7 @@ def main(argv=None) -> int:
         print("error: --prompts, --samples and --repeats must be at least 1", file=sys.stderr)
         return 2
     torch.set_num_threads(preset.threads)
-    path = preset.model_dir or ensure_warm_start(preset.warm_start)
-    model, tokenizer = load_policy(path)
+    model, tokenizer = load_policy(initial_policy_dir(preset, progress=True))
     model.to(args.device or preset.device).eval()
     train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket)
     tasks = train[:args.prompts]

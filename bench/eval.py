@@ -86,11 +86,8 @@ def policy_dir(run_dir: Path, preset, log=print) -> Path:
         raise EvalError(f"{run_dir} has neither a saved policy (policy/) nor checkpoint.pt")
     import torch
     from trainer.policy import PolicyLoadError, load_policy, save_policy
-    from trainer.sft import ensure_warm_start
-    if preset.model_dir is not None:
-        start = Path(preset.model_dir)
-    else:
-        start = ensure_warm_start(preset.warm_start, progress=False, log=log)
+    from trainer.sft import initial_policy_dir
+    start = initial_policy_dir(preset, log=log)
     try:
         model, tokenizer = load_policy(start)
     except PolicyLoadError as exc:

@@ -101,6 +101,11 @@ def test_top_p_and_greedy_paths():
     greedy = HFEngine(model, tok, max_new_tokens=12, temperature=0.0)
     a = greedy.generate([RowSpec(prompts[0], 1), RowSpec(prompts[0], 2)])
     assert np.array_equal(a[0].tokens, a[1].tokens), "greedy ignores the seed"
-    nucleus = HFEngine(model, tok, max_new_tokens=12, top_p=0.5)
-    b = nucleus.generate([RowSpec(prompts[2], s) for s in range(3)])
-    assert all(len(g.tokens) > 0 for g in b)
+    # a nucleus this small keeps only the most likely token: sampling must equal greedy decoding
+    narrow = HFEngine(model, tok, max_new_tokens=12, top_p=1e-6)
+    for g in narrow.generate([RowSpec(prompts[0], s) for s in range(3)]):
+        assert np.array_equal(g.tokens, a[0].tokens)
+    # and a full-width nucleus is plain sampling: some seeds must leave the greedy path
+    wide = HFEngine(model, tok, max_new_tokens=12, top_p=1.0)
+    assert any(not np.array_equal(g.tokens, a[0].tokens)
+               for g in wide.generate([RowSpec(prompts[0], s) for s in range(8)]))

@@ -48,7 +48,7 @@ from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_j
                             read_jsonl)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
-from trainer.sft import ensure_warm_start
+from trainer.sft import initial_policy_dir
 from trainer.tasks import build_splits
 from trainer.verifier import VerifierPool
 
@@ -194,12 +194,6 @@ class Run:
     def _check_dir(self) -> None:
         check_run_dir(self.spec, self.dir)
 
-    def _policy_dir(self) -> Path:
-        if self.p.model_dir is None:
-            return ensure_warm_start(self.p.warm_start, progress=self.progress is not None,
-                                     log=self.log)
-        return Path(self.p.model_dir)
-
     def _autocast(self):
         """Mixed precision for every forward pass when the compute dtype is not float32."""
         if self.dtype == torch.float32:
@@ -239,7 +233,9 @@ class Run:
         torch.manual_seed(spec.seed)
         self._check_dir()
         self.dtype = compute_dtype(p)
-        self.model, self.tokenizer = load_policy(self._policy_dir())
+        self.policy_dir = initial_policy_dir(self.p, progress=self.progress is not None,
+                                             log=self.log)
+        self.model, self.tokenizer = load_policy(self.policy_dir)
         self.model.to(p.device)
         self.ref_model = copy.deepcopy(self.model).eval() if p.kl_coef > 0 else None
         if self.ref_model is not None and self.dtype != torch.float32:
@@ -285,7 +281,7 @@ class Run:
         p = self.p
         if p.engine == "vllm":
             from trainer.vllm_engine import VLLMEngine
-            return VLLMEngine(self._policy_dir(), self.model, self.tokenizer,
+            return VLLMEngine(self.policy_dir, self.model, self.tokenizer,
                               max_new_tokens=p.max_new_tokens, temperature=p.temperature,
                               top_p=p.top_p, dtype=self.dtype, seed=self.spec.seed,
                               **p.engine_options)
@@ -396,6 +392,7 @@ class Run:
             [np.zeros(0, dtype=int)] * self.p.updates_per_step
         self.model.train()
         losses, stats = [], {"kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
+        micro_stats: list[tuple[float, float]] = []     # (kl, clip fraction) per micro-batch
         for batch in batches:
             rows = [kept[i] for i in batch]
             denominator = sum(r.n_tokens for r in rows)
@@ -416,7 +413,7 @@ class Run:
                     break
                 loss.backward()
                 loss_value += float(loss.detach())
-                stats["kl"], stats["clip_fraction"] = s["kl"], s["clip_fraction"]
+                micro_stats.append((s["kl"], s["clip_fraction"]))
             if not finite:
                 self.nan_skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
@@ -431,6 +428,8 @@ class Run:
             stats["grad_norm"] = float(norm)
             self.optimizer.step()
             losses.append(loss_value)
+        if micro_stats:
+            stats["kl"], stats["clip_fraction"] = (float(v) for v in np.mean(micro_stats, axis=0))
         self.scheduler.step()
         self.model.eval()
         self._sync_engine()

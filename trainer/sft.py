@@ -130,6 +130,14 @@ def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print) ->
     return path
 
 
+def initial_policy_dir(preset, progress: bool = False, log=print) -> Path:
+    """Where a run of ``preset`` starts from: its model directory if it names one, else the
+    cached warm start (trained first if absent)."""
+    if preset.model_dir is not None:
+        return Path(preset.model_dir)
+    return ensure_warm_start(preset.warm_start, progress=progress, log=log)
+
+
 def main(argv=None) -> int:
     from bench.presets import PRESETS, get_preset
     parser = argparse.ArgumentParser(
