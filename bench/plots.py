@@ -106,16 +106,57 @@ def interpolated(cell: pd.DataFrame, x: str, y: str = "mean_at_k"):
 def accuracy_vs_cost(curves: pd.DataFrame, x: str = "cum_tokens", *, ax=None,
                      target: float | None = None, methods=None, budgets=None,
                      title: str | None = None) -> Figure:
-    """Held-out mean@k against a cumulative cost, one line per (method, budget), t bands over
-    seeds; an optional dashed target line (cost-to-target)."""
+    """Held-out mean@k against a cumulative cost, one line per method, t bands over seeds; an
+    optional dashed target line (cost-to-target).
+
+    Without ``ax`` the figure has one panel per budget fraction, side by side with a shared
+    accuracy axis: a sweep of ten methods at three budgets drawn on one axes is thirty
+    overlapping lines.  Each panel keeps its own cost axis, since a quarter-budget run spends a
+    quarter of the tokens; the budget-sweep plot compares budgets.  With ``ax`` every selected
+    (method, budget) goes on that one axes, budgets told apart by line style."""
     colors = colors_for(curves["method"]) if not curves.empty else {}
     all_budgets = budgets_of(curves) if not curves.empty else []
     curves = select(curves, methods, budgets)
-    fig = ax.figure if ax is not None else new_figure(legend_width(curves, 6.5), 4.6)
-    ax = ax or fig.add_subplot()
+    label = COST_AXES.get(x, x)
+    title = title or (f"Held-out accuracy vs {label}\n"
+                      "(mean over seeds on a common grid, band = 95% t-interval)")
+    if ax is not None or curves.empty or len(budgets_of(curves)) == 1:
+        fig = ax.figure if ax is not None else new_figure(legend_width(curves, 6.5), 4.6)
+        ax = ax or fig.add_subplot()
+        draw_accuracy_lines(ax, curves, x, colors, all_budgets, target, budget_in_label=True)
+        ax.set_title(title, fontsize=10)
+        outside_legend(ax)
+        return fig
+    panel_budgets = sorted(budgets_of(curves), reverse=True)
+    fig = new_figure(4.2 * len(panel_budgets) + 2.3, 4.4)
+    axes = fig.subplots(1, len(panel_budgets), sharey=True, squeeze=False).ravel()
+    for panel, b in zip(axes, panel_budgets):
+        draw_accuracy_lines(panel, select(curves, None, [b]), x, colors, [b], target,
+                            budget_in_label=False)
+        panel.set_title(f"budget fraction {blabel(b)}", fontsize=9)
+        if panel is not axes[0]:
+            panel.set_ylabel("")
+    # one legend for the figure: the same methods keep the same colours in every panel
+    by_label, seeds = {}, set()
+    for panel in axes:
+        for handle, text in zip(*panel.get_legend_handles_labels()):
+            name, _, n = text.partition(" (n=")
+            by_label.setdefault(name, handle)
+            seeds.update([n.rstrip(")")] if n else [])
+    if len(seeds) == 1:
+        title = title.replace("(mean over seeds", f"(mean over {seeds.pop()} seed(s)")
+    fig.suptitle(title, fontsize=10)
+    axes[-1].legend(by_label.values(), by_label.keys(), fontsize=7, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def draw_accuracy_lines(ax, curves: pd.DataFrame, x: str, colors: dict, all_budgets,
+                        target: float | None, budget_in_label: bool) -> None:
+    """The mean line and t band of every (method, budget) in ``curves`` on ``ax``."""
     if curves.empty:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-        return fig
+        return
     for method in method_order(curves["method"]):
         for b in budgets_of(curves[curves["method"] == method]):
             result = interpolated(cell_runs(curves, method, b), x)
@@ -124,8 +165,9 @@ def accuracy_vs_cost(curves: pd.DataFrame, x: str = "cum_tokens", *, ax=None,
             grid, values = result
             mean, low, high = band(values)
             n = values.shape[0]
+            name = f"{method} {blabel(b)}" if budget_in_label else method
             ax.plot(grid, mean, color=colors[method], linestyle=budget_style(b, all_budgets),
-                    label=f"{method} {blabel(b)} (n={n})")
+                    label=f"{name} (n={n})")
             if n > 1:     # accuracy is bounded: clip the band to [0, 1]
                 ax.fill_between(grid, np.clip(low, 0, 1), np.clip(high, 0, 1),
                                 color=colors[method], alpha=0.15, linewidth=0)
@@ -134,11 +176,7 @@ def accuracy_vs_cost(curves: pd.DataFrame, x: str = "cum_tokens", *, ax=None,
                    label=f"target {target:.3f}")
     ax.set_xlabel(COST_AXES.get(x, x))
     ax.set_ylabel("held-out accuracy (mean@k)")
-    ax.set_title(title or f"Held-out accuracy vs {COST_AXES.get(x, x)}\n"
-                 "(mean over seeds on a common grid, band = 95% t-interval)", fontsize=10)
     ax.grid(alpha=0.3)
-    outside_legend(ax)
-    return fig
 
 
 def budget_sweep(summaries: pd.DataFrame, *, ax=None) -> Figure:

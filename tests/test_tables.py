@@ -223,3 +223,21 @@ def test_plots_are_written(tmp_path):
     assert matrix[0, 8] == 1.0 and matrix[1, 4] == matrix[1, 12] == 0.5
     grid, values = plots.interpolated(tables.cell_runs(curves, "grpo", 1.0), "cum_tokens")
     assert values.shape == (3, plots.GRID_POINTS) and grid[-1] == 4000
+
+
+def test_accuracy_plot_has_one_panel_per_budget_and_one_legend(tmp_path):
+    from bench import plots
+    curves = tables.load_curves(fake_sweep(tmp_path))
+    fig = plots.accuracy_vs_cost(curves, "cum_tokens", target=0.3)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("budget fraction")]
+    assert [ax.get_title() for ax in panels] == ["budget fraction b=1", "budget fraction b=0.5"]
+    # each panel draws only its own budget: three methods, one line each
+    assert [len(ax.get_lines()) - 1 for ax in panels] == [3, 3]      # minus the target line
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 1
+    assert [t.get_text() for t in legends[0].get_texts()] == ["grpo", "duet", "knapsack",
+                                                              "target 0.300"]
+    assert "3 seed(s)" in fig._suptitle.get_text()
+    # on a caller's axes everything stays on that axes, budgets told apart in the labels
+    single = plots.accuracy_vs_cost(curves, "cum_tokens", budgets=[1.0])
+    assert len(single.axes) == 1 and len(single.axes[0].get_lines()) == 3
