@@ -7,6 +7,12 @@ keeps finished rows in the batch until the longest row ends, so its time follows
 longest row; the engine drops finished rows, so its time follows the tokens actually generated.
 Figures are medians over ``--repeats`` after one warm-up, measured in one process, so the ratio is
 meaningful on a shared, noisy machine even when the absolute numbers are not.
+
+A third row runs the engine on the same rows with DUET's per-token stop controller
+(:mod:`lengthctl.duet`, the preset's defaults) attached to every row: its useful tokens/s against
+the bare engine's is the controller's cost per generated token, which is what decides whether the
+tokens DUET's stop rule saves turn into saved seconds.  Rows it aborts or stops end early, so it
+may generate fewer tokens than the bare engine; tokens/s stays comparable.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import time
 
 import torch
 
+import lengthctl
 from bench.presets import PRESETS, get_preset
 from trainer.engine import HFEngine, RowSpec
 from trainer.policy import load_policy
@@ -80,6 +87,12 @@ def main(argv=None) -> int:
                       temperature=preset.temperature, top_p=preset.top_p)
     rows = [RowSpec(tuple(tokenizer(t.prompt)["input_ids"]), seed=1000 * i + k)
             for i, t in enumerate(tasks) for k in range(args.samples)]
+    stop_rule = lengthctl.get("duet")(preset.max_new_tokens, seed=0)
+
+    def controlled_rows():
+        """The same rows, each with a fresh DUET stop controller (they hold per-row state)."""
+        return [RowSpec(r.prompt_ids, r.seed, stop_rule.row_controller(0, None, r.seed))
+                for r in rows]
     prompts = [t.prompt for t in tasks]
 
     def run_generate():
@@ -88,9 +101,14 @@ def main(argv=None) -> int:
 
     time_engine(engine, rows[:8])
     run_generate()
-    engine_runs = [time_engine(engine, rows) for _ in range(args.repeats)]
-    generate_runs = [run_generate() for _ in range(args.repeats)]
+    # interleaved, so a burst of load on a shared machine hits all three alike
+    engine_runs, controlled_runs, generate_runs = [], [], []
+    for _ in range(args.repeats):
+        engine_runs.append(time_engine(engine, rows))
+        controlled_runs.append(time_engine(engine, controlled_rows()))
+        generate_runs.append(run_generate())
     engine_rate = statistics.median(tok / sec for sec, tok in engine_runs)
+    controlled_rate = statistics.median(tok / sec for sec, tok in controlled_runs)
     generate_rate = statistics.median(tok / sec for sec, tok in generate_runs)
     lengths = [len(g.tokens) for g in engine.generate(rows)]
     print(f"preset {preset.name}: {len(rows)} rollouts ({args.prompts} prompts x {args.samples}), "
@@ -99,8 +117,11 @@ def main(argv=None) -> int:
           f"{torch.get_num_threads()} threads")
     print(f"{'engine':18s} {'useful tokens/s':>16s}")
     print(f"{'hf engine':18s} {engine_rate:16,.0f}")
+    print(f"{'  + DUET stop rule':18s} {controlled_rate:16,.0f}   "
+          f"({controlled_runs[0][1]:,} tokens generated vs {engine_runs[0][1]:,} without it)")
     print(f"{'model.generate':18s} {generate_rate:16,.0f}")
-    print(f"ratio (engine / generate): {engine_rate / generate_rate:.2f}x  "
+    print(f"ratio (engine / generate): {engine_rate / generate_rate:.2f}x; "
+          f"DUET controller cost per token: {engine_rate / controlled_rate - 1:+.1%} "
           f"(median of {args.repeats} repeats each)")
     return 0
 
