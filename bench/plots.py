@@ -31,6 +31,7 @@ COST_AXES = {"cum_tokens": "cumulative generated tokens",
 PLOT_FILES = {"cum_tokens": "acc_vs_tokens.png", "cum_rollouts": "acc_vs_rollouts.png",
               "cum_train_seconds": "acc_vs_seconds.png"}
 LINESTYLES = ("-", "--", ":", "-.")
+BAND_ALPHA = 0.08       # ten methods' bands overlap; lines must stay readable through them
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -170,7 +171,7 @@ def draw_accuracy_lines(ax, curves: pd.DataFrame, x: str, colors: dict, all_budg
                     label=f"{name} (n={n})")
             if n > 1:     # accuracy is bounded: clip the band to [0, 1]
                 ax.fill_between(grid, np.clip(low, 0, 1), np.clip(high, 0, 1),
-                                color=colors[method], alpha=0.15, linewidth=0)
+                                color=colors[method], alpha=BAND_ALPHA, linewidth=0)
     if target is not None and not np.isnan(target):
         ax.axhline(target, color="0.3", linestyle=(0, (4, 3)), linewidth=1,
                    label=f"target {target:.3f}")
@@ -338,12 +339,25 @@ def save(fig: Figure, path: Path) -> str:
     return str(path)
 
 
+def without_ablations(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the main methods only, when the frame has any: ablation runs (e.g. CoBA-RL
+    Table 3's fixed shapes, trained for ``--table coba-table3``) have their own paper table and
+    plot, and thirteen lines on one axes are unreadable.  The tables keep every run."""
+    import allocators
+    if frame.empty:
+        return frame
+    ablations = set(allocators.available()) - set(allocators.main_methods())
+    main = ~frame["method"].isin(ablations)
+    return frame[main] if main.any() else frame
+
+
 def write_plots(sweep_dir: Path, summaries: pd.DataFrame, curves: pd.DataFrame,
                 steps: pd.DataFrame, target: float | None = None) -> list[str]:
     """Every standard plot of a sweep, written into ``sweep_dir``; returns the paths."""
     sweep_dir = Path(sweep_dir)
     if summaries.empty:
         return []
+    summaries, curves, steps = (without_ablations(frame) for frame in (summaries, curves, steps))
     paths = [save(accuracy_vs_cost(curves, x, target=target), sweep_dir / name)
              for x, name in PLOT_FILES.items()]
     paths.append(save(budget_sweep(summaries), sweep_dir / "budget_sweep.png"))

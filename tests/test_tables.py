@@ -241,3 +241,14 @@ def test_accuracy_plot_has_one_panel_per_budget_and_one_legend(tmp_path):
     # on a caller's axes everything stays on that axes, budgets told apart in the labels
     single = plots.accuracy_vs_cost(curves, "cum_tokens", budgets=[1.0])
     assert len(single.axes) == 1 and len(single.axes[0].get_lines()) == 3
+
+
+def test_standard_plots_leave_ablation_runs_to_their_paper_table(tmp_path):
+    from bench import plots
+    sweep = fake_sweep(tmp_path)
+    write_run(sweep, "coba-fixed-exploit", 1.0, 0, final=0.3)
+    summaries = tables.load_summaries(sweep)
+    assert "coba-fixed-exploit" in set(summaries["method"])            # the tables keep it
+    assert set(plots.without_ablations(summaries)["method"]) == {"grpo", "knapsack", "duet"}
+    only_ablation = summaries[summaries["method"] == "coba-fixed-exploit"]
+    assert len(plots.without_ablations(only_ablation)) == 1              # nothing else to show
