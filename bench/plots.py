@@ -131,19 +131,18 @@ def accuracy_vs_cost(curves: pd.DataFrame, x: str = "cum_tokens", *, ax=None,
     panel_budgets = sorted(budgets_of(curves), reverse=True)
     fig = new_figure(4.2 * len(panel_budgets) + 2.3, 4.4)
     axes = fig.subplots(1, len(panel_budgets), sharey=True, squeeze=False).ravel()
+    seeds: set[int] = set()
     for panel, b in zip(axes, panel_budgets):
-        draw_accuracy_lines(panel, select(curves, None, [b]), x, colors, [b], target,
-                            budget_in_label=False)
+        seeds |= draw_accuracy_lines(panel, select(curves, None, [b]), x, colors, [b], target,
+                                     budget_in_label=False)
         panel.set_title(f"budget fraction {blabel(b)}", fontsize=9)
         if panel is not axes[0]:
             panel.set_ylabel("")
     # one legend for the figure: the same methods keep the same colours in every panel
-    by_label, seeds = {}, set()
+    by_label = {}
     for panel in axes:
         for handle, text in zip(*panel.get_legend_handles_labels()):
-            name, _, n = text.partition(" (n=")
-            by_label.setdefault(name, handle)
-            seeds.update([n.rstrip(")")] if n else [])
+            by_label.setdefault(text, handle)
     if len(seeds) == 1:
         title = title.replace("(mean over seeds", f"(mean over {seeds.pop()} seed(s)")
     fig.suptitle(title, fontsize=10)
@@ -153,11 +152,14 @@ def accuracy_vs_cost(curves: pd.DataFrame, x: str = "cum_tokens", *, ax=None,
 
 
 def draw_accuracy_lines(ax, curves: pd.DataFrame, x: str, colors: dict, all_budgets,
-                        target: float | None, budget_in_label: bool) -> None:
-    """The mean line and t band of every (method, budget) in ``curves`` on ``ax``."""
+                        target: float | None, budget_in_label: bool) -> set[int]:
+    """The mean line and t band of every (method, budget) in ``curves`` on ``ax``; returns the
+    seed counts of the lines.  ``budget_in_label`` names the budget and seed count in each
+    line's label (one axes for several budgets); otherwise the label is the method alone."""
+    seeds: set[int] = set()
     if curves.empty:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes)
-        return
+        return seeds
     for method in method_order(curves["method"]):
         for b in budgets_of(curves[curves["method"] == method]):
             result = interpolated(cell_runs(curves, method, b), x)
@@ -166,9 +168,9 @@ def draw_accuracy_lines(ax, curves: pd.DataFrame, x: str, colors: dict, all_budg
             grid, values = result
             mean, low, high = band(values)
             n = values.shape[0]
-            name = f"{method} {blabel(b)}" if budget_in_label else method
+            seeds.add(n)
             ax.plot(grid, mean, color=colors[method], linestyle=budget_style(b, all_budgets),
-                    label=f"{name} (n={n})")
+                    label=f"{method} {blabel(b)} (n={n})" if budget_in_label else method)
             if n > 1:     # accuracy is bounded: clip the band to [0, 1]
                 ax.fill_between(grid, np.clip(low, 0, 1), np.clip(high, 0, 1),
                                 color=colors[method], alpha=BAND_ALPHA, linewidth=0)
@@ -178,6 +180,7 @@ def draw_accuracy_lines(ax, curves: pd.DataFrame, x: str, colors: dict, all_budg
     ax.set_xlabel(COST_AXES.get(x, x))
     ax.set_ylabel("held-out accuracy (mean@k)")
     ax.grid(alpha=0.3)
+    return seeds
 
 
 def budget_sweep(summaries: pd.DataFrame, *, ax=None) -> Figure:

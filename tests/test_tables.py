@@ -237,7 +237,7 @@ def test_accuracy_plot_has_one_panel_per_budget_and_one_legend(tmp_path):
     assert len(legends) == 1
     assert [t.get_text() for t in legends[0].get_texts()] == ["grpo", "duet", "knapsack",
                                                               "target 0.300"]
-    assert "3 seed(s)" in fig._suptitle.get_text()
+    assert "3 seed(s)" in fig.get_suptitle()
     # on a caller's axes everything stays on that axes, budgets told apart in the labels
     single = plots.accuracy_vs_cost(curves, "cum_tokens", budgets=[1.0])
     assert len(single.axes) == 1 and len(single.axes[0].get_lines()) == 3
