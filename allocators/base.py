@@ -230,6 +230,12 @@ class Allocator:
         """Options this method passes to its length controller (users may override them)."""
         return {}
 
+    def advantage_options(self) -> dict:
+        """Keywords of ``trainer.grpo.assign_advantages`` this method sets (its released
+        small-group rule, an advantage clip); the advantage function applies them, no method
+        re-implements them.  Default: the harness rule for every method."""
+        return {}
+
     def resolved_options(self) -> dict:
         """Resolved hyper-parameters, logged in the run's config.json."""
         return {}

@@ -26,7 +26,7 @@ Equations (§2.3)
    ``log λ ∈ [-20, 20]`` (``Φ(λ) = Σ n_q L̂_q > B`` raises λ), then ``n`` at the midpoint —
    the stationarity condition of ``min Σ ŝ_q² / n_q`` s.t. ``Σ n_q L̂_q = B``.
 4. Trim: while ``Σ n_q L̂_q > B``, decrement the largest-``L̂`` prompt with ``n_q > n_min``
-   (ties: the most rollouts first).
+   (ties: the lowest index first, as released; ``trim_ties``).
 6. ``p_pre,q = clip(n_q / max(1, mean(n)), ε_pre, 1)`` from the step-3 counts (before the
    trim, as released); each rollout of ``q`` carries ``weight = 1 / p_pre,q``.
 7. ``ι_q = ŝ_q² / max(L̂_q, 1)``; ``r_q`` its within-batch rank in [0, 1];
@@ -82,17 +82,36 @@ Departures
 * The trim runs until the budget holds (or every count is at ``n_min``); the release stops after
   ``4 M`` decrements, a cap that cannot bind after 10 bisection steps (the last bracket moves
   each real count by under 2 %, so each prompt rounds at most one step over).
-* Trim ties: among prompts of equal ``L̂`` the trim takes from the one with the most rollouts
-  (then the lower index); the release takes the lowest index.  Equal ``L̂`` is the normal case
-  for cold prompts (all share the global mean length) and their ``ŝ`` is equal too, so the
-  bisection's counts are equal and its last midpoint can land one step over the budget: the
-  release then drains the first prompts of the batch to ``n_min`` (8 cold prompts at 3 for a
-  budget of 2 each become 1, 1, 1, 1, 3, 3, 3, 3), here they level to 2 each.  Taking from the
-  larger count is also the cheaper choice for ``Σ ŝ² / n`` at equal ``ŝ``.
+* The comparisons with ``B`` (bisection and trim) use ``np.dot`` and a running excess with a
+  tolerance of ``1e-12 B``; the release sums ``n_q L̂_q`` in Python order and compares
+  exactly.  On an exact tie (``Φ = B``, e.g. all-equal integer ``L̂``) the last bit of the two
+  sums can differ and flip the comparison: the side-by-side check found 16 such cases in 600
+  random bisections (issue 13).  Either side of a tie is within the bisection's own precision,
+  so the numpy form is kept for speed.
 * The ridge is fitted online instead of offline (above); the release also keeps an LRU cap of
   50,000 prompts on its state, unnecessary at this harness's pool sizes.
 * The budget uses DUET's own ``mean_q(L̂_q)`` of the batch, as released, not the trainer's
   ``StepBudget.tokens`` (the running mean over all rollouts).
+
+Released behaviour kept by default (each with the harness alternative as an option)
+-----------------------------------------------------------------------------------
+* Trim ties (``trim_ties="lowest_index"`` [code]): among prompts of equal ``L̂`` the trim
+  drains the lowest index to ``n_min`` before the next, and trimmed prompts keep their
+  pre-trim propensity.  Equal ``L̂`` is the normal case for cold prompts (all share the global
+  mean length) and their ``ŝ`` is equal too, so the bisection's counts are equal and its last
+  midpoint can land one step over the budget: at ``M = 128``, ``n_ref = 8``, ``L̂ = 3072``,
+  ``b = 1`` the bisection gives 9 each, and the trim leaves 16 prompts at 1 rollout and 112 at
+  9 (the released code gives the same).  This is a tie rule, not a bug: the budget holds and
+  the weights are the release's.  ``trim_ties="most_rollouts"`` levels the prompts instead
+  (all 8 in that example), the cheaper choice for ``Σ ŝ² / n`` at equal ``ŝ``.
+* Groups with fewer than two kept rows (``small_groups="verl"`` [code: verl's GRPO
+  advantage]): a one-row group has mean 0 and std 1, so its advantage is its reward times its
+  weight, and a group of two or more rows is normalised over all of them even when only one is
+  kept.  ``small_groups="no_gradient"`` is the harness rule of every other method (DESIGN.md
+  §3).  The rule is applied by ``trainer.grpo.assign_advantages``, which the loop calls with
+  this allocator's :meth:`advantage_options`; ``duet-abort`` uses the same default.  Groups
+  of one row are common under DUET (``n_min = 1``; 17-36 % of its groups in the committed tiny
+  sweep at b = 1 to 0.25), so this changes what DUET trains on.
 """
 from __future__ import annotations
 
@@ -112,6 +131,8 @@ LOG_PRICE_BRACKET = (-20.0, 20.0)   # [code] bisection on log λ
 FEATURE = "prompt_logprob_mean"
 COLD_STARTS = ("ridge", "constant")
 RANK_TIES = ("ordinal", "average")
+SMALL_GROUP_RULES = ("verl", "no_gradient")   # trainer.grpo.assign_advantages' small_groups
+TRIM_TIES = ("lowest_index", "most_rollouts")
 BAND_MIDPOINT = 0.745               # (0.5 + 0.99) / 2
 
 
@@ -148,16 +169,32 @@ def neyman_bisection(s_hat, mean_len, token_budget, *, n_min: int = 1, n_max: in
                            n_min=n_min, n_max=n_max)
 
 
-def trim_to_budget(counts, mean_len, token_budget, *, n_min: int = 1) -> np.ndarray:
+def trim_to_budget(counts, mean_len, token_budget, *, n_min: int = 1,
+                   ties: str = "lowest_index") -> np.ndarray:
     """Step 4: decrement the largest-``L̂`` prompt above ``n_min`` until ``Σ n L̂ <= B``.
 
-    Among prompts of equal ``L̂`` the one with the most rollouts goes first, then the lower
-    index (the release breaks ties by index alone; see the module docstring).
+    ``ties="lowest_index"`` [code]: among prompts of equal ``L̂`` the lowest index goes first,
+    so the trim drains one prompt to ``n_min`` before touching the next.
+    ``ties="most_rollouts"``: the prompt with the most rollouts goes first, then the lower
+    index, which levels equal prompts instead (see the module docstring).
     """
+    if ties not in TRIM_TIES:
+        raise ValueError(f"trim ties must be one of {TRIM_TIES}, got {ties!r}")
     counts = np.asarray(counts, dtype=np.int64).copy()
     mean_len = np.asarray(mean_len, dtype=np.float64)
     excess = float(np.dot(counts, mean_len)) - token_budget
     tolerance = 1e-12 * max(abs(token_budget), 1.0)
+    if ties == "lowest_index":
+        # the release's argmax stays on one prompt until it reaches n_min, so a walk in
+        # (-L̂, index) order draining each prompt in turn makes the same decrements
+        for q in np.lexsort((np.arange(len(counts)), -mean_len)):
+            if excess <= tolerance:
+                break
+            take = min(int(counts[q]) - n_min, math.ceil((excess - tolerance) / mean_len[q]))
+            if take > 0:
+                counts[q] -= take
+                excess -= take * mean_len[q]
+        return counts
     heap = [(-mean_len[q], -int(counts[q]), int(q)) for q in np.flatnonzero(counts > n_min)]
     heapq.heapify(heap)
     while excess > tolerance and heap:
@@ -177,20 +214,21 @@ def allocation_propensities(counts, *, eps_pre: float = 0.05) -> np.ndarray:
 
 
 def neyman_counts(s_hat, mean_len, token_budget, *, n_min=1, n_max=32, eps_pre=0.05,
-                  iterations=10) -> tuple[np.ndarray, np.ndarray]:
+                  iterations=10, trim_ties="lowest_index") -> tuple[np.ndarray, np.ndarray]:
     """DUET's per-prompt counts and allocation propensities (DESIGN.md §9).
 
     ``s_hat``: predicted gradient-signal spreads ``ŝ_q >= 0``; ``mean_len``: predicted rollout
     lengths ``L̂_q > 0``; ``token_budget``: ``B``.  Returns ``(counts, propensities)``: counts in
     ``[n_min, n_max]`` with ``Σ counts · L̂ <= B`` unless every count is at ``n_min`` (then
-    ``B`` is below the floor's cost); propensities from the pre-trim counts (step 6).
+    ``B`` is below the floor's cost); propensities from the pre-trim counts (step 6), so
+    trimmed prompts keep theirs [code]; ``trim_ties`` as in :func:`trim_to_budget`.
     """
     s_hat = np.asarray(s_hat, dtype=np.float64)
     mean_len = np.asarray(mean_len, dtype=np.float64)
     _check_neyman_inputs(s_hat, mean_len, token_budget, n_min, n_max, eps_pre, iterations)
     before_trim = neyman_bisection(s_hat, mean_len, token_budget, n_min=n_min, n_max=n_max,
                                    iterations=iterations)
-    counts = trim_to_budget(before_trim, mean_len, token_budget, n_min=n_min)
+    counts = trim_to_budget(before_trim, mean_len, token_budget, n_min=n_min, ties=trim_ties)
     return counts, allocation_propensities(before_trim, eps_pre=eps_pre)
 
 
@@ -276,8 +314,14 @@ class DuetAllocation(Allocator):
                  k_warmup: int = 1, sigma_min: float = 1e-6, cold_start: str = "ridge",
                  cold_spread: float = 1.0, ridge_alpha: float = 1.0, ridge_min_points: int = 8,
                  stop_floor: float = 0.5, stop_ceiling: float = 0.99, rank_ties: str = "ordinal",
+                 trim_ties: str = "lowest_index", small_groups: str = "verl",
                  **options) -> None:
         super().__init__(setting, **options)
+        if trim_ties not in TRIM_TIES:
+            raise ValueError(f"{self.name}: trim_ties must be one of {TRIM_TIES}")
+        if small_groups not in SMALL_GROUP_RULES:
+            raise ValueError(f"{self.name}: small_groups must be one of {SMALL_GROUP_RULES}")
+        self.trim_ties, self.small_groups = trim_ties, small_groups
         if cold_start not in COLD_STARTS:
             raise ValueError(f"{self.name}: cold_start must be one of {COLD_STARTS}")
         if rank_ties not in RANK_TIES:
@@ -355,7 +399,8 @@ class DuetAllocation(Allocator):
         mean_len = np.array([self.predicted_length(pid, stats) for pid in pids])
         counts, propensity = neyman_counts(s_hat, mean_len, self.token_budget(mean_len),
                                            n_min=self.n_min, n_max=self.n_max,
-                                           eps_pre=self.eps_pre, iterations=self.iterations)
+                                           eps_pre=self.eps_pre, iterations=self.iterations,
+                                           trim_ties=self.trim_ties)
         drawn = counts > 0
         tau = np.full(len(pids), np.nan)
         tau[drawn] = stop_thresholds(s_hat[drawn], mean_len[drawn], floor=self.stop_floor,
@@ -392,7 +437,11 @@ class DuetAllocation(Allocator):
                 "ridge_alpha": self.ridge_alpha,
                 "ridge_min_points": self.ridge_min_points, "stop_floor": self.stop_floor,
                 "stop_ceiling": self.stop_ceiling, "rank_ties": self.rank_ties,
+                "trim_ties": self.trim_ties, "small_groups": self.small_groups,
                 "length_control": self.length_control}
+
+    def advantage_options(self) -> dict:
+        return {"small_groups": self.small_groups}
 
 
 @register("duet")
@@ -416,11 +465,14 @@ class DuetAbort(UniformGRPO):
 
     length_control = "duet"
 
-    def __init__(self, setting, *, tau: float = BAND_MIDPOINT, **options) -> None:
+    def __init__(self, setting, *, tau: float = BAND_MIDPOINT, small_groups: str = "verl",
+                 **options) -> None:
         super().__init__(setting, **options)
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f"duet-abort: tau must be in [0, 1], got {tau}")
-        self.tau = float(tau)
+        if small_groups not in SMALL_GROUP_RULES:
+            raise ValueError(f"duet-abort: small_groups must be one of {SMALL_GROUP_RULES}")
+        self.tau, self.small_groups = float(tau), small_groups
 
     def plan(self, step, candidates, stats, budget):
         requests = super().plan(step, candidates, stats, budget)
@@ -433,4 +485,7 @@ class DuetAbort(UniformGRPO):
 
     def resolved_options(self) -> dict:
         return {"per_prompt": self.per_prompt(), "tau": self.tau,
-                "length_control": self.length_control}
+                "small_groups": self.small_groups, "length_control": self.length_control}
+
+    def advantage_options(self) -> dict:
+        return {"small_groups": self.small_groups}

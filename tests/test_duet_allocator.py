@@ -42,10 +42,34 @@ def test_trim_decrements_the_longest_prompts_first():
     assert trim_to_budget([3, 3, 3], [10, 30, 20], 100).tolist() == [3, 1, 2]
     assert trim_to_budget([3, 3, 3], [10, 30, 20], 10).tolist() == [1, 1, 1]
     assert trim_to_budget([2, 2], [10, 10], 30).tolist() == [1, 2]   # ties: lower index first
-    # equal lengths: the larger count goes first, so equal counts level instead of draining
-    assert trim_to_budget([3, 5, 3], [10, 10, 10], 80).tolist() == [2, 3, 3]   # 5,4 then index
-    assert trim_to_budget([3] * 8, [64.0] * 8, 1024).tolist() == [2] * 8
+    # equal lengths, released rule: the lowest index is drained to n_min before the next
+    assert trim_to_budget([3, 5, 3], [10, 10, 10], 80).tolist() == [1, 4, 3]
+    assert trim_to_budget([3] * 8, [64.0] * 8, 1024).tolist() == [1, 1, 1, 1, 3, 3, 3, 3]
     assert trim_to_budget([2, 5], [10, 10], 1000).tolist() == [2, 5]
+
+
+def test_trim_that_levels_equal_prompts_stays_an_option():
+    # the larger count goes first, so equal counts level instead of draining
+    assert trim_to_budget([3, 5, 3], [10, 10, 10], 80,
+                          ties="most_rollouts").tolist() == [2, 3, 3]   # 5,4 then index
+    assert trim_to_budget([3] * 8, [64.0] * 8, 1024, ties="most_rollouts").tolist() == [2] * 8
+    with pytest.raises(ValueError, match="trim ties"):
+        trim_to_budget([3], [1.0], 1.0, ties="largest")
+
+
+def test_all_cold_batch_follows_the_release():
+    # issue 13: M = 128, n_ref = 8, L̂ = 3072, b = 1, every ŝ equal.  The bisection ends at 9
+    # each (128 * 9 * 3072 > B = 128 * 8 * 3072); the 128 surplus rollouts are taken 8 at a
+    # time from prompts 0..15, which end at n_min = 1; every propensity stays 1.
+    s_hat, mean_len = np.ones(128), np.full(128, 3072.0)
+    budget = 128 * 8 * 3072.0
+    assert neyman_bisection(s_hat, mean_len, budget).tolist() == [9] * 128
+    counts, propensity = neyman_counts(s_hat, mean_len, budget)
+    assert counts.tolist() == [1] * 16 + [9] * 112
+    assert float(np.dot(counts, mean_len)) == budget
+    assert propensity.tolist() == [1.0] * 128
+    levelled, _ = neyman_counts(s_hat, mean_len, budget, trim_ties="most_rollouts")
+    assert levelled.tolist() == [8] * 128
 
 
 def test_propensities_use_the_counts_before_the_trim():
@@ -201,14 +225,18 @@ def test_defaults_scale_with_the_group_size():
         DuetAllocation(_setting(), n_max=1)
 
 
-def test_cold_plan_is_uniform_and_within_budget():
+def test_cold_plan_follows_the_released_trim_and_stays_within_budget():
     setting = _setting(prompts=8, group=4, fraction=0.5, max_len=64)
     duet = DuetAllocation(setting)
     pool = _pool()
     duet.attach_pool(pool)
     requests = duet.plan(0, pool[:8], PromptStats(), _budget())
-    # all cold: equal s_hat and L_hat = L_max -> B = 0.5 * 8 * 4 * 64 -> 2 rollouts each
-    assert [r.n for r in requests] == [2] * 8
+    # all cold: equal s_hat and L_hat = L_max -> B = 0.5 * 8 * 4 * 64 = 1024 = 16 rollouts; the
+    # bisection ends at 3 each (24) and the trim drains prompts 0..3 to 1 (the release's rule)
+    assert [r.n for r in requests] == [1, 1, 1, 1, 3, 3, 3, 3]
+    levelled = DuetAllocation(setting, trim_ties="most_rollouts")
+    levelled.attach_pool(pool)
+    assert [r.n for r in levelled.plan(0, pool[:8], PromptStats(), _budget())] == [2] * 8
     assert all(r.weight == 1.0 for r in requests)
     assert sorted(r.control["tau"] for r in requests) == pytest.approx(
         [0.5 + 0.49 * k / 7 for k in range(8)])                # ordinal ties, as released

@@ -40,6 +40,50 @@ def test_fewer_than_two_kept_rows_give_no_gradient_and_are_counted():
     assert report.no_gradient == 2 and report.zero_variance == 1
 
 
+def test_verl_small_group_rule_by_hand():
+    # DUET's released rule: one row = mean 0, std 1; two or more rows normalise over all rows,
+    # aborted ones included, even when only one is kept
+    single = [row(0, 1, 1.0)]
+    single_wrong = [row(1, 2, 0.0)]
+    one_kept = [row(2, 3, 1.0), row(2, 3, 0.0, finish="aborted")]   # mean 0.5, std sqrt(0.5)
+    all_aborted = [row(3, 4, 1.0, finish="aborted")]
+    report = assign_advantages([single, single_wrong, one_kept, all_aborted], eps=1e-6,
+                               small_groups="verl")
+    assert single[0].advantage == pytest.approx(1.0 / (1.0 + 1e-6), rel=1e-12)
+    assert single_wrong[0].advantage == 0.0
+    assert one_kept[0].advantage == pytest.approx(0.5 / (np.sqrt(0.5) + 1e-6), rel=1e-12)
+    assert one_kept[1].advantage == 0.0 and all_aborted[0].advantage == 0.0
+    assert report.no_gradient == 1 and report.zero_variance == 1 and report.rows_with_signal == 2
+    # without std normalisation a single row's advantage is its reward exactly
+    again = [row(0, 1, 1.0)]
+    assign_advantages([again], normalize_std=False, small_groups="verl")
+    assert again[0].advantage == 1.0
+
+
+def test_default_rule_gives_the_same_single_row_no_gradient():
+    single = [row(0, 1, 1.0)]
+    report = assign_advantages([single])
+    assert single[0].advantage == 0.0 and report.no_gradient == 1
+
+
+def test_advantage_clip_by_hand():
+    # one success in 32 rows: (n - 1) / sqrt(n) = 31 / sqrt(32) = 5.48 > 5, failures -1/sqrt(32)
+    group = [row(0, 1, 1.0)] + [row(0, 1, 0.0) for _ in range(31)]
+    report = assign_advantages([group], eps=0.0, clip=5.0)
+    assert group[0].advantage == 5.0
+    assert group[1].advantage == pytest.approx(-1.0 / np.sqrt(32))
+    assert report.clipped == 1
+    # at 8 rows the largest advantage is 7 / sqrt(8) = 2.47: the clip never binds
+    small = [row(0, 2, 1.0)] + [row(0, 2, 0.0) for _ in range(7)]
+    assert assign_advantages([small], eps=0.0, clip=5.0).clipped == 0
+    assert small[0].advantage == pytest.approx(7 / np.sqrt(8))
+
+
+def test_bad_small_group_rule_is_refused():
+    with pytest.raises(ValueError, match="small_groups"):
+        assign_advantages([], small_groups="size1")
+
+
 def test_aborted_rows_enter_the_baseline_but_get_zero_advantage():
     g = [row(0, 1, 1.0), row(0, 1, 0.0), row(0, 1, 0.0, finish="aborted")]
     assign_advantages([g], eps=0.0)

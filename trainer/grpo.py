@@ -3,9 +3,20 @@
 Advantages (ALGORITHMS.md §1.1): within each training group, ``(r - mean) / (std + eps)`` with
 the unbiased std as in verl (``normalize_std=False`` gives Dr. GRPO's ``r - mean``).  Every row of
 the group, aborted ones included, enters the mean and std with its reward as scored (DUET §2.3
-step 14).  The one rule for too-small groups lives here and nowhere else: a group with fewer than
-two kept (non-aborted) rows gives no gradient — every advantage 0 — and is counted.  (verl instead
-gives a size-1 group ``A = r``; the harness rule is DESIGN.md §3's and applies to every method.)
+step 14).  The rule for too-small groups lives here and nowhere else, chosen per method through
+:attr:`allocators.base.Allocator.advantage_options` (DESIGN.md §3):
+
+* ``small_groups="no_gradient"`` (every method's default): a group with fewer than two kept
+  (non-aborted) rows gives no gradient — every advantage 0 — and is counted in ``no_gradient``.
+* ``small_groups="verl"`` (DUET's default, its released behaviour: verl's
+  ``compute_grpo_outcome_advantage``): a group of one row has mean 0 and std 1, so its advantage
+  is ``r / (1 + eps)`` (``r`` without std normalisation), a baseline-free signal; groups of two or
+  more rows are normalised over all their rows even when only one is kept.  Only groups with no
+  kept row count as ``no_gradient``; a one-row group scored 0 counts as ``zero_variance`` (its
+  reward equals its baseline).
+
+``clip`` (``None`` = off) clamps the group-normalised advantages to ``[-clip, clip]`` before the
+rows' weights apply: Knapsack-RL's recipe ``algorithm.adv_clip_value = 5`` (see its module).
 
 Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
 over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
@@ -24,30 +35,48 @@ import torch
 from allocators.base import Rollout
 
 
+SMALL_GROUP_RULES = ("no_gradient", "verl")
+
+
 @dataclass
 class AdvantageReport:
     groups: int = 0
-    no_gradient: int = 0          # groups with < 2 kept rows
-    zero_variance: int = 0        # groups with >= 2 kept rows whose rewards are all equal
+    no_gradient: int = 0          # groups the size rule gives no gradient (module docstring)
+    zero_variance: int = 0        # other groups whose rewards all equal their baseline
     rows_with_signal: int = 0
+    clipped: int = 0              # kept rows whose advantage the clip changed
 
 
 def assign_advantages(groups: list[list[Rollout]], *, normalize_std: bool = True,
-                      eps: float = 1e-6) -> AdvantageReport:
+                      eps: float = 1e-6, small_groups: str = "no_gradient",
+                      clip: float | None = None) -> AdvantageReport:
+    if small_groups not in SMALL_GROUP_RULES:
+        raise ValueError(f"small_groups must be one of {SMALL_GROUP_RULES}, got {small_groups!r}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"advantage clip must be positive (or None), got {clip}")
     report = AdvantageReport(groups=len(groups))
     for group in groups:
-        kept = [r for r in group if r.kept]
-        if len(kept) < 2:
+        kept = sum(r.kept for r in group)
+        if kept == 0 or (kept < 2 and small_groups == "no_gradient"):
             report.no_gradient += 1
             for r in group:
                 r.advantage = 0.0
             continue
         rewards = np.array([r.reward for r in group], dtype=np.float64)
-        centred = rewards - rewards.mean()
+        if len(group) == 1:       # only reachable under "verl": mean 0, std 1
+            centred, scale = rewards, (1.0 + eps) if normalize_std else 1.0
+        else:
+            centred = rewards - rewards.mean()
+            scale = (rewards.std(ddof=1) + eps) if normalize_std else 1.0
         if np.allclose(centred, 0.0):
             report.zero_variance += 1
-        scale = (rewards.std(ddof=1) + eps) if normalize_std else 1.0
-        for r, a in zip(group, centred / scale):
+        advantages = centred / scale
+        if clip is not None:
+            clipped = np.clip(advantages, -clip, clip)
+            report.clipped += int(sum(r.kept and c != a
+                                      for r, a, c in zip(group, advantages, clipped)))
+            advantages = clipped
+        for r, a in zip(group, advantages):
             r.advantage = float(a) if r.kept else 0.0
             report.rows_with_signal += int(r.kept and a != 0.0)
     return report

@@ -455,7 +455,8 @@ class Run:
             rounds += 1
         with self.ledger.phase("allocate"):
             groups = [g for g in self.allocator.select(step, rows) if g]
-        adv = assign_advantages(groups, normalize_std=self.p.normalize_std)
+        adv = assign_advantages(groups, normalize_std=self.p.normalize_std,
+                                **self.allocator.advantage_options())
         with self.ledger.phase("update"):
             update = self._update(groups, step)
         with self.ledger.phase("other"):
