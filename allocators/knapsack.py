@@ -46,17 +46,34 @@ Defaults and provenance:
 
 * ``alpha = 0.9`` probability cost, fallback on, ``n_min = n_zero = n_one = 2``, ``n_max = 128``,
   ``n_default = 8`` [code: ``run_knapsack_grpo_7b.sh``].  The allocator scales them per §10:
-  ``n_max = 16 G`` capped at ``C - (M - 1) n_min``; ``min_buffer_length = G``,
-  ``reward_buffer_length = 2 G`` [inferred, §10].
+  ``n_max = 16 G`` capped at ``C - (M - 1) n_min``; ``min_buffer_length = N_b``,
+  ``reward_buffer_length = 2 N_b`` with ``N_b = C // M`` (below) [inferred, §10; 8 and 16 at
+  the released ``N = 8``, ``b = 1``].
 * Cold prompts get ``n_default = C // M`` in the allocator (harness choice; source silent for
   ``b < 1``): the code's ``n = N`` holds only at ``C = M N``.  ``C // M`` equals ``G`` at
   ``b = 1`` and ``round(b G)`` whenever ``b G`` is an integer, and unlike ``round(b G)`` it never
   makes the cold prompts alone overshoot ``C`` (``b G = 2.5`` rounds up to 3).
 * ``p̂`` = mean of the last visit's rewards, or of the last ``reward_buffer_length`` rewards
-  across visits when that visit had fewer rollouts [code: ``robust_epoch_estimation``].  At
-  ``b < 1`` a cold prompt's first visit has ``C // M < G`` rollouts, so with the default
-  ``min_buffer_length = G`` it stays cold for a second visit (lower ``min_buffer_length`` to
-  change that).
+  across visits when that visit had fewer rollouts [code: ``robust_epoch_estimation``].
+* §10 scaling of the validity rule with the budget: a prompt is valid once it holds one
+  visit's worth of rewards at the run's budget, ``min_buffer_length = N_b = C // M`` (the
+  count a cold prompt gets), and the robust window is two visits' worth, ``2 N_b``.  The
+  release sets both relative to its uniform group ``N`` (8 and 16 at ``N = 8``), the group a
+  cold prompt gets there; at ``b = 1`` ``N_b = G`` and nothing changes.  A fixed
+  ``min_buffer_length = G`` would keep every prompt cold for two visits at ``b = 0.5`` (a first
+  visit has ``C // M = G / 2`` rollouts) and for four at ``b = 0.25``, so on a pool visited
+  only a few times Knapsack-RL would be uniform GRPO throughout: the committed tiny sweep's
+  ``knapsack`` at b = 0.5 and 0.25 matched ``grpo`` rollout for rollout (same 249,891 tokens,
+  count spread 0).  Pass ``min_buffer_length`` / ``reward_buffer_length`` to fix them.
+* Advantage clip ``adv_clip = 5`` [code: ``algorithm.adv_clip_value = 5`` in both the
+  Knapsack-RL and the GRPO scripts of the release]: set through
+  :meth:`KnapsackRL.advantage_options`, applied by ``trainer.grpo.assign_advantages`` to the
+  group-normalised advantages.  It is part of the method here because it binds only where
+  Knapsack-RL puts its budget: with binary rewards the largest ``|A|`` of an ``n``-row group is
+  ``(n - 1) / sqrt(n)`` (one success or one failure), which exceeds 5 only from ``n = 27`` on;
+  uniform GRPO's groups (``G <= 26``) are never clipped, so the release's GRPO arm is the
+  harness's GRPO, while Knapsack-RL's large groups on hard prompts (up to ``n_max``) are
+  clipped as in its release.  ``adv_clip=None`` turns it off.
 
 Departures from the released code (each keeps the sum exact and the counts inside the bounds):
 
@@ -73,10 +90,17 @@ Departures from the released code (each keeps the sum exact and the counts insid
   prompts (``p = 0`` first), capped at ``n_max``.
 * When every prompt is effective the fallback has nowhere to send a surplus (the code divides by
   zero); the knapsack then receives all of ``R``.
-* The code's zero-initialised pass-rate array makes *cold* prompts count as ``p = 0`` in steps 3
-  and 4; the default follows ALGORITHMS §6.3 (valid ``p̂ = 0`` only) and
-  ``cold_joins_unsolved=True`` restores the code's behaviour.
 * Remainders of even splits go to the lowest indices first, as in the code.
+
+Released behaviour kept by default (the harness alternative is an option):
+
+* Cold prompts join the ``p = 0`` prompts in the even splits of steps 3 and 4 and of unused
+  budget (``cold_joins_unsolved=True``): the code's pass-rate array is zero-initialised, so a
+  prompt with too few rewards reads ``p = 0`` there while still getting ``n_default`` in
+  step 1.  ``cold_joins_unsolved=False`` sends those splits to valid ``p̂ = 0`` prompts only
+  (ALGORITHMS §6.3's wording); the two differ whenever cold and unsolved prompts share a batch
+  (about a third of realistic plans, e.g. ``M = 64``, ``N = 8``: cold prompts get 17 there and
+  8 here).
 """
 from __future__ import annotations
 
@@ -317,7 +341,7 @@ def _knapsack_plan(pass_rate, valid, total, *, n_default, n_min, n_zero, n_one, 
 
 def knapsack_counts(pass_rate, valid, total, *, n_default=8, n_min=2, n_zero=2, n_one=2,
                     n_max=128, alpha=0.9, cost="probability", allow_fallback=True,
-                    cold_joins_unsolved=False) -> np.ndarray:
+                    cold_joins_unsolved=True) -> np.ndarray:
     """Knapsack-RL rollout counts (ALGORITHMS §6.3 steps 1-6), exact greedy solver.
 
     ``pass_rate[i]`` is prompt ``i``'s estimated pass rate (read only where ``valid[i]``);
@@ -335,7 +359,7 @@ def knapsack_counts(pass_rate, valid, total, *, n_default=8, n_min=2, n_zero=2, 
 
 def knapsack_counts_dp(pass_rate, valid, total, *, n_default=8, n_min=2, n_zero=2, n_one=2,
                        n_max=128, alpha=0.9, cost="probability", allow_fallback=True,
-                       cold_joins_unsolved=False) -> np.ndarray:
+                       cold_joins_unsolved=True) -> np.ndarray:
     """:func:`knapsack_counts` with the released code's DP for step 5 (reference; slow)."""
     return _knapsack_plan(pass_rate, valid, total, n_default=n_default, n_min=n_min,
                           n_zero=n_zero, n_one=n_one, n_max=n_max, alpha=alpha, cost=cost,
@@ -350,17 +374,17 @@ class KnapsackRL(Allocator):
 
     Options (keyword; ``None`` = the §10 scaling of the released value):
     ``n_default`` (C // M), ``n_min`` / ``n_zero`` / ``n_one`` (2), ``n_max``
-    (min(16 G, C - (M - 1) n_min)), ``min_buffer_length`` (G), ``reward_buffer_length`` (2 G),
-    ``alpha`` (0.9), ``cost`` ("probability"), ``allow_fallback`` (True),
-    ``cold_joins_unsolved`` (False), ``estimator`` ("robust" = the code's
+    (min(16 G, C - (M - 1) n_min)), ``min_buffer_length`` (C // M), ``reward_buffer_length``
+    (2 (C // M)), ``alpha`` (0.9), ``cost`` ("probability"), ``allow_fallback`` (True),
+    ``cold_joins_unsolved`` (True), ``adv_clip`` (5.0), ``estimator`` ("robust" = the code's
     ``robust_epoch_estimation``; "last_visit"; "window" = the code's ``epoch_estimation=False``,
     the mean of the last ``reward_buffer_length`` rewards).
     """
 
     def __init__(self, setting, *, n_default=None, n_min=2, n_zero=2, n_one=2, n_max=None,
                  min_buffer_length=None, reward_buffer_length=None, alpha=0.9,
-                 cost="probability", allow_fallback=True, cold_joins_unsolved=False,
-                 estimator="robust", **options):
+                 cost="probability", allow_fallback=True, cold_joins_unsolved=True,
+                 adv_clip=5.0, estimator="robust", **options):
         super().__init__(setting, **options)
         prompts, total, group = setting.prompts_per_step, setting.rollouts_per_step, \
             setting.group_size
@@ -370,9 +394,13 @@ class KnapsackRL(Allocator):
         self.n_default = int(total // prompts if n_default is None else n_default)
         self.n_max = int(min(16 * group, total - (prompts - 1) * self.n_min)
                          if n_max is None else n_max)
-        self.min_buffer_length = int(group if min_buffer_length is None else min_buffer_length)
-        self.reward_buffer_length = int(2 * group if reward_buffer_length is None
+        visit = max(1, total // prompts)        # N_b: one visit's rewards at this budget
+        self.min_buffer_length = int(visit if min_buffer_length is None else min_buffer_length)
+        self.reward_buffer_length = int(2 * visit if reward_buffer_length is None
                                         else reward_buffer_length)
+        if adv_clip is not None and not adv_clip > 0:
+            raise ValueError(f"knapsack: adv_clip must be positive or None, got {adv_clip}")
+        self.adv_clip = None if adv_clip is None else float(adv_clip)
         if self.min_buffer_length < 1 or self.reward_buffer_length < 1:
             raise ValueError("knapsack: min_buffer_length and reward_buffer_length must be >= 1 "
                              "(an estimate needs at least one recorded reward)")
@@ -414,8 +442,11 @@ class KnapsackRL(Allocator):
         counts = knapsack_counts(pass_rate, valid, budget.rollouts, **self._solver_options())
         return [Request(c.pid, int(n)) for c, n in zip(candidates, counts)]
 
+    def advantage_options(self) -> dict:
+        return {"clip": self.adv_clip}
+
     def resolved_options(self) -> dict:
-        return dict(self._solver_options(), estimator=self.estimator,
+        return dict(self._solver_options(), estimator=self.estimator, adv_clip=self.adv_clip,
                     min_buffer_length=self.min_buffer_length,
                     reward_buffer_length=self.reward_buffer_length,
                     total=self.setting.rollouts_per_step,

@@ -16,6 +16,7 @@ from allocators.base import PromptInfo, PromptStats, Rollout, Setting, StepBudge
 from allocators.knapsack import (KnapsackRL, _extra_by_dp, _extra_by_greedy, _increment_ladder,
                                  _value_ladder, knapsack_counts, knapsack_counts_dp,
                                  knapsack_value, spread_evenly, take_largest)
+from tests.scripted_loop import Loop, ScriptedPool
 
 open_rates = st.floats(min_value=1e-6, max_value=1 - 1e-6, allow_nan=False)
 grid_rates = st.sampled_from([k / 16 for k in range(1, 16)])
@@ -120,8 +121,12 @@ def test_no_effective_prompt_sends_the_rest_to_unsolved_ones():
 
 def test_no_effective_and_no_unsolved_prompt_resets_to_uniform():
     # the code's "uniform N for all": at total = M N every prompt gets N again
+    assert knapsack_counts([1.0, 1.0, 1.0], [True] * 3, 24).tolist() == [8, 8, 8]
+    # a cold prompt reads p = 0 in the released code, so it takes the rest instead
     counts = knapsack_counts([1.0, 1.0, 0.3], [True, True, False], 24)
-    assert counts.tolist() == [8, 8, 8]
+    assert counts.tolist() == [2, 2, 20]
+    harness = knapsack_counts([1.0, 1.0, 0.3], [True, True, False], 24, cold_joins_unsolved=False)
+    assert harness.tolist() == [8, 8, 8]
 
 
 def test_fallback_sends_the_surplus_to_unsolved_prompts():
@@ -133,15 +138,19 @@ def test_fallback_sends_the_surplus_to_unsolved_prompts():
 
 
 def test_fallback_without_unsolved_prompts_uses_all_non_effective_ones():
-    counts = knapsack_counts([0.5, 1.0, 0.2], [True, True, False], 2 + 2 + 8 + 9)
+    counts = knapsack_counts([0.5, 1.0, 0.2], [True, True, False], 2 + 2 + 8 + 9,
+                             cold_joins_unsolved=False)
     # R = 9, estimate 3: surplus 6 split over the p = 1 and the cold prompt
     assert counts.tolist() == [5, 5, 11]
+    # released: the cold prompt counts as p = 0, so the whole surplus goes to it
+    assert knapsack_counts([0.5, 1.0, 0.2], [True, True, False],
+                           2 + 2 + 8 + 9).tolist() == [5, 2, 14]
 
 
 def test_cold_joins_unsolved_reproduces_the_codes_candidate_set():
     p, valid = [0.5, 0.0, 0.7], [True, True, False]
-    spec = knapsack_counts(p, valid, 2 + 2 + 8 + 10)
-    code = knapsack_counts(p, valid, 2 + 2 + 8 + 10, cold_joins_unsolved=True)
+    spec = knapsack_counts(p, valid, 2 + 2 + 8 + 10, cold_joins_unsolved=False)
+    code = knapsack_counts(p, valid, 2 + 2 + 8 + 10)
     assert spec.tolist() == [5, 9, 8] and code.tolist() == [5, 6, 11]
 
 
@@ -256,6 +265,12 @@ def test_registered_and_scaled_defaults():
     assert big["n_max"] == 128
     half = KnapsackRL(setting(prompts=5, group=5, fraction=0.5)).resolved_options()
     assert half["n_default"] == round(0.5 * 5 * 5) // 5 == 2
+    # §10 scaling: valid after one visit at this budget, robust window of two visits
+    assert half["min_buffer_length"] == 2 and half["reward_buffer_length"] == 4
+    assert options["adv_clip"] == 5.0 and alloc.advantage_options() == {"clip": 5.0}
+    assert KnapsackRL(setting(), adv_clip=None).advantage_options() == {"clip": None}
+    with pytest.raises(ValueError, match="adv_clip"):
+        KnapsackRL(setting(), adv_clip=0.0)
 
 
 def test_infeasible_setting_fails_at_construction():
@@ -293,3 +308,31 @@ def test_plan_sums_to_the_budget_and_pickles():
     assert counts[2] > 2 and counts[3] > 2 and counts[4] > 2
     with pytest.raises(ValueError, match="unknown option"):
         KnapsackRL(s, bogus=1)
+
+
+def _half_budget_run(steps, **options):
+    """Knapsack-RL at b = 0.5 in the scripted loop, every prompt revisited each step.
+
+    Pass rates 0, 1/4, 1/2, 3/4, 1 by pid: the i-th rollout of prompt ``pid`` succeeds iff
+    ``i % 4 < pid % 5`` (all succeed at pid % 5 = 4).
+    """
+    alloc = KnapsackRL(setting(prompts=10, group=8, fraction=0.5), **options)
+    loop = Loop(alloc, ScriptedPool(10),
+                reward=lambda pid, i: float(pid % 5 == 4 or i % 4 < pid % 5))
+    plans = []
+    for step in range(steps):
+        loop.step(step)
+        plans.append([r.n for r in loop.first_requests])
+    return plans
+
+
+def test_half_budget_departs_from_uniform_on_the_second_visit():
+    # C = 40 over 10 prompts: the first visit is 4 rollouts each; with validity scaled to one
+    # visit's worth (4) the second visit is already a knapsack plan
+    first, second = _half_budget_run(2)
+    assert first == [4] * 10
+    assert sum(second) == 40 and len(set(second)) > 1
+    assert second[0] == 2 and second[4] == 2              # p = 0 / p = 1 -> n_zero / n_one
+    assert min(second[1], second[2], second[3]) > 2       # solvable prompts get the extra
+    # the unscaled rule (valid at G = 8 rewards) keeps the second visit uniform
+    assert _half_budget_run(2, min_buffer_length=8)[1] == [4] * 10
