@@ -22,6 +22,9 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 FINISH_REASONS = ("eos", "max_len", "stopped", "aborted")
+# a row flag set by ``select``: the loop recomputes the row's old log-probs with the current
+# policy before the update (trainer.grpo.recompute_old_logprobs), charged to the logprob phase
+RECOMPUTE_OLD_LOGPROBS = "recompute_old_logprobs"
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,19 @@ policy, this step or up to ``buffer_max_off_steps`` steps earlier) together with
 rows (``n_c``): one training group of ``n_p + n_c`` rows.  Then buffer entries piloted more than
 ``buffer_max_off_steps`` steps ago are dropped.
 
-Stale pilot rows and the loss: the loop's PPO ratio uses each row's stored ``Rollout.logprobs`` as
-``pi_old``, so stale pilot rows get the clipped ratio ``pi_theta / pi_sampler`` to the policy that
-actually sampled them, a clipped importance correction for their staleness.  The official code
-instead recomputes ``old_log_prob`` with the current policy before the update, so their ratio starts
-at 1 and they are treated as on-policy samples.
+Stale pilot rows and the loss (``stale_logprobs``): the official code recomputes ``old_log_prob``
+with the current policy before every update ([code] ``pc_ray_trainer.py`` "recompute
+old_log_probs"), so with one update per step a pilot row sampled in an earlier step has a PPO
+ratio of exactly 1 at the start of the update: it is treated as an on-policy sample, with no
+correction for its staleness.  ``stale_logprobs="recompute"`` (default) follows it: ``select``
+flags each pilot row of a training group that an earlier step sampled with
+:data:`allocators.base.RECOMPUTE_OLD_LOGPROBS`, and the loop recomputes those rows' log-probs
+with the current policy before the update, charged to the ledger's ``logprob`` phase.  Rows of the
+current step are not flagged: the policy has not changed since they were sampled, so their
+engine log-probs are already the current policy's.  ``stale_logprobs="sampler"`` keeps each
+row's sampling log-probs as ``pi_old``, so stale rows get the clipped ratio ``pi_theta /
+pi_sampler`` to the policy that actually sampled them (a clipped importance correction; the
+harness's earlier behaviour).  The step's ``stale_rows`` metric counts the flagged rows.
 
 Defaults and provenance:
 
@@ -94,11 +102,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
+from allocators.base import (RECOMPUTE_OLD_LOGPROBS, Allocator, PromptInfo, Request, Rollout,
+                             group_rows, round_half_up)
 from allocators.dapo import RowCursor
 from allocators.greso import EpochTracker
 
 PILOT, COMMIT = "pilot", "commit"
+STALE_LOGPROBS = ("recompute", "sampler")
 
 
 @dataclass
@@ -149,8 +159,12 @@ class PilotCommit(Allocator):
                  band_lower: float = 0.125, band_upper: float = 0.75,
                  evict_threshold: float | None = 1.0, buffer_max_off_steps: int = 4,
                  buffer_sampling: str = "max_variance", flush_buffer_at_epoch_end: bool = True,
-                 max_rounds: int = 10, **unknown) -> None:
+                 max_rounds: int = 10, stale_logprobs: str = "recompute", **unknown) -> None:
         super().__init__(setting, **unknown)    # the base class rejects unknown options
+        if stale_logprobs not in STALE_LOGPROBS:
+            raise ValueError(f"stale_logprobs must be one of {STALE_LOGPROBS}, "
+                             f"got {stale_logprobs!r}")
+        self.stale_logprobs = stale_logprobs
         if buffer_sampling not in ("max_variance", "random"):
             raise ValueError(f"buffer_sampling must be 'max_variance' or 'random', "
                              f"got {buffer_sampling!r}")
@@ -216,8 +230,13 @@ class PilotCommit(Allocator):
         self.absorb(step, rollouts)
         groups = [list(pilot_rows) + self.commit_rows.get((pid, rnd), [])
                   for pid, rnd, pilot_rows in self.committed]
+        stale = [r for _, _, pilot_rows in self.committed for r in pilot_rows if r.step < step]
+        if self.stale_logprobs == "recompute":
+            for row in stale:
+                row.flags[RECOMPUTE_OLD_LOGPROBS] = True
         dropped = self.drop_stale(step)
         self.step_metrics.update(trained_groups=len(groups), stale_dropped=dropped,
+                                 stale_rows=len(stale),
                                  buffer_size=len(self.buffer), evicted_total=len(self.evicted),
                                  epoch=self.epochs.epoch)
         return groups
@@ -331,5 +350,5 @@ class PilotCommit(Allocator):
             "buffer_max_off_steps": self.buffer_max_off_steps,
             "buffer_sampling": self.buffer_sampling,
             "flush_buffer_at_epoch_end": self.flush_buffer_at_epoch_end,
-            "max_rounds": self.max_rounds,
+            "max_rounds": self.max_rounds, "stale_logprobs": self.stale_logprobs,
         }

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from allocators.base import Rollout
-from trainer.grpo import LossConfig, assign_advantages, policy_loss
+from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_old_logprobs
 
 
 def row(pid, group, reward, finish="eos", tokens=(5, 6, 1), logprobs=None, weight=1.0):
@@ -186,3 +186,27 @@ def test_micro_batches_sum_to_the_whole_batch_gradient(smoke_policy):
     whole = grads([rows])
     split = grads([rows[:1], rows[1:3], rows[3:]])
     torch.testing.assert_close(whole, split, rtol=1e-4, atol=1e-6)
+
+
+def test_recomputed_old_logprobs_make_the_ratio_one(smoke_policy):
+    # a row sampled by an older policy (stored log-probs -50): before the recompute its ratio is
+    # clipped at 1 + 0.28 (loss -1.28, see above); after it, pi_old is the current policy, the
+    # ratio is exactly 1 and the token-mean surrogate is -A
+    model, tok = smoke_policy
+    prompts = {0: tuple(tok("1 + 2 =\n")["input_ids"]), 1: tuple(tok("13 + 4 =\n")["input_ids"])}
+    rows = []
+    for pid, text in ((0, "1+2=3"), (1, "13+4=17\n\\boxed{17}")):
+        ids = tok(text)["input_ids"]
+        r = Rollout(pid, pid, "main", 0, 0, np.array(ids), np.full(len(ids), -50.0, np.float32),
+                    "eos", 1.0)
+        r.advantage = 1.0
+        rows.append(r)
+    recompute_old_logprobs(model, rows, prompts, tok.pad_token_id, 1.0, micro_batch_rows=1)
+    for r in rows:
+        assert r.logprobs.dtype == np.float32 and len(r.logprobs) == r.n_tokens
+        assert np.all(r.logprobs < 0) and np.all(r.logprobs > -50)
+    cfg = LossConfig(clip_low=0.2, clip_high=0.28)
+    loss, stats = policy_loss(model, rows, prompts, tok.pad_token_id,
+                              sum(r.n_tokens for r in rows), cfg)
+    assert float(loss) == pytest.approx(-1.0, abs=1e-5)
+    assert stats["clip_fraction"] == 0.0

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import allocators
-from allocators.base import FollowUpContext, PromptInfo, PromptStats, Rollout, Setting, StepBudget
+from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
+                             Rollout, Setting, StepBudget)
 from allocators.pilot_commit import PilotEntry, classify_pilot, effective_band, pilot_split
 
 
@@ -71,6 +72,7 @@ def test_groups_are_stale_pilots_plus_fresh_commits():
     alloc = pilot_commit()
     loop = Loop(alloc, ScriptedPool(1000), by_class)
     rows, groups, rounds = loop.step(0)
+    assert not any(r.flags for g in groups for r in g)        # same-step pilots: nothing stale
     # round 0 pilots 0..11 (in band: 0,3,6,9); round 1 commits them and pilots 12..23
     assert rounds == 2
     assert all(r.tag == "pilot" for r in rows if r.round == 0)
@@ -87,6 +89,23 @@ def test_groups_are_stale_pilots_plus_fresh_commits():
     for group in groups:
         assert [r.step for r in group] == [0] * 2 + [1] * 6
         assert all(r.logprobs[0] == 0.0 for r in group[:2])     # pilot keeps its sampler's logprobs
+        # step 0's pilots are flagged for the loop's recompute (the release's old_log_prob);
+        # step 1's commits, sampled by the current policy, are not
+        assert [bool(r.flags.get(RECOMPUTE_OLD_LOGPROBS)) for r in group] == [True] * 2 + [False] * 6
+    assert alloc.step_metrics["stale_rows"] == 8
+    # rows sampled this step (commits, new pilots) are never flagged
+    assert not any(r.flags.get(RECOMPUTE_OLD_LOGPROBS) for r in rows if r.step == 1)
+
+
+def test_sampler_logprobs_option_flags_nothing():
+    alloc = pilot_commit(stale_logprobs="sampler")
+    loop = Loop(alloc, ScriptedPool(1000), by_class)
+    loop.step(0)
+    _, groups, _ = loop.step(1)
+    assert groups and not any(r.flags.get(RECOMPUTE_OLD_LOGPROBS) for g in groups for r in g)
+    assert alloc.step_metrics["stale_rows"] == 8
+    with pytest.raises(ValueError, match="stale_logprobs"):
+        pilot_commit(stale_logprobs="current")
 
 
 def test_commits_are_never_for_the_same_round():

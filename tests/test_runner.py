@@ -144,6 +144,12 @@ def test_every_method_runs_end_to_end_on_smoke(tmp_path, capsys):
         summary = read_json(out / f"{method}__b1__s0" / "summary.json")
         assert summary["steps"] == 4 and summary["tokens"] > 0
         assert f"| {method} " in printed
+    # Pilot-Commit's stale pilot rows get their old log-probs recomputed with the current policy
+    # (its release), charged to the logprob phase; steps without stale rows charge nothing there
+    metrics = read_jsonl(out / "pilot-commit__b1__s0" / "metrics.jsonl")
+    stale = [m["method"]["stale_rows"] > 0 for m in metrics]
+    assert any(stale), "the smoke run commits a pilot of an earlier step"
+    assert [m["seconds"]["logprob"] > 0 for m in metrics] == stale
 
 
 def test_the_ledger_charges_every_round_including_dropped_groups(smoke_preset, tmp_path):

@@ -21,9 +21,13 @@ rows' weights apply: Knapsack-RL's recipe ``algorithm.adv_clip_value = 5`` (see 
 Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
 over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
 frozen reference policy.  ``ratio = pi_theta / pi_old`` uses the log-probs stored with each row by
-the engine that sampled it, so rows sampled in an earlier step (Pilot-Commit's stale pilots) get a
-clipped importance ratio to the policy that actually sampled them.  Each row's advantage is
-multiplied by its weight (DUET's inverse propensities); aborted rows are masked out entirely.
+the engine that sampled it, so a row sampled in an earlier step gets a clipped importance ratio to
+the policy that actually sampled it -- unless its method flags it with
+:data:`allocators.base.RECOMPUTE_OLD_LOGPROBS`: the loop then replaces its stored log-probs by the
+current policy's (:func:`recompute_old_logprobs`, verl's ``compute_log_prob`` before the update),
+so with one update per step its ratio starts at exactly 1 (Pilot-Commit's stale pilots, as
+released).  Each row's advantage is multiplied by its weight (DUET's inverse propensities);
+aborted rows are masked out entirely.
 """
 from __future__ import annotations
 
@@ -114,6 +118,20 @@ def _pack(rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int,
 def token_logprobs(model, ids, attn, targets, temperature: float) -> torch.Tensor:
     logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1, :].float() / temperature
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def recompute_old_logprobs(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]],
+                           pad_id: int, temperature: float, micro_batch_rows: int) -> None:
+    """Replace each row's stored ``logprobs`` by the current policy's, in place."""
+    device = next(model.parameters()).device
+    for start in range(0, len(rows), micro_batch_rows):
+        micro = rows[start:start + micro_batch_rows]
+        ids, attn, _, targets, _ = _pack(micro, prompts, pad_id, device)
+        logp = token_logprobs(model, ids, attn, targets, temperature).float().cpu().numpy()
+        for i, r in enumerate(micro):
+            p = len(prompts[r.pid])
+            r.logprobs = logp[i, p - 1:p - 1 + r.n_tokens].astype(np.float32)
 
 
 def policy_loss(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int,

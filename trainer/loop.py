@@ -35,13 +35,13 @@ import torch
 
 import allocators
 import lengthctl
-from allocators.base import (FollowUpContext, PromptInfo, PromptStats, Request, Rollout,
-                             Setting, StepBudget, group_rows)
+from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
+                             Request, Rollout, Setting, StepBudget, group_rows)
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
 from trainer.engine import HFEngine, RowSpec
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
-from trainer.grpo import LossConfig, assign_advantages, policy_loss
+from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_old_logprobs
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
 from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_jsonl, read_json,
@@ -382,6 +382,14 @@ class Run:
         self.ledger.charge(rows)
         return rows
 
+    def _recompute_flagged_logprobs(self, groups: list[list[Rollout]]) -> None:
+        flagged = [r for g in groups for r in g if r.kept and r.flags.get(RECOMPUTE_OLD_LOGPROBS)]
+        if flagged:
+            with self.ledger.phase("logprob"), self._autocast():
+                self.model.eval()
+                recompute_old_logprobs(self.model, flagged, self.prompt_ids, self.engine.pad_id,
+                                       self.p.temperature, self.p.micro_batch_rows)
+
     def _update(self, groups: list[list[Rollout]], step: int) -> dict:
         sleep = getattr(self.engine, "sleep", None)
         if sleep is not None:
@@ -455,6 +463,7 @@ class Run:
             rounds += 1
         with self.ledger.phase("allocate"):
             groups = [g for g in self.allocator.select(step, rows) if g]
+        self._recompute_flagged_logprobs(groups)
         adv = assign_advantages(groups, normalize_std=self.p.normalize_std,
                                 **self.allocator.advantage_options())
         with self.ledger.phase("update"):
