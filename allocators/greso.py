@@ -46,6 +46,18 @@ Departures:
 
 * Visit classification uses exact all-correct / all-wrong tests instead of the code's mean
   ``>= 0.98`` / ``<= 0.11`` (ALGORITHMS.md §10: those thresholds mean "all" only for ``G <= 9``).
+* "Hard" is adapted to binary rewards.  The release scores 0 (no extractable answer), 0.1
+  (formatted but wrong, ``latex_math.compute_score(format_score=0.1)``) and 1, and uses two
+  notions of hard: the skip streak counts visits of mean ``<= 0.11`` (no correct answer, any mix
+  of 0 and 0.1), while the adaptation's realised hard ratio counts only groups whose every
+  reward is exactly 0.1 ([code] ``metric_utils.compute_reward_metrics``
+  ``format_example_ratio``, on rows reshaped by a hard-coded group of 8), so all-0 groups and
+  0/0.1 mixes are neither easy nor hard there.  The harness's verifiers score 0 or 1 with no
+  format credit, so both become "every kept reward is 0" (all-wrong): the streak keeps the
+  release's meaning, and the hard ratio counts every no-correct-answer group, including those
+  the release would have scored all 0 (no answer at all), which it leaves out.  With a policy
+  that always formats its answer the two ratios coincide; where unformatted answers are common
+  the harness's hard ratio is the larger, so ``p_hard`` falls faster than the release's would.
 * The trace is summarised by this allocator as one signed streak per prompt, updated from every
   *generated* group of the step (the code's ``DataProfiler`` likewise records every generated
   group, including those dynamic sampling then drops).  The shared ``PromptStats`` store holds the
