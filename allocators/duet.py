@@ -79,19 +79,21 @@ Departures
   instead of a DUET-private running mean over groups with ≥ 2 kept rows; the cold fallback is the
   all-time global mean kept length, standing in for the release's mean of its 1,024-length
   K-window.
+* Budget comparisons on exact ties (issue 13 item 6): the bisection and the trim compare
+  ``Σ n_q L̂_q`` with ``B`` exactly, with the sum taken left to right as the release's Python
+  ``sum`` does (:func:`planned_tokens`) and ``B = b · (M · n_ref · mean L̂)`` rounded in the
+  release's order.  This matters more than it looks: cold prompts share one ``L̂``, so on every
+  first-epoch step ``Φ(λ) = B`` holds up to rounding and the last bit decides whether the
+  bisection raises the price and whether the trim drains prompts.  With ``np.dot`` (blocked
+  summation) the side-by-side check against the release disagreed on 44 of 200 such all-cold
+  batches with a non-integer ``L̂`` (95 of 200 final plans); with the in-order sum all agree.
 * The trim runs until the budget holds (or every count is at ``n_min``); the release stops after
   ``4 M`` decrements, a cap that cannot bind after 10 bisection steps (the last bracket moves
   each real count by under 2 %, so each prompt rounds at most one step over).
-* The comparisons with ``B`` (bisection and trim) use ``np.dot`` and a running excess with a
-  tolerance of ``1e-12 B``; the release sums ``n_q L̂_q`` in Python order and compares
-  exactly.  On an exact tie (``Φ = B``, e.g. all-equal integer ``L̂``) the last bit of the two
-  sums can differ and flip the comparison: the side-by-side check found 16 such cases in 600
-  random bisections (issue 13).  Either side of a tie is within the bisection's own precision,
-  so the numpy form is kept for speed.
-* The ridge is fitted online instead of offline (above); the release also keeps an LRU cap of
-  50,000 prompts on its state, unnecessary at this harness's pool sizes.
-* The budget uses DUET's own ``mean_q(L̂_q)`` of the batch, as released, not the trainer's
-  ``StepBudget.tokens`` (the running mean over all rollouts).
+* The trim runs with ``trim_ties="most_rollouts"`` on ``np.dot`` with a tolerance of
+  ``1e-12 B``; the released rule (the default) compares exactly, like the bisection.
+* Python 3.12 made ``sum`` of floats compensated (Neumaier); :func:`planned_tokens` adds in
+  plain order, the release's result under Python 3.10/3.11 (verl's versions).
 
 Released behaviour kept by default (each with the harness alternative as an option)
 -----------------------------------------------------------------------------------
@@ -147,6 +149,17 @@ def counts_at_price(price: float, s_hat, mean_len, *, n_min: int, n_max: int) ->
     return np.clip(np.rint(real), n_min, n_max).astype(np.int64)
 
 
+def planned_tokens(counts, mean_len) -> float:
+    """``Σ n_q L̂_q`` summed left to right, the release's Python ``sum`` bit for bit.
+
+    The budget comparisons decide on ties (cold prompts share one ``L̂``, so ``Φ = B`` up to
+    rounding is the normal first-epoch case); ``np.dot``'s blocked summation rounds
+    differently and flips them.  ``np.add.accumulate`` adds strictly in order.
+    """
+    products = np.asarray(counts, dtype=np.float64) * np.asarray(mean_len, dtype=np.float64)
+    return float(np.add.accumulate(products)[-1]) if len(products) else 0.0
+
+
 def neyman_bisection(s_hat, mean_len, token_budget, *, n_min: int = 1, n_max: int = 32,
                      iterations: int = 10) -> np.ndarray:
     """Step 3: the counts at the midpoint of ``iterations`` bisection steps on ``log λ``.
@@ -159,8 +172,8 @@ def neyman_bisection(s_hat, mean_len, token_budget, *, n_min: int = 1, n_max: in
     log_low, log_high = LOG_PRICE_BRACKET
     for _ in range(iterations):
         log_mid = 0.5 * (log_low + log_high)
-        spent = float(np.dot(counts_at_price(math.exp(log_mid), s_hat, mean_len,
-                                             n_min=n_min, n_max=n_max), mean_len))
+        spent = planned_tokens(counts_at_price(math.exp(log_mid), s_hat, mean_len,
+                                               n_min=n_min, n_max=n_max), mean_len)
         if spent > token_budget:
             log_low = log_mid
         else:
@@ -182,19 +195,38 @@ def trim_to_budget(counts, mean_len, token_budget, *, n_min: int = 1,
         raise ValueError(f"trim ties must be one of {TRIM_TIES}, got {ties!r}")
     counts = np.asarray(counts, dtype=np.int64).copy()
     mean_len = np.asarray(mean_len, dtype=np.float64)
-    excess = float(np.dot(counts, mean_len)) - token_budget
-    tolerance = 1e-12 * max(abs(token_budget), 1.0)
     if ties == "lowest_index":
         # the release's argmax stays on one prompt until it reaches n_min, so a walk in
-        # (-L̂, index) order draining each prompt in turn makes the same decrements
+        # (-L̂, index) order draining each prompt in turn makes the same decrements; the
+        # in-order sum falls monotonically with each count, so the release's stopping point
+        # (the first decrement after which Σ n L̂ <= B exactly) is found by bisection
+        spent = planned_tokens(counts, mean_len)
         for q in np.lexsort((np.arange(len(counts)), -mean_len)):
-            if excess <= tolerance:
+            if spent <= token_budget:
                 break
-            take = min(int(counts[q]) - n_min, math.ceil((excess - tolerance) / mean_len[q]))
-            if take > 0:
-                counts[q] -= take
-                excess -= take * mean_len[q]
+            room = int(counts[q]) - n_min
+            if room <= 0:
+                continue
+            base = int(counts[q])
+
+            def spent_after(k: int) -> float:
+                counts[q] = base - k
+                return planned_tokens(counts, mean_len)
+
+            low, high = 1, room            # the answer lies in [low, high]
+            if spent_after(room) <= token_budget:
+                while low < high:
+                    mid = (low + high) // 2
+                    if spent_after(mid) <= token_budget:
+                        high = mid
+                    else:
+                        low = mid + 1
+            else:
+                low = room
+            spent = spent_after(low)
         return counts
+    excess = float(np.dot(counts, mean_len)) - token_budget
+    tolerance = 1e-12 * max(abs(token_budget), 1.0)
     heap = [(-mean_len[q], -int(counts[q]), int(q)) for q in np.flatnonzero(counts > n_min)]
     heapq.heapify(heap)
     while excess > tolerance and heap:
@@ -384,8 +416,9 @@ class DuetAllocation(Allocator):
         return float(stats.global_mean_length(default=self.setting.max_response_tokens))
 
     def token_budget(self, mean_len: np.ndarray) -> float:
-        """``B = b · M · n_ref · mean(L̂)``."""
-        return self.setting.budget_fraction * len(mean_len) * self.n_ref * float(mean_len.mean())
+        """``B = b · (M · n_ref · mean(L̂))``, rounded in the release's order."""
+        return self.setting.budget_fraction * float(len(mean_len) * self.n_ref
+                                                    * float(np.mean(mean_len)))
 
     # -- the loop --------------------------------------------------------------------------
     def plan(self, step, candidates, stats, budget):

@@ -12,7 +12,8 @@ import allocators
 from allocators.base import PromptInfo, PromptStats, Rollout, Setting, StepBudget
 from allocators.duet import (BAND_MIDPOINT, Duet, DuetAbort, DuetAllocation, Welford,
                              allocation_propensities, counts_at_price, gradient_signal_spread,
-                             neyman_bisection, neyman_counts, stop_thresholds, trim_to_budget)
+                             neyman_bisection, neyman_counts, planned_tokens, stop_thresholds,
+                             trim_to_budget)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,6 +47,34 @@ def test_trim_decrements_the_longest_prompts_first():
     assert trim_to_budget([3, 5, 3], [10, 10, 10], 80).tolist() == [1, 4, 3]
     assert trim_to_budget([3] * 8, [64.0] * 8, 1024).tolist() == [1, 1, 1, 1, 3, 3, 3, 3]
     assert trim_to_budget([2, 5], [10, 10], 1000).tolist() == [2, 5]
+
+
+def test_planned_tokens_add_in_order_like_the_release():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        counts, lengths = rng.integers(1, 33, 200), rng.uniform(1, 4000, 200)
+        in_order = 0
+        for n, length in zip(counts.tolist(), lengths.tolist()):
+            in_order += n * length
+        assert planned_tokens(counts, lengths) == in_order
+    assert planned_tokens([], []) == 0.0
+
+
+def test_budget_ties_on_a_cold_batch_follow_the_in_order_sum():
+    # 34 cold prompts at L̂ = 119.6, b = 1: B = 34 * 8 * 119.6 rounds to 32531.199999999997,
+    # which np.dot reproduces for the all-8 plan, while the in-order sum of 34 terms of 956.8 is
+    # 32531.199999999983 < B.  The bisection therefore lowers the price past 8 each; its last
+    # midpoint gives 9 each, and the trim drains the first prompts until the in-order sum is
+    # <= B exactly: 8 + 8 + 8 + 8 + 3 decrements.  The released code gives the same plan.
+    mean_len = np.full(34, 119.6)
+    budget = 1.0 * float(34 * 8 * float(np.mean(mean_len)))
+    assert float(np.dot(np.full(34, 8), mean_len)) == budget
+    assert planned_tokens(np.full(34, 8), mean_len) < budget
+    counts, propensity = neyman_counts(np.ones(34), mean_len, budget)
+    assert counts.tolist() == [1, 1, 1, 1, 6] + [9] * 29
+    one_more = counts + np.eye(34, dtype=int)[4]
+    assert planned_tokens(counts, mean_len) <= budget < planned_tokens(one_more, mean_len)
+    assert propensity.tolist() == [1.0] * 34
 
 
 def test_trim_that_levels_equal_prompts_stays_an_option():
