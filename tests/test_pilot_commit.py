@@ -91,7 +91,8 @@ def test_groups_are_stale_pilots_plus_fresh_commits():
         assert all(r.logprobs[0] == 0.0 for r in group[:2])     # pilot keeps its sampler's logprobs
         # step 0's pilots are flagged for the loop's recompute (the release's old_log_prob);
         # step 1's commits, sampled by the current policy, are not
-        assert [bool(r.flags.get(RECOMPUTE_OLD_LOGPROBS)) for r in group] == [True] * 2 + [False] * 6
+        flagged = [bool(r.flags.get(RECOMPUTE_OLD_LOGPROBS)) for r in group]
+        assert flagged == [True] * 2 + [False] * 6
     assert alloc.step_metrics["stale_rows"] == 8
     # rows sampled this step (commits, new pilots) are never flagged
     assert not any(r.flags.get(RECOMPUTE_OLD_LOGPROBS) for r in rows if r.step == 1)
