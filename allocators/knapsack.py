@@ -98,9 +98,10 @@ Released behaviour kept by default (the harness alternative is an option):
   budget (``cold_joins_unsolved=True``): the code's pass-rate array is zero-initialised, so a
   prompt with too few rewards reads ``p = 0`` there while still getting ``n_default`` in
   step 1.  ``cold_joins_unsolved=False`` sends those splits to valid ``p̂ = 0`` prompts only
-  (ALGORITHMS §6.3's wording); the two differ whenever cold and unsolved prompts share a batch
-  (about a third of realistic plans, e.g. ``M = 64``, ``N = 8``: cold prompts get 17 there and
-  8 here).
+  (ALGORITHMS §6.3's wording).  The two differ whenever cold and unsolved prompts share a batch
+  and a surplus is split: in the side-by-side check against the released function (random
+  batches, M = 4..32, N = 8, a quarter or half of them cold) 69 of the 78 plans with both kinds
+  differed under the old rule; with this default all 150 plans are identical.
 """
 from __future__ import annotations
 
