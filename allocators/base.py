@@ -23,6 +23,11 @@ import numpy as np
 
 FINISH_REASONS = ("eos", "max_len", "stopped", "aborted")
 
+# Rollout.flags key: every reward a method drew for the row's prompt this step (a tuple), when
+# the group's advantage baseline must come from more rows than the group trains on
+# (Reinforce-Ada's global statistics).  The loop's advantage function reads it; nothing else.
+BASELINE_REWARDS_FLAG = "baseline_rewards"
+
 
 @dataclass(frozen=True)
 class PromptInfo:

@@ -6,6 +6,9 @@ the group, aborted ones included, enters the mean and std with its reward as sco
 step 14).  The one rule for too-small groups lives here and nowhere else: a group with fewer than
 two kept (non-aborted) rows gives no gradient — every advantage 0 — and is counted.  (verl instead
 gives a size-1 group ``A = r``; the harness rule is DESIGN.md §3's and applies to every method.)
+A method may give a group a larger reward sample for its mean and std than the rows it trains
+(``allocators.base.BASELINE_REWARDS_FLAG`` on the group's first kept row: Reinforce-Ada's global
+statistics over every row its prompt drew); the rows' own rewards are centred on that mean.
 
 Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
 over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from allocators.base import Rollout
+from allocators.base import BASELINE_REWARDS_FLAG, Rollout
 
 
 @dataclass
@@ -43,10 +46,12 @@ def assign_advantages(groups: list[list[Rollout]], *, normalize_std: bool = True
                 r.advantage = 0.0
             continue
         rewards = np.array([r.reward for r in group], dtype=np.float64)
-        centred = rewards - rewards.mean()
+        pool = kept[0].flags.get(BASELINE_REWARDS_FLAG)
+        sample = rewards if pool is None else np.asarray(pool, dtype=np.float64)
+        centred = rewards - sample.mean()
         if np.allclose(centred, 0.0):
             report.zero_variance += 1
-        scale = (rewards.std(ddof=1) + eps) if normalize_std else 1.0
+        scale = (sample.std(ddof=1) + eps) if normalize_std else 1.0
         for r, a in zip(group, centred / scale):
             r.advantage = float(a) if r.kept else 0.0
             report.rows_with_signal += int(r.kept and a != 0.0)
