@@ -2,7 +2,7 @@
 Thompson sampling to pick the step's prompts, no extra rollouts (docs/METHODS.md, MoPPS).
 
 Paper: "Can Prompt Difficulty be Online Predicted for Accelerating RL Finetuning of Reasoning
-Models?", Qu, Wang, Mao, Hu, (Ommer,) Ji - Tsinghua / LMU Munich, arXiv 2507.04632.  Released
+Models?", Qu, Wang, Mao, Hu, Ji (v5 adds Ommer) - Tsinghua / LMU Munich, arXiv 2507.04632.  Released
 code: [code] ``thu-rllab/MoPPS@a883f51``: ``recipe/ours/mopps.py`` (``PosteriorSampler``),
 ``recipe/ours/our_ray_trainer.py`` (``our_group_reward``, the candidate batch),
 ``recipe/ours/config/our_trainer.yaml``, ``recipe/ours/scripts/*/*.sh``.
