@@ -37,3 +37,21 @@ def test_ledger_charges_every_row_and_trains_the_methods_share(smoke_preset, tmp
     if method == "speed-rl":
         # screening rows of prompts that did not qualify are charged but never trained
         assert summary["rollouts"] > sum(sum(m["group_sizes"]) for m in metrics)
+
+
+def test_a_speed_rl_step_that_trains_from_its_queue_generates_nothing(smoke_preset, tmp_path):
+    """The loop's zero-generation step: a full carried-over queue trains without any rollout."""
+    from allocators.base import Request, group_rows
+    preset = with_overrides(smoke_preset, steps=2, eval_every=100)
+    run = Run(RunSpec("speed-rl", 1.0, 0, preset), tmp_path / "speed", log=lambda *a: None)
+    run.setup()
+    # groups sampled by the policy (as if completed in an earlier step) fill the queue
+    rows = run._generate([Request(pid, 8) for pid in range(preset.prompts_per_step)], 0, 0,
+                         run._budget())
+    run.allocator.ready.extend(group_rows(rows))
+    assert run.allocator.candidates_per_step() == 0
+    record = run.train_step(1)
+    assert record["rollouts"] == 0 and record["tokens"] == 0 and record["rounds"] == 1
+    assert record["groups_trained"] == preset.prompts_per_step
+    assert record["group_sizes"] == [8] * preset.prompts_per_step
+    assert len(run.allocator.ready) == 0
