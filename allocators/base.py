@@ -26,6 +26,11 @@ FINISH_REASONS = ("eos", "max_len", "stopped", "aborted")
 # policy before the update (trainer.grpo.recompute_old_logprobs), charged to the logprob phase
 RECOMPUTE_OLD_LOGPROBS = "recompute_old_logprobs"
 
+# Rollout.flags key: every reward a method drew for the row's prompt this step (a tuple), when
+# the group's advantage baseline must come from more rows than the group trains on
+# (Reinforce-Ada's global statistics).  The loop's advantage function reads it; nothing else.
+BASELINE_REWARDS_FLAG = "baseline_rewards"
+
 
 @dataclass(frozen=True)
 class PromptInfo:

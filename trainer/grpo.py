@@ -18,6 +18,10 @@ step 14).  The rule for too-small groups lives here and nowhere else, chosen per
 ``clip`` (``None`` = off) clamps the group-normalised advantages to ``[-clip, clip]`` before the
 rows' weights apply: Knapsack-RL's recipe ``algorithm.adv_clip_value = 5`` (see its module).
 
+A method may give a group a larger reward sample for its mean and std than the rows it trains
+(``allocators.base.BASELINE_REWARDS_FLAG`` on the group's first kept row: Reinforce-Ada's global
+statistics over every row its prompt drew); the rows' own rewards are centred on that mean.
+
 Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
 over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
 frozen reference policy.  ``ratio = pi_theta / pi_old`` uses the log-probs stored with each row by
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from allocators.base import Rollout
+from allocators.base import BASELINE_REWARDS_FLAG, Rollout
 
 
 SMALL_GROUP_RULES = ("no_gradient", "verl")
@@ -60,18 +64,20 @@ def assign_advantages(groups: list[list[Rollout]], *, normalize_std: bool = True
         raise ValueError(f"advantage clip must be positive (or None), got {clip}")
     report = AdvantageReport(groups=len(groups))
     for group in groups:
-        kept = sum(r.kept for r in group)
-        if kept == 0 or (kept < 2 and small_groups == "no_gradient"):
+        kept_rows = [r for r in group if r.kept]
+        if not kept_rows or (len(kept_rows) < 2 and small_groups == "no_gradient"):
             report.no_gradient += 1
             for r in group:
                 r.advantage = 0.0
             continue
         rewards = np.array([r.reward for r in group], dtype=np.float64)
-        if len(group) == 1:       # only reachable under "verl": mean 0, std 1
+        pool = kept_rows[0].flags.get(BASELINE_REWARDS_FLAG)
+        sample = rewards if pool is None else np.asarray(pool, dtype=np.float64)
+        if len(sample) == 1:      # only reachable under "verl": mean 0, std 1
             centred, scale = rewards, (1.0 + eps) if normalize_std else 1.0
         else:
-            centred = rewards - rewards.mean()
-            scale = (rewards.std(ddof=1) + eps) if normalize_std else 1.0
+            centred = rewards - sample.mean()
+            scale = (sample.std(ddof=1) + eps) if normalize_std else 1.0
         if np.allclose(centred, 0.0):
             report.zero_variance += 1
         advantages = centred / scale
