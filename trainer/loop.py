@@ -35,6 +35,7 @@ import torch
 
 import allocators
 import lengthctl
+from allocators.options import OptionError, check_instance
 from allocators.base import (FollowUpContext, PromptInfo, PromptStats, Request, Rollout,
                              Setting, StepBudget, group_rows)
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
@@ -65,12 +66,11 @@ class RunSpec:
     preset: object                      # bench.presets.Preset
     method_options: dict = field(default_factory=dict)
     length_options: dict = field(default_factory=dict)
-    embedding: str = "minilm"
 
     def config(self) -> dict:
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
                 "preset": self.preset.to_dict(), "method_options": self.method_options,
-                "length_options": self.length_options, "embedding": self.embedding}
+                "length_options": self.length_options}
 
     def run_name(self) -> str:
         return f"{self.method}__b{self.budget:g}__s{self.seed}"
@@ -86,6 +86,10 @@ def git_commit() -> str:
 
 def validate_spec(spec: RunSpec) -> None:
     """Errors a user can fix, raised before any work (one line each)."""
+    try:
+        check_instance(spec.preset, "preset")     # every field's declared type and range
+    except OptionError as exc:
+        raise RunError(str(exc)) from None
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
     try:
@@ -255,7 +259,7 @@ class Run:
         with self._autocast():
             features = compute_features(self.allocator.needs_features, self.model,
                                         self.tokenizer, [t.prompt for t in self.train_tasks],
-                                        spec.embedding)
+                                        **self.allocator.feature_options())
         self.pool = [PromptInfo(i, t.prompt, self.prompt_ids[i], t.bucket,
                                 {k: v[i] for k, v in features.items()})
                      for i, t in enumerate(self.train_tasks)]
