@@ -165,12 +165,12 @@ def check_value(owner: str, name: str, value, annotation, meta):
     return value
 
 
-def check_values(cls, values: dict, owner: str) -> dict:
+def check_values(cls, values: dict, owner: str, what: str = "option") -> dict:
     """``values`` (field name -> value) checked against dataclass ``cls``; unknown names fail."""
     declared = {f.name: f for f in _declared(cls)}
     unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise OptionError(f"{owner}: unknown option(s) {', '.join(unknown)}; known: "
+        raise OptionError(f"{owner}: unknown {what}(s) {', '.join(unknown)}; known: "
                           f"{', '.join(declared) or 'none'}")
     hints = _hints(cls)
     return {name: check_value(owner, name, value, hints[name], declared[name].metadata)

@@ -137,4 +137,4 @@ def get_preset(name: str) -> Preset:
 
 def with_overrides(preset: Preset, **overrides) -> Preset:
     """``preset`` with ``overrides``, each checked against its field (OptionError otherwise)."""
-    return replace(preset, **check_values(Preset, overrides, "preset"))
+    return replace(preset, **check_values(Preset, overrides, "preset", "field"))

@@ -30,6 +30,7 @@ from bench.presets import PRESETS, Preset, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+from trainer.tracking import TrackingError, check_backends
 
 DEFAULT_METHODS = "all"
 DEFAULT_BUDGETS = "1.0,0.5"
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=None,
                         help="--executor local: runs at a time (default: as many as fit, "
                              "max(1, cores // the preset's torch threads))")
+    parser.add_argument("--log-to", default="", metavar="TRACKERS",
+                        help="also stream each run's steps and evaluations to experiment "
+                             "trackers, comma-separated: wandb (offline unless WANDB_MODE is "
+                             "set; files under RUN_DIR/wandb), tensorboard (RUN_DIR/tensorboard)"
+                             "; one tracker run per method x budget x seed, grouped by the "
+                             "sweep directory, continued on resume (extra 'track')")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     parser.add_argument("--list", action="store_true", help="list methods and presets, then exit")
     return parser
@@ -227,8 +234,12 @@ def plan_sweep(args) -> Plan:
     seeds = parse_ints(args.seeds, "--seeds")
     if table is not None and not table.trains:
         methods = []                        # e.g. coba-table4: timing only, nothing trained
+    try:
+        log_to = check_backends(t.strip() for t in args.log_to.split(",") if t.strip())
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
     specs = [RunSpec(m, b, s, preset, config["method_options"].get(m, {}),
-                     config["length_options"].get(m, {}))
+                     config["length_options"].get(m, {}), log_to)
              for m in methods for b in budgets for s in seeds]
     # with --methods all or a table's own methods, a method that cannot run at some budget (e.g.
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep

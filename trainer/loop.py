@@ -51,6 +51,7 @@ from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
 from trainer.sft import initial_policy_dir
 from trainer.tasks import build_splits
+from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
 
 
@@ -66,6 +67,8 @@ class RunSpec:
     preset: object                      # bench.presets.Preset
     method_options: dict = field(default_factory=dict)
     length_options: dict = field(default_factory=dict)
+    # experiment trackers (trainer.tracking); not part of the run's identity or config
+    log_to: tuple[str, ...] = field(default=(), compare=False)
 
     def config(self) -> dict:
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
@@ -522,12 +525,14 @@ class Run:
             self._check_dir()
             return read_json(summary_path)
         self.setup()
-        atomic_write_json(self.dir / "config.json", {
+        config = {
             "run": self.spec.config(), "commit": git_commit(),
             "allocator_options": self.allocator.resolved_options(),
             "length_options": self.lengthctl.resolved_options(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)})
+            "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)}
+        atomic_write_json(self.dir / "config.json", config)
+        tracking = Tracking(self.spec.log_to, self.dir, config) if self.spec.log_to else None
         try:
             if self.next_step == 0 and not self.evals:
                 self.evals.append(self.evaluate(0))
@@ -543,10 +548,14 @@ class Run:
                 self.next_step = done
                 if done % self.p.checkpoint_every == 0 or done == self.p.steps:
                     self._save_checkpoint()
+                if tracking is not None:
+                    tracking.publish(self.metrics, self.evals)
                 if self.progress is not None:
                     self.progress(record, self.evals[-1])
         finally:
             self.verifier.close()
+            if tracking is not None:
+                tracking.close()
         # the final policy as a Hugging Face directory (bench.eval, or any HF tool, reads it);
         # written before summary.json, so a finished run always has it
         save_policy(self.model, self.tokenizer, self.dir / "policy")
