@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from functools import cache
 from typing import Any
+
+import numpy as np
 
 
 class OptionError(ValueError):
@@ -113,13 +116,13 @@ def _coerce(value, annotation):
         raise TypeError
     origin = typing.get_origin(base)
     if base is bool:
-        if isinstance(value, bool):
-            return value
-    elif base is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+    elif base is int:               # numpy integers too; a bool is not an int
+        if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)):
+            return int(value)
     elif base is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
             return float(value)
     elif base is str:
         if isinstance(value, str):
