@@ -6,9 +6,11 @@ is missing.  At the end the sweep's ``summary.csv``, ``tables.md``, one CSV per 
 plots are (re)written from every finished run in ``--out`` (:func:`bench.report.build`, which
 ``python -m bench.report DIR`` also runs) and the tables are printed.
 
-``--table NAME`` runs what one of the papers' tables needs (:mod:`bench.paper_tables`) and
-prints it in the paper's layout; ``--executor local --jobs N`` runs independent runs in parallel
-worker processes (:mod:`bench.executors`).
+``--config FILE`` and ``--set KEY=VALUE`` change preset fields and method options, checked before
+any work (:mod:`bench.overrides`); ``--log-to wandb,tensorboard`` streams each run to experiment
+trackers (:mod:`trainer.tracking`).  ``--table NAME`` runs what one of the papers' tables needs
+(:mod:`bench.paper_tables`) and prints it in the paper's layout; ``--executor local --jobs N``
+runs independent runs in parallel worker processes (:mod:`bench.executors`).
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show defaults, except the None of options whose default depends on other options."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False:
+        if action.default is None or action.default is False or action.default in ([], ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -140,7 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "; one tracker run per method x budget x seed, grouped by the "
                              "sweep directory, continued on resume (extra 'track')")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
-    parser.add_argument("--list", action="store_true", help="list methods and presets, then exit")
+    parser.add_argument("--list", action="store_true",
+                        help="list the methods with their options, the length controls with "
+                             "theirs, the presets and the preset fields (defaults and allowed "
+                             "values), then exit")
     return parser
 
 

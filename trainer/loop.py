@@ -532,8 +532,10 @@ class Run:
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)}
         atomic_write_json(self.dir / "config.json", config)
-        tracking = Tracking(self.spec.log_to, self.dir, config) if self.spec.log_to else None
+        tracking = None
         try:
+            if self.spec.log_to:
+                tracking = Tracking(self.spec.log_to, self.dir, config)
             if self.next_step == 0 and not self.evals:
                 self.evals.append(self.evaluate(0))
                 atomic_write_jsonl(self.dir / "eval.jsonl", self.evals)

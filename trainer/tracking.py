@@ -6,7 +6,8 @@ by the sweep directory (wandb ``group``), with the run's config.  Names are stab
 
 * ``train/*``     loss, reward, grad norm, KL, clip fraction, lr, group counts, rounds, ...;
 * ``budget/*``    ``tokens``, ``rollouts``, ``planned_*`` of the step and ``*_cumulative``;
-* ``timing_s/*``  seconds by phase (``timing_s/generate``, ...), ``*_cumulative``, ``train_cumulative``;
+* ``timing_s/*``  seconds by phase (``timing_s/generate``, ...), ``*_cumulative``,
+                  ``train_cumulative``;
 * ``finish/*``    rows per finish reason; ``method/*`` the allocator's own step metrics;
 * ``eval/*``      ``mean_at_k``, ``greedy``, ``pass_rate_spread``, ``bucket/NAME``, with the
                   ``tokens_cumulative`` / ``rollouts_cumulative`` / ``train_seconds_cumulative`` at
