@@ -11,7 +11,7 @@ import pytest
 import allocators
 import lengthctl
 from allocators.base import Setting
-from allocators.options import Options, OptionError, check_instance, check_values, option
+from allocators.options import Options, OptionError, check_instance, option
 from bench.overrides import ConfigError, apply_sets, checked_preset, load_config_file
 from bench.presets import PRESETS, Preset
 from bench.run import list_everything, main
