@@ -21,6 +21,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from allocators.options import Options
+
 FINISH_REASONS = ("eos", "max_len", "stopped", "aborted")
 # a row flag set by ``select``: the loop recomputes the row's old log-probs with the current
 # policy before the update (trainer.grpo.recompute_old_logprobs), charged to the logprob phase
@@ -200,11 +202,12 @@ class Allocator:
     # prompt features the trainer must compute into PromptInfo.features before attach_pool:
     # "embedding" (np.ndarray, VIP) and/or "prompt_logprob_mean" (float, DUET's cold start)
     needs_features: ClassVar[tuple[str, ...]] = ()
+    # the method's options (allocators.options): defaults, help, ranges, read as self.opts.NAME
+    Options: ClassVar[type[Options]] = Options
 
     def __init__(self, setting: Setting, **options: Any) -> None:
-        if options:
-            raise ValueError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
         self.setting = setting
+        self.opts = self.Options.parse(options, self.name or type(self).__name__)
         # diagnostics of the step in progress (numbers only); the loop logs them per step
         self.step_metrics: dict = {}
 
@@ -244,9 +247,14 @@ class Allocator:
         re-implements them.  Default: the harness rule for every method."""
         return {}
 
-    def resolved_options(self) -> dict:
-        """Resolved hyper-parameters, logged in the run's config.json."""
+    def feature_options(self) -> dict:
+        """How the trainer computes ``needs_features`` (VIP: which ``embedding``)."""
         return {}
+
+    def resolved_options(self) -> dict:
+        """Resolved hyper-parameters, logged in the run's config.json: the options, plus what
+        subclasses derive from them and the setting."""
+        return self.opts.to_dict()
 
 
 def group_rows(rollouts: list[Rollout]) -> list[list[Rollout]]:

@@ -64,12 +64,14 @@ start and the solver vectorisation are harness choices documented above.
 from __future__ import annotations
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import betaln, expit
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
+from allocators.options import Options, option
 from allocators.knapsack import exact_weight_dp, take_largest
 
 
@@ -185,36 +187,38 @@ def coba_counts_dp(pass_rate, total, *, alpha, beta, tau=1.0, n_low=2, n_high=12
 
 
 # ------------------------------------------------------------------------------ allocators
+@dataclass(frozen=True)
+class CoBAOptions(Options):
+    kappa: float = option(11.0, "alpha + beta, the Beta preference's concentration", gt=0)
+    gamma: float = option(10.0, "sigmoid steepness of the capability map below F = 0.5", ge=0)
+    alpha_min: float = option(2.0, "lower clip of alpha", gt=0)
+    alpha_max: float = option(9.0, "upper clip of alpha", gt=0)
+    slope: float = option(8.0, "alpha = alpha_min + slope * F~")
+    window: int = option(10, "steps of failure rate averaged into F-bar", ge=1)
+    tau: float = option(1.0, "temperature of the saturation k = p (1 - p) / tau", gt=0)
+    n_low: int = option(2, "B_low, the fewest rollouts a prompt gets", ge=1)
+    n_high: int | None = option(None, "B_up, the most rollouts a prompt gets; null = "
+                                "min(8 G, C - (M - 1) B_low)", ge=1)
+    cold_pass_rate: float = option(0.5, "pass rate assumed before any group is observed",
+                                   ge=0, le=1)
+    solver: str = option("vectorised", "Algorithm 1 vectorised, or the literal heap (same "
+                         "counts)", choices=("vectorised", "heap"))
+
+
 @register("coba")
 class CoBA(Allocator):
-    """CoBA-RL in the shared loop: one round, counts from :func:`coba_counts`.
+    """CoBA-RL in the shared loop: one round, counts from :func:`coba_counts`."""
 
-    Options (keyword): ``kappa`` (11), ``gamma`` (10), ``alpha_min`` (2), ``alpha_max`` (9),
-    ``slope`` (8), ``window`` (10), ``tau`` (1), ``n_low`` (B_low = 2), ``n_high`` (B_up;
-    ``None`` = min(8 G, C - (M - 1) B_low)), ``cold_pass_rate`` (0.5, used before any group is
-    observed), ``solver`` ("vectorised" or "heap", identical counts).
-    """
-
+    Options = CoBAOptions
     SOLVERS = {"vectorised": coba_counts, "heap": coba_counts_heap}
 
-    def __init__(self, setting, *, kappa=11.0, gamma=10.0, alpha_min=2.0, alpha_max=9.0,
-                 slope=8.0, window=10, tau=1.0, n_low=2, n_high=None, cold_pass_rate=0.5,
-                 solver="vectorised", **options):
+    def __init__(self, setting, **options):
         super().__init__(setting, **options)
-        if solver not in self.SOLVERS:
-            raise ValueError(f"coba: solver must be one of {sorted(self.SOLVERS)}, got {solver!r}")
+        o = self.opts
         prompts, total = setting.prompts_per_step, setting.rollouts_per_step
-        self.kappa, self.gamma = float(kappa), float(gamma)
-        self.alpha_min, self.alpha_max = float(alpha_min), float(alpha_max)
-        self.slope = float(slope)
-        self.window, self.tau = int(window), float(tau)
-        if self.window < 1:
-            raise ValueError(f"coba: window = {window} must be >= 1 step")
-        self.n_low = int(n_low)
-        self.n_high = int(min(8 * setting.group_size, total - (prompts - 1) * self.n_low)
-                          if n_high is None else n_high)
-        self.cold_pass_rate, self.solver = float(cold_pass_rate), solver
-        check_count_bounds("coba", prompts, total, self.n_low, self.n_high)
+        self.n_high = int(min(8 * setting.group_size, total - (prompts - 1) * o.n_low)
+                          if o.n_high is None else o.n_high)
+        check_count_bounds("coba", prompts, total, o.n_low, self.n_high)
         self.fail_history: list[float] = []
         self.observed_pass_sum = 0.0
         self.observed_groups = 0
@@ -224,14 +228,15 @@ class CoBA(Allocator):
     def cold_estimate(self) -> float:
         """Running mean of every observed group pass rate (the cold-prompt estimate)."""
         if not self.observed_groups:
-            return self.cold_pass_rate
+            return self.opts.cold_pass_rate
         return self.observed_pass_sum / self.observed_groups
 
     def shape_at(self, step: int) -> tuple[float, float]:
         """(alpha, beta) for ``step``: the capability-driven schedule of §4.3."""
         history = self.fail_history or [1.0 - self.cold_estimate()]
-        return coba_shape(history, kappa=self.kappa, gamma=self.gamma, alpha_min=self.alpha_min,
-                          alpha_max=self.alpha_max, slope=self.slope, window=self.window)
+        o = self.opts
+        return coba_shape(history, kappa=o.kappa, gamma=o.gamma, alpha_min=o.alpha_min,
+                          alpha_max=o.alpha_max, slope=o.slope, window=o.window)
 
     # -- loop hooks ------------------------------------------------------------------------
     def plan(self, step: int, candidates, stats: PromptStats, budget: StepBudget) -> list[Request]:
@@ -239,8 +244,9 @@ class CoBA(Allocator):
         pass_rate = np.array([_last_pass_rate(stats, c.pid, cold) for c in candidates])
         alpha, beta = self.last_shape = self.shape_at(step)
         self.step_metrics = {"alpha": alpha, "beta": beta}
-        counts = self.SOLVERS[self.solver](pass_rate, budget.rollouts, alpha=alpha, beta=beta,
-                                           tau=self.tau, n_low=self.n_low, n_high=self.n_high)
+        counts = self.SOLVERS[self.opts.solver](pass_rate, budget.rollouts, alpha=alpha,
+                                                beta=beta, tau=self.opts.tau,
+                                                n_low=self.opts.n_low, n_high=self.n_high)
         return [Request(c.pid, int(n)) for c, n in zip(candidates, counts)]
 
     def observe(self, step: int, groups, stats: PromptStats) -> None:
@@ -250,15 +256,13 @@ class CoBA(Allocator):
             return
         self.fail_history.append(1.0 - float(np.mean(rates)))
         # only the last `window` failure rates are ever read; keep the checkpoint small
-        del self.fail_history[:-max(self.window, 1)]
+        del self.fail_history[:-max(self.opts.window, 1)]
         self.observed_pass_sum += float(np.sum(rates))
         self.observed_groups += len(rates)
 
     def resolved_options(self) -> dict:
-        return dict(kappa=self.kappa, gamma=self.gamma, alpha_min=self.alpha_min,
-                    alpha_max=self.alpha_max, slope=self.slope, window=self.window, tau=self.tau,
-                    n_low=self.n_low, n_high=self.n_high, cold_pass_rate=self.cold_pass_rate,
-                    solver=self.solver, total=self.setting.rollouts_per_step,
+        return dict(super().resolved_options(), n_high=self.n_high,
+                    total=self.setting.rollouts_per_step,
                     prompts=self.setting.prompts_per_step, schedule=self.schedule_name())
 
     def schedule_name(self) -> str:
@@ -270,18 +274,24 @@ def _last_pass_rate(stats: PromptStats, pid: int, cold: float) -> float:
     return cold if rate is None else float(np.clip(rate, 0.0, 1.0))
 
 
+@dataclass(frozen=True)
+class FixedShapeOptions(CoBAOptions):
+    fixed_alpha: float | None = option(None, "the constant alpha; null = the row's", gt=0)
+    fixed_beta: float | None = option(None, "the constant beta; null = the row's", gt=0)
+
+
 class _FixedShapeCoBA(CoBA):
-    ablation = True
     """CoBA with a constant (alpha, beta) (Table 3's static value functions)."""
 
+    ablation = True
+    Options = FixedShapeOptions
     default_shape: tuple[float, float] = (0.0, 0.0)
 
-    def __init__(self, setting, *, fixed_alpha=None, fixed_beta=None, **options):
+    def __init__(self, setting, **options):
         super().__init__(setting, **options)
-        self.fixed_alpha = float(self.default_shape[0] if fixed_alpha is None else fixed_alpha)
-        self.fixed_beta = float(self.default_shape[1] if fixed_beta is None else fixed_beta)
-        if self.fixed_alpha <= 0 or self.fixed_beta <= 0:
-            raise ValueError(f"{self.name}: alpha and beta must be positive")
+        o = self.opts
+        self.fixed_alpha = float(self.default_shape[0] if o.fixed_alpha is None else o.fixed_alpha)
+        self.fixed_beta = float(self.default_shape[1] if o.fixed_beta is None else o.fixed_beta)
 
     def shape_at(self, step: int) -> tuple[float, float]:
         return self.fixed_alpha, self.fixed_beta
@@ -308,41 +318,44 @@ class CoBAFixedExplore(_FixedShapeCoBA):
     default_shape = (1.5, 10.5)
 
 
+@dataclass(frozen=True)
+class LinearOptions(CoBAOptions):
+    alpha_start: float = option(10.0, "alpha at the first step", gt=0)
+    alpha_end: float = option(1.0, "alpha at the last step", gt=0)
+    decay_stages: int = option(0, "0 = a per-step line; >= 2 = that many constant stages", ge=0)
+
+
 @register("coba-linear")
 class CoBALinear(CoBA):
-    ablation = True
     """Table 3 row "Linear Step Decay": alpha from ``alpha_start`` (10) to ``alpha_end`` (1)
     over ``setting.steps``, ``beta = kappa - alpha`` [paper endpoints; schedule form harness
     choice, see the module docstring]."""
 
-    def __init__(self, setting, *, alpha_start=10.0, alpha_end=1.0, decay_stages=0, **options):
+    ablation = True
+    Options = LinearOptions
+
+    def __init__(self, setting, **options):
         super().__init__(setting, **options)
-        self.alpha_start, self.alpha_end = float(alpha_start), float(alpha_end)
-        self.decay_stages = int(decay_stages)
-        if min(self.alpha_start, self.alpha_end) <= 0:
-            raise ValueError("coba-linear: alpha must stay positive")
-        if self.kappa - max(self.alpha_start, self.alpha_end) <= 0:
-            raise ValueError(f"coba-linear: kappa = {self.kappa} makes beta = kappa - alpha "
-                             f"non-positive at alpha = {max(self.alpha_start, self.alpha_end)}")
-        if self.decay_stages < 0 or self.decay_stages == 1:
+        o = self.opts
+        if o.kappa - max(o.alpha_start, o.alpha_end) <= 0:
+            raise ValueError(f"coba-linear: kappa = {o.kappa} makes beta = kappa - alpha "
+                             f"non-positive at alpha = {max(o.alpha_start, o.alpha_end)}")
+        if o.decay_stages == 1:
             raise ValueError("coba-linear: decay_stages must be 0 (per-step line) or >= 2")
 
     def progress(self, step: int) -> float:
         """Fraction of the decay done at ``step`` (0 at the first step, 1 at the last)."""
         last = max(self.setting.steps - 1, 1)
         fraction = min(max(step, 0), last) / last
-        if self.decay_stages:
-            stage = min(int(fraction * self.decay_stages), self.decay_stages - 1)
-            return stage / max(self.decay_stages - 1, 1)
+        if self.opts.decay_stages:
+            stage = min(int(fraction * self.opts.decay_stages), self.opts.decay_stages - 1)
+            return stage / max(self.opts.decay_stages - 1, 1)
         return fraction
 
     def shape_at(self, step: int) -> tuple[float, float]:
-        alpha = self.alpha_start + (self.alpha_end - self.alpha_start) * self.progress(step)
-        return alpha, self.kappa - alpha
-
-    def resolved_options(self) -> dict:
-        return dict(super().resolved_options(), alpha_start=self.alpha_start,
-                    alpha_end=self.alpha_end, decay_stages=self.decay_stages)
+        o = self.opts
+        alpha = o.alpha_start + (o.alpha_end - o.alpha_start) * self.progress(step)
+        return alpha, o.kappa - alpha
 
     def schedule_name(self) -> str:
         return "linear"

@@ -84,12 +84,14 @@ Departures:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
+from allocators.options import Options, option
 
 VERIFIER_REWARD_FLAG = "verifier_reward"
 
@@ -194,38 +196,43 @@ class StepGroups:
         return sum(self.mixed)
 
 
+@dataclass(frozen=True)
+class DAPOOptions(Options):
+    oversample: float = option(1.0, "round-0 candidates per step, as a multiple of M", gt=0)
+    refill: bool = option(True, "draw more prompts until M mixed groups (false = keep every "
+                          "group, no filter)")
+    refill_batch: str = option("adaptive", "refill size: adaptive (deficit / mixed rate) or "
+                               "fixed (the round-0 batch)", choices=("adaptive", "fixed"))
+    refill_headroom: float = option(1.25, "adaptive refill: margin over the expected need",
+                                    gt=0)
+    refill_cap: float = option(3.0, "adaptive refill: at most this many times M per round",
+                               gt=0)
+    max_rounds: int = option(10, "rounds per step, round 0 included", ge=1)
+    tol: float = option(1e-6, "rewards within tol count as equal (zero-variance group)", ge=0)
+    overlong: bool = option(False, "DAPO's soft overlong punishment on the reward")
+    overlong_cache_fraction: float = option(1.0 / 6.0, "L_cache as a fraction of L_max",
+                                            ge=0, le=1)
+    overlong_cache_tokens: int | None = option(None, "L_cache in tokens (wins over the "
+                                               "fraction); null = use the fraction", ge=1)
+    overlong_penalty_factor: float = option(1.0, "scale of the overlong penalty", ge=0)
+
+
 @register("dapo")
 class DAPODynamicSampling(Allocator):
-    def __init__(self, setting, *, oversample: float = 1.0, refill: bool = True,
-                 refill_batch: str = "adaptive", refill_headroom: float = 1.25,
-                 refill_cap: float = 3.0, max_rounds: int = 10, tol: float = 1e-6,
-                 overlong: bool = False, overlong_cache_fraction: float = 1.0 / 6.0,
-                 overlong_cache_tokens: int | None = None,
-                 overlong_penalty_factor: float = 1.0, **unknown) -> None:
-        super().__init__(setting, **unknown)    # the base class rejects unknown options
-        if refill_batch not in ("adaptive", "fixed"):
-            raise ValueError(f"refill_batch must be 'adaptive' or 'fixed', got {refill_batch!r}")
-        if oversample <= 0 or refill_cap <= 0 or refill_headroom <= 0:
-            raise ValueError("oversample, refill_cap and refill_headroom must be positive")
-        if max_rounds < 1:
-            raise ValueError(f"max_rounds must be >= 1, got {max_rounds}")
-        self.oversample = float(oversample)
-        self.refill = bool(refill)
-        self.refill_batch = refill_batch
-        self.refill_headroom = float(refill_headroom)
-        self.refill_cap = float(refill_cap)
-        self.max_rounds = int(max_rounds)
-        self.tol = float(tol)
-        self.overlong = bool(overlong)
+    Options = DAPOOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
         self.overlong_cache_len = resolve_cache_len(setting.max_response_tokens,
-                                                    overlong_cache_fraction, overlong_cache_tokens)
-        self.overlong_penalty_factor = float(overlong_penalty_factor)
+                                                    o.overlong_cache_fraction,
+                                                    o.overlong_cache_tokens)
         # candidates a refill may look at per admitted one: DAPO admits every candidate
         self.draw_limit = 1.0
         self.group_size = self.per_prompt()
         self.pool_size = int(setting.pool_size)   # 0 = unknown until attach_pool
         self.step_metrics: dict = {}
-        self.step_groups = StepGroups(self.tol)
+        self.step_groups = StepGroups(o.tol)
 
     # -- sizes ---------------------------------------------------------------------------
     def per_prompt(self) -> int:
@@ -239,7 +246,7 @@ class DAPODynamicSampling(Allocator):
 
     def base_batch(self) -> int:
         """Prompts a round-0 (and a fixed-size refill) batch should roll out."""
-        return math.ceil(self.oversample * self.setting.prompts_per_step)
+        return math.ceil(self.opts.oversample * self.setting.prompts_per_step)
 
     def candidates_per_step(self) -> int:
         return self.base_batch()
@@ -275,11 +282,11 @@ class DAPODynamicSampling(Allocator):
     # -- the step --------------------------------------------------------------------------
     def plan(self, step, candidates, stats, budget):
         self.step_metrics = {"rounds": 1}
-        self.step_groups = StepGroups(self.tol)
+        self.step_groups = StepGroups(self.opts.tol)
         return self.requests_for(self.admit(step, candidates))
 
     def follow_up(self, step, round_index, rollouts, ctx):
-        if not self.refill or round_index >= min(self.max_rounds, ctx.max_rounds):
+        if not self.opts.refill or round_index >= min(self.opts.max_rounds, ctx.max_rounds):
             return []
         table = self.step_groups.update(rollouts)
         deficit = self.setting.prompts_per_step - table.n_mixed
@@ -292,28 +299,29 @@ class DAPODynamicSampling(Allocator):
         return requests
 
     def refill_candidates(self, deficit: int, kept: int, generated: int) -> int:
-        cap = math.ceil(self.refill_cap * self.setting.prompts_per_step)
-        if self.refill_batch == "fixed":
+        cap = math.ceil(self.opts.refill_cap * self.setting.prompts_per_step)
+        if self.opts.refill_batch == "fixed":
             return self.base_batch()
-        return refill_size(deficit, kept, generated, headroom=self.refill_headroom, cap=cap)
+        return refill_size(deficit, kept, generated, headroom=self.opts.refill_headroom,
+                           cap=cap)
 
     def select(self, step, rollouts):
         return self.choose(self.step_groups.update(rollouts))
 
     def observe(self, step, groups, stats):
         # the step's rows are no longer needed; keep them out of checkpoints
-        self.step_groups = StepGroups(self.tol)
+        self.step_groups = StepGroups(self.opts.tol)
 
     def choose(self, table: StepGroups) -> list[list[Rollout]]:
         """The training groups among the step's generated ones, shaped if ``overlong`` is on."""
-        if self.refill:
+        if self.opts.refill:
             chosen = [g for g, keep in zip(table.groups, table.mixed) if keep]
             chosen = chosen[: self.setting.prompts_per_step]
         else:
             chosen = list(table.groups)
         self.step_metrics.update(generated_groups=len(table.groups), mixed_groups=table.n_mixed,
                                  trained_groups=len(chosen))
-        if self.overlong:
+        if self.opts.overlong:
             self.shape_overlong(chosen)
         return chosen
 
@@ -324,14 +332,8 @@ class DAPODynamicSampling(Allocator):
             for row in group:
                 verifier = row.flags.setdefault(VERIFIER_REWARD_FLAG, float(row.reward))
                 penalty = overlong_penalty(row.n_tokens, max_len, self.overlong_cache_len)
-                row.reward = verifier + self.overlong_penalty_factor * penalty
+                row.reward = verifier + self.opts.overlong_penalty_factor * penalty
 
     def resolved_options(self) -> dict:
-        return {
-            "group_size": self.group_size, "oversample": self.oversample,
-            "base_batch": self.base_batch(), "refill": self.refill,
-            "refill_batch": self.refill_batch, "refill_headroom": self.refill_headroom,
-            "refill_cap": self.refill_cap, "max_rounds": self.max_rounds, "tol": self.tol,
-            "overlong": self.overlong, "overlong_cache_len": self.overlong_cache_len,
-            "overlong_penalty_factor": self.overlong_penalty_factor,
-        }
+        return {**super().resolved_options(), "group_size": self.group_size,
+                "base_batch": self.base_batch(), "overlong_cache_len": self.overlong_cache_len}

@@ -127,6 +127,7 @@ from sklearn.linear_model import Ridge
 
 from allocators import register
 from allocators.base import Allocator, Request, check_count_bounds
+from allocators.options import Options, option
 from allocators.uniform import UniformGRPO
 
 LOG_PRICE_BRACKET = (-20.0, 20.0)   # [code] bisection on log λ
@@ -335,49 +336,47 @@ def gradient_signal_spread(group) -> float | None:
 # The allocators
 # ----------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class DuetAllocationOptions(Options):
+    n_ref: int | None = option(None, "reference group size of the token budget; null = G",
+                               ge=1)
+    n_min: int = option(1, "fewest rollouts of a drawn prompt", ge=0)
+    n_max: int | None = option(None, "most rollouts of a prompt; null = 4 n_ref", ge=1)
+    eps_pre: float = option(0.05, "floor of the pre-draw propensity", ge=0, le=1)
+    iterations: int = option(10, "fixed-point iterations of the Neyman counts", ge=1)
+    k_warmup: int = option(1, "visits before a prompt's observed spread is used", ge=1)
+    sigma_min: float = option(1e-6, "floor of the predicted spread", ge=0)
+    cold_start: str = option("ridge", "spread of unvisited prompts: ridge on the prompt "
+                             "log-prob, or constant (cold_spread)", choices=COLD_STARTS)
+    cold_spread: float = option(1.0, "spread assumed before the ridge is fitted", gt=0)
+    ridge_alpha: float = option(1.0, "ridge regularisation", ge=0)
+    ridge_min_points: int = option(8, "warm prompts before the ridge is fitted", ge=2)
+    stop_floor: float = option(0.5, "lowest stop threshold tau", ge=0, le=1)
+    stop_ceiling: float = option(0.99, "highest stop threshold tau", ge=0, le=1)
+    rank_ties: str = option("ordinal", "how tied ranks share thresholds", choices=RANK_TIES)
+    trim_ties: str = option("lowest_index", "which prompt the budget trim takes from first: "
+                            "lowest_index among the largest L-hat, as released; most_rollouts",
+                            choices=TRIM_TIES)
+    small_groups: str = option("verl", "groups with fewer than two kept rows: verl = one row "
+                               "gets A = r (released); no_gradient = the harness rule",
+                               choices=SMALL_GROUP_RULES)
+
+
 @register("duet-alloc")
 class DuetAllocation(Allocator):
     """DUET's Neyman counts, propensity weights and stop thresholds; no early stopping."""
 
     needs_features = (FEATURE,)
+    Options = DuetAllocationOptions
 
-    def __init__(self, setting, *, n_ref: int | None = None, n_min: int = 1,
-                 n_max: int | None = None, eps_pre: float = 0.05, iterations: int = 10,
-                 k_warmup: int = 1, sigma_min: float = 1e-6, cold_start: str = "ridge",
-                 cold_spread: float = 1.0, ridge_alpha: float = 1.0, ridge_min_points: int = 8,
-                 stop_floor: float = 0.5, stop_ceiling: float = 0.99, rank_ties: str = "ordinal",
-                 trim_ties: str = "lowest_index", small_groups: str = "verl",
-                 **options) -> None:
+    def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
-        if trim_ties not in TRIM_TIES:
-            raise ValueError(f"{self.name}: trim_ties must be one of {TRIM_TIES}")
-        if small_groups not in SMALL_GROUP_RULES:
-            raise ValueError(f"{self.name}: small_groups must be one of {SMALL_GROUP_RULES}")
-        self.trim_ties, self.small_groups = trim_ties, small_groups
-        if cold_start not in COLD_STARTS:
-            raise ValueError(f"{self.name}: cold_start must be one of {COLD_STARTS}")
-        if rank_ties not in RANK_TIES:
-            raise ValueError(f"{self.name}: rank_ties must be one of {RANK_TIES}")
-        if k_warmup < 1 or sigma_min < 0 or cold_spread <= 0 or ridge_min_points < 2:
-            raise ValueError(f"{self.name}: need k_warmup >= 1, sigma_min >= 0, "
-                             f"cold_spread > 0, ridge_min_points >= 2")
-        self.n_ref = int(n_ref if n_ref is not None else setting.group_size)
-        self.n_min = int(n_min)
-        self.n_max = int(n_max if n_max is not None else 4 * self.n_ref)
-        self.eps_pre = float(eps_pre)
-        self.iterations = int(iterations)
-        self.k_warmup = int(k_warmup)
-        self.sigma_min = float(sigma_min)
-        self.cold_start = cold_start
-        self.cold_spread = float(cold_spread)
-        self.ridge_alpha = float(ridge_alpha)
-        self.ridge_min_points = int(ridge_min_points)
-        self.stop_floor = float(stop_floor)
-        self.stop_ceiling = float(stop_ceiling)
-        self.rank_ties = rank_ties
+        o = self.opts
+        self.n_ref = int(o.n_ref if o.n_ref is not None else setting.group_size)
+        self.n_max = int(o.n_max if o.n_max is not None else 4 * self.n_ref)
         check_count_bounds(self.name or "duet", setting.prompts_per_step,
                            round(setting.budget_fraction * setting.prompts_per_step * self.n_ref),
-                           self.n_min, self.n_max)
+                           o.n_min, self.n_max)
         self.spreads: dict[int, Welford] = {}
         self.features: dict[int, float] = {}
         self.feature_median = 0.0
@@ -402,12 +401,12 @@ class DuetAllocation(Allocator):
     def predicted_spread(self, pid: int) -> float:
         """``ŝ_q``: observed mean spread once warm, else the cold start."""
         state = self.spreads.get(pid)
-        if state is not None and state.count >= self.k_warmup:
-            return max(self.sigma_min, state.mean)
-        if self.cold_start == "ridge" and self.ridge_coef is not None:
+        if state is not None and state.count >= self.opts.k_warmup:
+            return max(self.opts.sigma_min, state.mean)
+        if self.opts.cold_start == "ridge" and self.ridge_coef is not None:
             intercept, slope = self.ridge_coef
-            return max(self.sigma_min, intercept + slope * self.feature_of(pid))
-        return max(self.sigma_min, self.cold_spread)
+            return max(self.opts.sigma_min, intercept + slope * self.feature_of(pid))
+        return max(self.opts.sigma_min, self.opts.cold_spread)
 
     def predicted_length(self, pid: int, stats) -> float:
         seen = stats.mean_length(pid)
@@ -431,13 +430,14 @@ class DuetAllocation(Allocator):
         s_hat = np.array([self.predicted_spread(pid) for pid in pids])
         mean_len = np.array([self.predicted_length(pid, stats) for pid in pids])
         counts, propensity = neyman_counts(s_hat, mean_len, self.token_budget(mean_len),
-                                           n_min=self.n_min, n_max=self.n_max,
-                                           eps_pre=self.eps_pre, iterations=self.iterations,
-                                           trim_ties=self.trim_ties)
+                                           n_min=self.opts.n_min, n_max=self.n_max,
+                                           eps_pre=self.opts.eps_pre,
+                                           iterations=self.opts.iterations,
+                                           trim_ties=self.opts.trim_ties)
         drawn = counts > 0
         tau = np.full(len(pids), np.nan)
-        tau[drawn] = stop_thresholds(s_hat[drawn], mean_len[drawn], floor=self.stop_floor,
-                                     ceiling=self.stop_ceiling, ties=self.rank_ties)
+        tau[drawn] = stop_thresholds(s_hat[drawn], mean_len[drawn], floor=self.opts.stop_floor,
+                                     ceiling=self.opts.stop_ceiling, ties=self.opts.rank_ties)
         return [Request(pid, int(n), weight=float(1.0 / p),
                         control={"tau": float(t)} if n > 0 else None)
                 for pid, n, p, t in zip(pids, counts, propensity, tau)]
@@ -452,29 +452,22 @@ class DuetAllocation(Allocator):
         self._refit_cold_start()
 
     def _refit_cold_start(self) -> None:
-        if self.cold_start != "ridge":
+        if self.opts.cold_start != "ridge":
             return
         warm = [(self.feature_of(pid), state.mean) for pid, state in self.spreads.items()
-                if state.count >= self.k_warmup]
-        if len(warm) < self.ridge_min_points:
+                if state.count >= self.opts.k_warmup]
+        if len(warm) < self.opts.ridge_min_points:
             return
         feature, spread = np.array(warm).T
-        model = Ridge(alpha=self.ridge_alpha).fit(feature[:, None], spread)
+        model = Ridge(alpha=self.opts.ridge_alpha).fit(feature[:, None], spread)
         self.ridge_coef = (float(model.intercept_), float(model.coef_[0]))
 
     def resolved_options(self) -> dict:
-        return {"n_ref": self.n_ref, "n_min": self.n_min, "n_max": self.n_max,
-                "eps_pre": self.eps_pre, "iterations": self.iterations,
-                "k_warmup": self.k_warmup, "sigma_min": self.sigma_min,
-                "cold_start": self.cold_start, "cold_spread": self.cold_spread,
-                "ridge_alpha": self.ridge_alpha,
-                "ridge_min_points": self.ridge_min_points, "stop_floor": self.stop_floor,
-                "stop_ceiling": self.stop_ceiling, "rank_ties": self.rank_ties,
-                "trim_ties": self.trim_ties, "small_groups": self.small_groups,
+        return {**super().resolved_options(), "n_ref": self.n_ref, "n_max": self.n_max,
                 "length_control": self.length_control}
 
     def advantage_options(self) -> dict:
-        return {"small_groups": self.small_groups}
+        return {"small_groups": self.opts.small_groups}
 
 
 @register("duet")
@@ -492,33 +485,30 @@ def duet_stop_window(setting) -> dict:
     return {"window": setting.prompts_per_step * setting.group_size}
 
 
+@dataclass(frozen=True)
+class DuetAbortOptions(Options):
+    tau: float = option(BAND_MIDPOINT, "the one stop threshold of every prompt", ge=0, le=1)
+    small_groups: str = option("verl", "groups with fewer than two kept rows: verl = one row "
+                               "gets A = r (released); no_gradient = the harness rule",
+                               choices=SMALL_GROUP_RULES)
+
+
 @register("duet-abort")
 class DuetAbort(UniformGRPO):
     """Uniform GRPO counts with DUET's stop rule at one threshold for every prompt."""
 
     length_control = "duet"
-
-    def __init__(self, setting, *, tau: float = BAND_MIDPOINT, small_groups: str = "verl",
-                 **options) -> None:
-        super().__init__(setting, **options)
-        if not 0.0 <= tau <= 1.0:
-            raise ValueError(f"duet-abort: tau must be in [0, 1], got {tau}")
-        if small_groups not in SMALL_GROUP_RULES:
-            raise ValueError(f"duet-abort: small_groups must be one of {SMALL_GROUP_RULES}")
-        self.tau, self.small_groups = float(tau), small_groups
+    Options = DuetAbortOptions
 
     def plan(self, step, candidates, stats, budget):
         requests = super().plan(step, candidates, stats, budget)
         for request in requests:
-            request.control = {"tau": self.tau}
+            request.control = {"tau": self.opts.tau}
         return requests
 
     def length_control_options(self) -> dict:
         return duet_stop_window(self.setting)
 
     def resolved_options(self) -> dict:
-        return {"per_prompt": self.per_prompt(), "tau": self.tau,
-                "small_groups": self.small_groups, "length_control": self.length_control}
-
-    def advantage_options(self) -> dict:
-        return {"small_groups": self.small_groups}
+        return {**super().resolved_options(), "per_prompt": self.per_prompt(),
+                "length_control": self.length_control}

@@ -77,11 +77,13 @@ Departures:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from allocators import register
-from allocators.dapo import DAPODynamicSampling
+from allocators.dapo import DAPODynamicSampling, DAPOOptions
+from allocators.options import option
 from allocators.base import PromptInfo, Rollout
 
 ALL_CORRECT, MIXED, ALL_WRONG = 1, 0, -1
@@ -146,25 +148,32 @@ class EpochTracker:
         return False
 
 
+@dataclass(frozen=True)
+class GRESOOptions(DAPOOptions):
+    p_easy: float = option(0.5, "initial base skip probability of all-correct streaks",
+                           ge=0, le=1)
+    p_hard: float = option(0.5, "initial base skip probability of all-wrong streaks",
+                           ge=0, le=1)
+    target_zero_variance: float = option(0.25, "zero-variance share the adaptation aims at",
+                                         ge=0, le=1)
+    p_step: float = option(0.01, "adaptation step of p_easy / p_hard", ge=0)
+    p_min: float = option(0.05, "lower clip of p_easy / p_hard", gt=0, le=1)
+    p_max: float = option(0.95, "upper clip of p_easy / p_hard", gt=0, le=1)
+    min_keep: float = option(0.01, "floor of the keep probability", ge=0, le=1)
+    draw_limit: float = option(10.0, "candidates a refill may look at per admitted one", ge=1)
+
+
 @register("greso")
 class GRESO(DAPODynamicSampling):
-    def __init__(self, setting, *, p_easy: float = 0.5, p_hard: float = 0.5,
-                 target_zero_variance: float = 0.25, p_step: float = 0.01, p_min: float = 0.05,
-                 p_max: float = 0.95, min_keep: float = 0.01, draw_limit: float = 10.0,
-                 **dapo_options) -> None:
-        super().__init__(setting, **dapo_options)
-        if not 0.0 < p_min <= p_max <= 1.0:
-            raise ValueError(f"need 0 < p_min <= p_max <= 1, got {p_min}, {p_max}")
-        if draw_limit < 1.0:
-            raise ValueError(f"draw_limit must be >= 1, got {draw_limit}")
-        self.p_easy_init, self.p_hard_init = float(p_easy), float(p_hard)
-        self.p_easy, self.p_hard = float(p_easy), float(p_hard)
-        self.target_zero_variance = float(target_zero_variance)
-        self.p_step = float(p_step)
-        self.p_min = float(p_min)
-        self.p_max = float(p_max)
-        self.min_keep = float(min_keep)
-        self.draw_limit = float(draw_limit)
+    Options = GRESOOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
+        if not o.p_min <= o.p_max:
+            raise ValueError(f"need p_min <= p_max, got {o.p_min}, {o.p_max}")
+        self.p_easy, self.p_hard = o.p_easy, o.p_hard
+        self.draw_limit = o.draw_limit
         self.rng = np.random.default_rng(setting.seed)
         self.streaks: dict[int, int] = {}
         self.epochs = EpochTracker()
@@ -180,7 +189,8 @@ class GRESO(DAPODynamicSampling):
             self.epochs.advance(c.pid)
         streaks = np.array([self.streaks.get(c.pid, 0) for c in candidates], dtype=np.int64)
         skip_probability = np.array([
-            greso_skip_probability(abs(s), self.p_easy if s > 0 else self.p_hard, self.min_keep)
+            greso_skip_probability(abs(s), self.p_easy if s > 0 else self.p_hard,
+                                   self.opts.min_keep)
             for s in streaks.tolist()])
         skipped = self.rng.random(len(candidates)) < skip_probability
         metrics = self.step_metrics
@@ -203,16 +213,15 @@ class GRESO(DAPODynamicSampling):
     def adapt(self, kinds: list[int]) -> None:
         easy_ratio = kinds.count(ALL_CORRECT) / len(kinds) if kinds else 0.0
         hard_ratio = kinds.count(ALL_WRONG) / len(kinds) if kinds else 0.0
+        o = self.opts
         if kinds and self.epochs.epoch >= 1:
             self.p_easy, self.p_hard = greso_adapt(
-                self.p_easy, self.p_hard, easy_ratio, hard_ratio, self.target_zero_variance,
-                self.p_step, self.p_min, self.p_max)
+                self.p_easy, self.p_hard, easy_ratio, hard_ratio, o.target_zero_variance,
+                o.p_step, o.p_min, o.p_max)
         self.step_metrics.update(easy_ratio=easy_ratio, hard_ratio=hard_ratio, p_easy=self.p_easy,
                                  p_hard=self.p_hard, epoch=self.epochs.epoch)
 
     def resolved_options(self) -> dict:
-        return {**super().resolved_options(), "p_easy_init": self.p_easy_init,
-                "p_hard_init": self.p_hard_init,
-                "target_zero_variance": self.target_zero_variance, "p_step": self.p_step,
-                "p_min": self.p_min, "p_max": self.p_max, "min_keep": self.min_keep,
-                "draw_limit": self.draw_limit}
+        # the adapted p_easy / p_hard are step metrics; the options are their initial values
+        return {**super().resolved_options(), "p_easy_init": self.opts.p_easy,
+                "p_hard_init": self.opts.p_hard}

@@ -106,11 +106,13 @@ Released behaviour kept by default (the harness alternative is an option):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
+from allocators.options import Options, option
 
 COST_MODELS = ("probability", "expectation")
 ESTIMATORS = ("robust", "last_visit", "window")
@@ -369,54 +371,63 @@ def knapsack_counts_dp(pass_rate, valid, total, *, n_default=8, n_min=2, n_zero=
 
 
 # ------------------------------------------------------------------------------ allocator
+@dataclass(frozen=True)
+class KnapsackOptions(Options):
+    n_default: int | None = option(None, "rollouts of a prompt without a valid estimate; "
+                                   "null = C // M", ge=1)
+    n_min: int = option(2, "fewest rollouts of a prompt with 0 < p < 1", ge=1)
+    n_zero: int = option(2, "rollouts of a prompt estimated unsolved (p = 0)", ge=0)
+    n_one: int = option(2, "rollouts of a prompt estimated solved (p = 1)", ge=0)
+    n_max: int | None = option(None, "most rollouts of a prompt; null = "
+                               "min(16 G, C - (M - 1) n_min)", ge=1)
+    min_buffer_length: int | None = option(None, "rewards a prompt needs for a valid "
+                                           "estimate; null = C // M, one visit's worth at "
+                                           "this budget (the §10 scaling)", ge=1)
+    reward_buffer_length: int | None = option(None, "rewards the estimate averages; "
+                                              "null = 2 (C // M)", ge=1)
+    alpha: float = option(0.9, "the value model's exponent on the gradient variance",
+                          ge=0)
+    cost: str = option("probability", "cost model of a rollout", choices=COST_MODELS)
+    allow_fallback: bool = option(True, "fall back to uniform counts when the classes do "
+                                  "not fit the budget")
+    cold_joins_unsolved: bool = option(True, "prompts without an estimate join the unsolved "
+                                       "class, as in the release's zero-initialised array")
+    adv_clip: float | None = option(5.0, "clamp group-normalised advantages to +-adv_clip "
+                                    "(the recipe's adv_clip_value); null = off", gt=0)
+    estimator: str = option("robust", "robust = the code's robust_epoch_estimation; "
+                            "last_visit; window = the mean of the last reward_buffer_length "
+                            "rewards", choices=ESTIMATORS)
+
+
 @register("knapsack")
 class KnapsackRL(Allocator):
-    """Knapsack-RL in the shared loop: one round, counts from :func:`knapsack_counts`.
+    """Knapsack-RL in the shared loop: one round, counts from :func:`knapsack_counts`
+    (``None`` options = the §10 scaling of the released value)."""
 
-    Options (keyword; ``None`` = the §10 scaling of the released value):
-    ``n_default`` (C // M), ``n_min`` / ``n_zero`` / ``n_one`` (2), ``n_max``
-    (min(16 G, C - (M - 1) n_min)), ``min_buffer_length`` (C // M), ``reward_buffer_length``
-    (2 (C // M)), ``alpha`` (0.9), ``cost`` ("probability"), ``allow_fallback`` (True),
-    ``cold_joins_unsolved`` (True), ``adv_clip`` (5.0), ``estimator`` ("robust" = the code's
-    ``robust_epoch_estimation``; "last_visit"; "window" = the code's ``epoch_estimation=False``,
-    the mean of the last ``reward_buffer_length`` rewards).
-    """
+    Options = KnapsackOptions
 
-    def __init__(self, setting, *, n_default=None, n_min=2, n_zero=2, n_one=2, n_max=None,
-                 min_buffer_length=None, reward_buffer_length=None, alpha=0.9,
-                 cost="probability", allow_fallback=True, cold_joins_unsolved=True,
-                 adv_clip=5.0, estimator="robust", **options):
+    def __init__(self, setting, **options):
         super().__init__(setting, **options)
+        o = self.opts
         prompts, total, group = setting.prompts_per_step, setting.rollouts_per_step, \
             setting.group_size
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"knapsack: estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        self.n_min, self.n_zero, self.n_one = int(n_min), int(n_zero), int(n_one)
-        self.n_default = int(total // prompts if n_default is None else n_default)
-        self.n_max = int(min(16 * group, total - (prompts - 1) * self.n_min)
-                         if n_max is None else n_max)
+        self.n_default = int(total // prompts if o.n_default is None else o.n_default)
+        self.n_max = int(min(16 * group, total - (prompts - 1) * o.n_min)
+                         if o.n_max is None else o.n_max)
         visit = max(1, total // prompts)        # N_b: one visit's rewards at this budget
-        self.min_buffer_length = int(visit if min_buffer_length is None else min_buffer_length)
-        self.reward_buffer_length = int(2 * visit if reward_buffer_length is None
-                                        else reward_buffer_length)
-        if adv_clip is not None and not adv_clip > 0:
-            raise ValueError(f"knapsack: adv_clip must be positive or None, got {adv_clip}")
-        self.adv_clip = None if adv_clip is None else float(adv_clip)
-        if self.min_buffer_length < 1 or self.reward_buffer_length < 1:
-            raise ValueError("knapsack: min_buffer_length and reward_buffer_length must be >= 1 "
-                             "(an estimate needs at least one recorded reward)")
-        self.alpha, self.cost, self.estimator = float(alpha), cost, estimator
-        self.allow_fallback, self.cold_joins_unsolved = bool(allow_fallback), \
-            bool(cold_joins_unsolved)
+        self.min_buffer_length = int(visit if o.min_buffer_length is None
+                                     else o.min_buffer_length)
+        self.reward_buffer_length = int(2 * visit if o.reward_buffer_length is None
+                                        else o.reward_buffer_length)
         # fail at start-up (ALGORITHMS §10.2), not at the first step whose classes do not fit
-        largest_floor = max(self.n_default, self.n_min, self.n_zero, self.n_one)
+        largest_floor = max(self.n_default, o.n_min, o.n_zero, o.n_one)
         check_count_bounds("knapsack", prompts, total, largest_floor, self.n_max)
 
     def _solver_options(self) -> dict:
-        return dict(n_default=self.n_default, n_min=self.n_min, n_zero=self.n_zero,
-                    n_one=self.n_one, n_max=self.n_max, alpha=self.alpha, cost=self.cost,
-                    allow_fallback=self.allow_fallback,
-                    cold_joins_unsolved=self.cold_joins_unsolved)
+        o = self.opts
+        return dict(n_default=self.n_default, n_min=o.n_min, n_zero=o.n_zero, n_one=o.n_one,
+                    n_max=self.n_max, alpha=o.alpha, cost=o.cost,
+                    allow_fallback=o.allow_fallback, cold_joins_unsolved=o.cold_joins_unsolved)
 
     def estimate(self, pid: int, stats: PromptStats) -> tuple[bool, float]:
         """(valid, p̂) of one prompt from the shared statistics store (ALGORITHMS §6.2)."""
@@ -424,7 +435,7 @@ class KnapsackRL(Allocator):
         if sum(len(rewards) for _, rewards in visits) < self.min_buffer_length:
             return False, 0.0
         last = visits[-1][1]
-        if self.estimator == "last_visit" or (self.estimator == "robust"
+        if self.opts.estimator == "last_visit" or (self.opts.estimator == "robust"
                                               and len(last) >= self.reward_buffer_length):
             return True, _success_rate([last])
         # walk back over the visits instead of concatenating the whole history (plan() time)
@@ -444,10 +455,11 @@ class KnapsackRL(Allocator):
         return [Request(c.pid, int(n)) for c, n in zip(candidates, counts)]
 
     def advantage_options(self) -> dict:
-        return {"clip": self.adv_clip}
+        return {"clip": self.opts.adv_clip}
 
     def resolved_options(self) -> dict:
-        return dict(self._solver_options(), estimator=self.estimator, adv_clip=self.adv_clip,
+        return dict(self._solver_options(), estimator=self.opts.estimator,
+                    adv_clip=self.opts.adv_clip,
                     min_buffer_length=self.min_buffer_length,
                     reward_buffer_length=self.reward_buffer_length,
                     total=self.setting.rollouts_per_step,

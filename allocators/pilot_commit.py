@@ -104,6 +104,7 @@ import numpy as np
 from allocators import register
 from allocators.base import (RECOMPUTE_OLD_LOGPROBS, Allocator, PromptInfo, Request, Rollout,
                              group_rows, round_half_up)
+from allocators.options import Options, option
 from allocators.dapo import RowCursor
 from allocators.greso import EpochTracker
 
@@ -152,40 +153,49 @@ def classify_pilot(p_hat: float, lower: float, upper: float) -> str:
     return "in_band"
 
 
+@dataclass(frozen=True)
+class PilotCommitOptions(Options):
+    candidate_multiplier: float = option(3.0, "fresh candidates per round, as a multiple of M",
+                                         gt=0)
+    pilot_fraction: float = option(0.25, "pilot rollouts as a fraction of the group", gt=0,
+                                   le=1)
+    min_pilot: int = option(2, "fewest pilot rollouts per prompt", ge=1)
+    pilot_size: int | None = option(None, "pilot rollouts per prompt (wins over the fraction)",
+                                    ge=1)
+    commit_size: int | None = option(None, "commit rollouts per prompt; null = the rest of "
+                                     "the group", ge=1)
+    band_lower: float = option(0.125, "lowest pilot mean that commits", ge=0, le=1)
+    band_upper: float = option(0.75, "highest pilot mean that commits", ge=0, le=1)
+    evict_threshold: float | None = option(1.0, "pilot mean at or above which a prompt is "
+                                           "evicted for the next epoch; null = never",
+                                           ge=0)
+    buffer_max_off_steps: int = option(4, "steps a buffered prompt may wait", ge=0)
+    buffer_sampling: str = option("max_variance", "which buffered prompts refill first",
+                                  choices=("max_variance", "random"))
+    flush_buffer_at_epoch_end: bool = option(True, "drop buffered prompts piloted in a past "
+                                             "epoch")
+    max_rounds: int = option(10, "rounds per step, round 0 included", ge=1)
+    stale_logprobs: str = option("recompute", "old log-probs of pilot rows from an earlier step: "
+                                 "recompute = with the current policy before the update, as "
+                                 "released; sampler = keep the sampling log-probs",
+                                 choices=STALE_LOGPROBS)
+
+
 @register("pilot-commit")
 class PilotCommit(Allocator):
-    def __init__(self, setting, *, candidate_multiplier: float = 3.0, pilot_fraction: float = 0.25,
-                 min_pilot: int = 2, pilot_size: int | None = None, commit_size: int | None = None,
-                 band_lower: float = 0.125, band_upper: float = 0.75,
-                 evict_threshold: float | None = 1.0, buffer_max_off_steps: int = 4,
-                 buffer_sampling: str = "max_variance", flush_buffer_at_epoch_end: bool = True,
-                 max_rounds: int = 10, stale_logprobs: str = "recompute", **unknown) -> None:
-        super().__init__(setting, **unknown)    # the base class rejects unknown options
-        if stale_logprobs not in STALE_LOGPROBS:
-            raise ValueError(f"stale_logprobs must be one of {STALE_LOGPROBS}, "
-                             f"got {stale_logprobs!r}")
-        self.stale_logprobs = stale_logprobs
-        if buffer_sampling not in ("max_variance", "random"):
-            raise ValueError(f"buffer_sampling must be 'max_variance' or 'random', "
-                             f"got {buffer_sampling!r}")
-        if max_rounds < 1 or candidate_multiplier <= 0:
-            raise ValueError("max_rounds and candidate_multiplier must be positive")
+    Options = PilotCommitOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
         self.group_size = round_half_up(setting.budget_fraction * setting.group_size)
         self.n_pilot, self.n_commit = pilot_split(
-            self.group_size, pilot_fraction=pilot_fraction, min_pilot=min_pilot,
-            pilot_size=pilot_size, commit_size=commit_size)
-        self.band_lower, self.band_upper = float(band_lower), float(band_upper)
-        self.band = effective_band(self.n_pilot, self.band_lower, self.band_upper)
+            self.group_size, pilot_fraction=o.pilot_fraction, min_pilot=o.min_pilot,
+            pilot_size=o.pilot_size, commit_size=o.commit_size)
+        self.band = effective_band(self.n_pilot, o.band_lower, o.band_upper)
         if not self.band:
             raise ValueError(f"pilot-commit: no pilot mean on the 1/{self.n_pilot} grid lies in "
-                             f"[{band_lower}, {band_upper}]; nothing could ever be committed")
-        self.candidate_multiplier = float(candidate_multiplier)
-        self.pilot_fraction, self.min_pilot = float(pilot_fraction), int(min_pilot)
-        self.evict_threshold = None if evict_threshold is None else float(evict_threshold)
-        self.buffer_max_off_steps = int(buffer_max_off_steps)
-        self.buffer_sampling = buffer_sampling
-        self.flush_buffer_at_epoch_end = bool(flush_buffer_at_epoch_end)
-        self.max_rounds = int(max_rounds)
+                             f"[{o.band_lower}, {o.band_upper}]; nothing could ever be committed")
         self.rng = np.random.default_rng(setting.seed)
         self.pool_size = int(setting.pool_size)   # 0 = unknown until attach_pool
         # cross-step state
@@ -206,7 +216,7 @@ class PilotCommit(Allocator):
 
     def candidates_per_step(self) -> int:
         """3M fresh candidates a round, never more than one pool epoch (no repeats in a round)."""
-        wanted = math.ceil(self.candidate_multiplier * self.setting.prompts_per_step)
+        wanted = math.ceil(self.opts.candidate_multiplier * self.setting.prompts_per_step)
         return min(wanted, self.pool_size) if self.pool_size else wanted
 
     # -- the step --------------------------------------------------------------------------
@@ -221,7 +231,7 @@ class PilotCommit(Allocator):
         self.absorb(step, rollouts)
         if self.filled >= self.setting.prompts_per_step:
             return []
-        if round_index >= min(self.max_rounds, ctx.max_rounds):
+        if round_index >= min(self.opts.max_rounds, ctx.max_rounds):
             return []
         self.step_metrics["rounds"] = round_index + 1
         return self.round_requests(round_index, ctx.draw(self.candidates_per_step()))
@@ -231,7 +241,7 @@ class PilotCommit(Allocator):
         groups = [list(pilot_rows) + self.commit_rows.get((pid, rnd), [])
                   for pid, rnd, pilot_rows in self.committed]
         stale = [r for _, _, pilot_rows in self.committed for r in pilot_rows if r.step < step]
-        if self.stale_logprobs == "recompute":
+        if self.opts.stale_logprobs == "recompute":
             for row in stale:
                 row.flags[RECOMPUTE_OLD_LOGPROBS] = True
         dropped = self.drop_stale(step)
@@ -279,7 +289,7 @@ class PilotCommit(Allocator):
     def start_epoch(self) -> None:
         self.evicted |= self.evict_next_epoch
         self.evict_next_epoch = set()
-        if self.flush_buffer_at_epoch_end:
+        if self.opts.flush_buffer_at_epoch_end:
             self.buffer.clear()
 
     def take_commits(self, wanted: int) -> list[tuple[int, PilotEntry]]:
@@ -287,7 +297,7 @@ class PilotCommit(Allocator):
         count = min(max(wanted, 0), len(self.buffer))
         if count == len(self.buffer):
             chosen = list(self.buffer)
-        elif self.buffer_sampling == "max_variance":
+        elif self.opts.buffer_sampling == "max_variance":
             # nlargest == sorted(reverse=True)[:count], stable: equal (std, step) keep buffer order
             chosen = heapq.nlargest(count, self.buffer, key=self.variance_key)
         else:
@@ -325,30 +335,23 @@ class PilotCommit(Allocator):
         p_hat = sum(rewards) / len(rewards)
         piloted_in_past_epoch = (self.pilot_epoch.get((round_index, pid), self.epochs.epoch)
                                  < self.epochs.epoch)
-        if self.evict_threshold is not None and p_hat >= self.evict_threshold:
+        o = self.opts
+        if o.evict_threshold is not None and p_hat >= o.evict_threshold:
             (self.evicted if piloted_in_past_epoch else self.evict_next_epoch).add(pid)
-        verdict = classify_pilot(p_hat, self.band_lower, self.band_upper)
+        verdict = classify_pilot(p_hat, o.band_lower, o.band_upper)
         self.step_metrics[verdict] += 1
-        if verdict == "in_band" and not (piloted_in_past_epoch and self.flush_buffer_at_epoch_end):
+        if verdict == "in_band" and not (piloted_in_past_epoch and o.flush_buffer_at_epoch_end):
             self.buffer[pid] = PilotEntry(step=step, std=population_std(rewards, p_hat),
                                           rows=list(rows))
 
     def drop_stale(self, step: int) -> int:
         stale = [pid for pid, entry in self.buffer.items()
-                 if step - entry.step > self.buffer_max_off_steps]
+                 if step - entry.step > self.opts.buffer_max_off_steps]
         for pid in stale:
             del self.buffer[pid]
         return len(stale)
 
     def resolved_options(self) -> dict:
-        return {
-            "group_size": self.group_size, "n_pilot": self.n_pilot, "n_commit": self.n_commit,
-            "pilot_fraction": self.pilot_fraction, "min_pilot": self.min_pilot,
-            "candidates_per_step": self.candidates_per_step(),
-            "band_lower": self.band_lower, "band_upper": self.band_upper,
-            "effective_band": self.band, "evict_threshold": self.evict_threshold,
-            "buffer_max_off_steps": self.buffer_max_off_steps,
-            "buffer_sampling": self.buffer_sampling,
-            "flush_buffer_at_epoch_end": self.flush_buffer_at_epoch_end,
-            "max_rounds": self.max_rounds, "stale_logprobs": self.stale_logprobs,
-        }
+        return {**super().resolved_options(), "group_size": self.group_size,
+                "n_pilot": self.n_pilot, "n_commit": self.n_commit,
+                "candidates_per_step": self.candidates_per_step(), "effective_band": self.band}

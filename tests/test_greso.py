@@ -182,7 +182,9 @@ def test_options_validated():
         greso(nonsense=True)
     with pytest.raises(ValueError):
         greso(p_min=0.9, p_max=0.1)
-    assert greso(refill_headroom=1.25).refill_headroom == 1.25
+    with pytest.raises(ValueError, match=r"greso.p_min = 'x': expected a number in \(0, 1\]"):
+        greso(p_min="x")
+    assert greso(refill_headroom=2).opts.refill_headroom == 2.0    # a DAPO option, as a float
 
 
 def test_pickle_round_trip_mid_run():

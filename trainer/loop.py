@@ -35,6 +35,7 @@ import torch
 
 import allocators
 import lengthctl
+from allocators.options import OptionError, check_instance
 from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
                              Request, Rollout, Setting, StepBudget, group_rows)
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
@@ -50,6 +51,7 @@ from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
 from trainer.sft import initial_policy_dir
 from trainer.tasks import build_splits
+from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
 
 
@@ -65,12 +67,13 @@ class RunSpec:
     preset: object                      # bench.presets.Preset
     method_options: dict = field(default_factory=dict)
     length_options: dict = field(default_factory=dict)
-    embedding: str = "minilm"
+    # experiment trackers (trainer.tracking); not part of the run's identity or config
+    log_to: tuple[str, ...] = field(default=(), compare=False)
 
     def config(self) -> dict:
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
                 "preset": self.preset.to_dict(), "method_options": self.method_options,
-                "length_options": self.length_options, "embedding": self.embedding}
+                "length_options": self.length_options}
 
     def run_name(self) -> str:
         return f"{self.method}__b{self.budget:g}__s{self.seed}"
@@ -86,6 +89,10 @@ def git_commit() -> str:
 
 def validate_spec(spec: RunSpec) -> None:
     """Errors a user can fix, raised before any work (one line each)."""
+    try:
+        check_instance(spec.preset, "preset")     # every field's declared type and range
+    except OptionError as exc:
+        raise RunError(str(exc)) from None
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
     try:
@@ -255,7 +262,7 @@ class Run:
         with self._autocast():
             features = compute_features(self.allocator.needs_features, self.model,
                                         self.tokenizer, [t.prompt for t in self.train_tasks],
-                                        spec.embedding)
+                                        **self.allocator.feature_options())
         self.pool = [PromptInfo(i, t.prompt, self.prompt_ids[i], t.bucket,
                                 {k: v[i] for k, v in features.items()})
                      for i, t in enumerate(self.train_tasks)]
@@ -528,13 +535,17 @@ class Run:
             self._check_dir()
             return read_json(summary_path)
         self.setup()
-        atomic_write_json(self.dir / "config.json", {
+        config = {
             "run": self.spec.config(), "commit": git_commit(),
             "allocator_options": self.allocator.resolved_options(),
             "length_options": self.lengthctl.resolved_options(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
-            "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)})
+            "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)}
+        atomic_write_json(self.dir / "config.json", config)
+        tracking = None
         try:
+            if self.spec.log_to:
+                tracking = Tracking(self.spec.log_to, self.dir, config)
             if self.next_step == 0 and not self.evals:
                 self.evals.append(self.evaluate(0))
                 atomic_write_jsonl(self.dir / "eval.jsonl", self.evals)
@@ -549,10 +560,14 @@ class Run:
                 self.next_step = done
                 if done % self.p.checkpoint_every == 0 or done == self.p.steps:
                     self._save_checkpoint()
+                if tracking is not None:
+                    tracking.publish(self.metrics, self.evals)
                 if self.progress is not None:
                     self.progress(record, self.evals[-1])
         finally:
             self.verifier.close()
+            if tracking is not None:
+                tracking.close()
         # the final policy as a Hugging Face directory (bench.eval, or any HF tool, reads it);
         # written before summary.json, so a finished run always has it
         save_policy(self.model, self.tokenizer, self.dir / "policy")
