@@ -26,8 +26,9 @@ from trainer.features import FeatureError
 from trainer.loop import Run, RunError, RunSpec
 from trainer.policy import PolicyLoadError
 
-# errors of a run's inputs or files: reported in one line, never with a traceback
-RUN_ERRORS = (RunError, PolicyLoadError, FeatureError)
+# errors of a run's inputs or files (OSError: no space, no permission): reported in one line,
+# never with a traceback, and the other runs' results are kept
+RUN_ERRORS = (RunError, PolicyLoadError, FeatureError, OSError)
 POLL_SECONDS = 0.5
 
 

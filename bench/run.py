@@ -31,6 +31,7 @@ from bench.overrides import ConfigError, apply_sets, check_method_options, check
 from bench.presets import PRESETS, Preset, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
+from trainer.dirlock import DirLock, DirLocked
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
 from trainer.tracking import TrackingError, check_backends
 
@@ -43,16 +44,24 @@ class UsageError(Exception):
     pass
 
 
+def parse_list(text: str, what: str) -> list[str]:
+    """The items of a comma-separated option; an empty list is an error, never "the default"."""
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise UsageError(f"{what} is empty; give at least one value (omit {what} for the default)")
+    return items
+
+
 def parse_floats(text: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [float(x) for x in parse_list(text, what)]
     except ValueError:
         raise UsageError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
 def parse_ints(text: str, what: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        return [int(x) for x in parse_list(text, what)]
     except ValueError:
         raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
 
@@ -64,7 +73,7 @@ def parse_target(value: float | None) -> float | None:
 
 
 def resolve_methods(text: str) -> list[str]:
-    names = allocators.main_methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    names = allocators.main_methods() if text == "all" else parse_list(text, "--methods")
     known = set(allocators.available())
     for name in names:
         if name not in known:
@@ -224,7 +233,7 @@ def plan_sweep(args) -> Plan:
     if table is not None and args.methods is None:
         methods = table_methods(table, skipped)
     else:
-        methods = resolve_methods(args.methods or DEFAULT_METHODS)
+        methods = resolve_methods(DEFAULT_METHODS if args.methods is None else args.methods)
     config = apply_sets(load_config_file(args.config), args.set, methods)
     check_method_options(config, methods)
     preset = checked_preset(preset, config["preset"])
@@ -235,7 +244,8 @@ def plan_sweep(args) -> Plan:
     if table is not None and args.budgets is None:
         budgets = list(table.budgets)
     else:
-        budgets = parse_floats(args.budgets or DEFAULT_BUDGETS, "--budgets")
+        budgets = parse_floats(DEFAULT_BUDGETS if args.budgets is None else args.budgets,
+                               "--budgets")
     seeds = parse_ints(args.seeds, "--seeds")
     if table is not None and not table.trains:
         methods = []                        # e.g. coba-table4: timing only, nothing trained
@@ -259,6 +269,8 @@ def plan_sweep(args) -> Plan:
             specs.remove(spec)
             skipped.append(f"{spec.run_name()}: {exc}")
     out = Path(args.out or f"runs/{preset.name}")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} is a file, not a directory")
     for spec in specs:
         check_run_dir(spec, out / spec.run_name())
     return Plan(preset, specs, skipped, table, out)
@@ -293,8 +305,22 @@ def main(argv=None) -> int:
         return 2
     for note in plan.skipped:
         print(f"skipped (infeasible): {note}", file=sys.stderr)
+    try:
+        with DirLock(plan.out, "sweep directory"):
+            return sweep(args, plan, started)
+    except DirLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:       # no permission, no space, ...: finished runs stay on disk
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write the sweep directory {plan.out} "
+              f"({exc.strerror or exc}{where}); finished runs are kept", file=sys.stderr)
+    return 2
+
+
+def sweep(args, plan: Plan, started: float) -> int:
+    """Run the plan's runs into its directory (held locked by :func:`main`), then write and
+    print the tables."""
     out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
     try:
         update_sweep_file(out, table=plan.table.name if plan.table else None, target=args.target)
     except SweepError as exc:

@@ -6,6 +6,10 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("ALLOCBENCH_CACHE", str(Path(tempfile.gettempdir()) / "allocbench-test-cache"))
 
+from tests import warnings_guard  # noqa: E402
+
+warnings_guard.install()     # before the libraries are imported: some bind warnings.warn then
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

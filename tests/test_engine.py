@@ -49,8 +49,15 @@ def test_finish_reasons_eos_and_max_len(smoke_policy):
     model, tok = smoke_policy
     prompt = tuple(tok("12 + 7 =\n")["input_ids"])
     long = HFEngine(model, tok, max_new_tokens=40).generate([RowSpec(prompt, s) for s in range(6)])
-    assert {g.finish for g in long} == {"eos"}
-    assert all(g.tokens[-1] == tok.eos_token_id for g in long)
+    # which rows end by EOS depends on the policy's weights; what each finish means does not
+    assert "eos" in {g.finish for g in long}
+    for g in long:
+        if g.finish == "eos":
+            assert g.tokens[-1] == tok.eos_token_id and len(g.tokens) <= 40
+            assert tok.eos_token_id not in g.tokens[:-1].tolist()
+        else:
+            assert g.finish == "max_len" and len(g.tokens) == 40
+            assert tok.eos_token_id not in g.tokens.tolist()
     short = HFEngine(model, tok, max_new_tokens=3).generate([RowSpec(prompt, s) for s in range(6)])
     assert {g.finish for g in short} == {"max_len"}
     assert all(len(g.tokens) == 3 for g in short)

@@ -24,8 +24,9 @@ Every other key is ignored.  Each record becomes a :class:`trainer.tasks.Task` w
 Problems are never deduplicated or reordered: the line order of the file is the task order (the
 pool's prompt ids), so a run is reproducible from the file alone.
 
-Errors are one line each (:class:`DataError`, a ``ValueError``): a missing file, invalid JSON (with
-its line number), a record that is not an object, a missing or non-string field, an empty file.
+Errors are one line each (:class:`DataError`, a ``ValueError``): a missing file, invalid JSON or
+bytes that are not UTF-8 (with the line number), a record that is not an object, a missing or
+non-string field, an empty file.
 """
 from __future__ import annotations
 
@@ -102,8 +103,13 @@ def read_jsonl_records(path: str | Path) -> list[tuple[int, dict]]:
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} "
+                                f"at column {exc.start + 1})") from None
             if not line.strip():
                 continue
             try:

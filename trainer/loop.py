@@ -39,6 +39,7 @@ from allocators.options import OptionError, check_instance
 from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
                              Request, Rollout, Setting, StepBudget, group_rows)
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
+from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import HFEngine, RowSpec
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
@@ -529,7 +530,18 @@ class Run:
 
     # ------------------------------------------------------------------ driver -----------
     def execute(self) -> dict:
-        """Run (or resume) to the end; returns the summary, also written to summary.json."""
+        """Run (or resume) to the end; returns the summary, also written to summary.json.
+        A finished run is only read; training holds the run directory's lock, so a second
+        process on the same directory refuses in one line instead of interleaving writes."""
+        if not (self.dir / "summary.json").is_file():
+            try:
+                with DirLock(self.dir, "run directory"):
+                    return self._execute()
+            except DirLocked as exc:
+                raise RunError(str(exc)) from None
+        return self._execute()
+
+    def _execute(self) -> dict:
         summary_path = self.dir / "summary.json"
         if summary_path.is_file():
             self._check_dir()
