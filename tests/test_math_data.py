@@ -139,11 +139,11 @@ def test_tricky_answers(response, gold, expected):
 
 def test_power_towers_are_refused_before_sympy_sees_them():
     for text in ["\\boxed{9^{9^{9^9}}}", "9^9^9^9", "\\boxed{10^{10^{10}}}", "x^{9^{9^9}}",
-                 "2^{3^{4^5}}", "10^{1000001}", "9**9**9**9"]:
+                 "2^{3^{4^5}}", "10^{1000001}", "9**9**9**9", "10^{999999}"]:
         with pytest.raises(AnswerTooLarge):
             check_magnitude(text)
     for text in ["2^{10}", "10^{100}", "2^{2^{10}}", "x^{n+1}", "(x+1)^{60}", "e^{i\\pi}",
-                 "10^{999999}"]:
+                 "10^{9999}"]:
         check_magnitude(text)
 
 
