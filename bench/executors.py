@@ -22,6 +22,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from trainer.lifetime import die_with_parent
 from trainer.features import FeatureError
 from trainer.loop import Run, RunError, RunSpec
 from trainer.policy import PolicyLoadError
@@ -109,8 +110,10 @@ def default_jobs(threads: int) -> int:
     return max(1, available_cores() // max(1, threads))
 
 
-def _worker(spec: RunSpec, run_dir: str, messages) -> None:
-    """One run in a spawned process; everything it has to say goes through ``messages``."""
+def _worker(spec: RunSpec, run_dir: str, messages, parent_pid: int) -> None:
+    """One run in a spawned process; everything it has to say goes through ``messages``.  It
+    ends with its coordinator (:mod:`trainer.lifetime`), so no orphan finishes a run."""
+    die_with_parent(parent_pid)
     name = spec.run_name()
 
     def on_step(record, last_eval):
@@ -171,7 +174,7 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
                 spec = todo.popleft()
                 process = context.Process(target=_worker, name=f"allocbench-{spec.run_name()}",
                                           args=(spec, str(Path(out_dir) / spec.run_name()),
-                                                messages))
+                                                messages, os.getpid()))
                 process.start()
                 running[spec.run_name()] = process
             progress.describe(f"{len(running)} running, {len(outcome.summaries)}/{len(specs)} "

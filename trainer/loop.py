@@ -44,8 +44,9 @@ from trainer.features import compute_features
 from trainer.grpo import LossConfig, assign_advantages, policy_loss
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
-from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_jsonl, read_json,
-                            read_jsonl)
+from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_json,
+                            atomic_write_jsonl, read_checkpoint, read_json, read_jsonl,
+                            remove_stale_temp_files)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
 from trainer.sft import initial_policy_dir
@@ -313,13 +314,14 @@ class Run:
         atomic_torch_save(self.dir / "checkpoint.pt", self._state())
 
     def _load_checkpoint(self) -> None:
+        remove_stale_temp_files(self.dir)
         path = self.dir / "checkpoint.pt"
         if not path.is_file():
             return
         try:
-            state = torch.load(path, weights_only=False)
-        except Exception as exc:
-            raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+            state = read_checkpoint(path)
+        except CheckpointError as exc:
+            raise RunError(str(exc)) from None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

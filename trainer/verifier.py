@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from pebble import ProcessPool
 
+from trainer.lifetime import die_with_parent
 from trainer.tasks import extract_boxed
 
 REASONING_GYM = "trainer.verifier:score_reasoning_gym"
@@ -317,7 +318,8 @@ class VerifierPool:
         if self._pool is None:
             # spawn: forking a process that holds torch's thread pools can deadlock
             self._pool = ProcessPool(max_workers=self.workers,
-                                     context=multiprocessing.get_context("spawn"))
+                                     context=multiprocessing.get_context("spawn"),
+                                     initializer=die_with_parent, initargs=(os.getpid(),))
             self._dir = tempfile.mkdtemp(prefix="allocbench-verifier-")
         return self._pool
 

@@ -1,0 +1,84 @@
+"""Ways a run could report a wrong number without saying so: corrupt checkpoints, stale temp
+files, a cache shared across test sessions, orphaned workers, irreproducible configs."""
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from trainer.loop import Run, RunError, RunSpec
+from trainer.rundir import read_json
+
+
+def _run(preset, out: Path, **kwargs):
+    return Run(RunSpec("grpo", 1.0, 0, preset), out, log=lambda *a: None, **kwargs).execute()
+
+
+def _flip_inside_largest_tensor(checkpoint: Path, count: int = 64) -> None:
+    with zipfile.ZipFile(checkpoint) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename),
+                   key=lambda i: i.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    # the local header: 30 bytes + name + extra field, then the (stored, uncompressed) tensor
+    name_len = int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little")
+    extra_len = int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    data[start:start + count] = bytes(b ^ 0xFF for b in data[start:start + count])
+    checkpoint.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def finished_smoke_run(smoke_preset, tmp_path_factory):
+    preset = replace(smoke_preset, steps=2)
+    out = tmp_path_factory.mktemp("finished") / "run"
+    summary = _run(preset, out)
+    return preset, out, summary
+
+
+def test_a_checkpoint_with_flipped_bytes_in_a_tensor_is_refused_in_one_line(finished_smoke_run,
+                                                                             tmp_path):
+    import shutil
+    preset, finished, _ = finished_smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "summary.json").unlink()             # unfinished: the next execute resumes
+    _flip_inside_largest_tensor(out / "checkpoint.pt")
+    with pytest.raises(RunError) as info:
+        _run(preset, out)
+    message = str(info.value)
+    assert "corrupt" in message and "checkpoint.pt" in message and "\n" not in message
+    assert not (out / "summary.json").exists()
+
+
+def test_a_truncated_checkpoint_is_refused_in_one_line(finished_smoke_run, tmp_path):
+    import shutil
+    preset, finished, _ = finished_smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "summary.json").unlink()
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[:len(data) // 2])
+    with pytest.raises(RunError, match="no checksum"):
+        _run(preset, out)
+
+
+def test_resume_removes_temp_files_a_killed_write_left(finished_smoke_run, tmp_path):
+    import shutil
+    preset, finished, summary = finished_smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    (out / "summary.json").unlink()
+    stale = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".metrics.jsonl.x2y3z4.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a write")
+    resumed = _run(preset, out)
+    assert not any(path.exists() for path in stale)
+    assert resumed["final_accuracy"] == summary["final_accuracy"]
+    assert resumed["tokens"] == summary["tokens"]
+
+
+@pytest.mark.skipif("ALLOCBENCH_TEST_CACHE" in __import__("os").environ,
+                    reason="ALLOCBENCH_TEST_CACHE asks for a reused cache")
+def test_each_test_session_has_its_own_cache(tmp_path_factory):
+    from trainer.sft import cache_root
+    assert cache_root().resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())
