@@ -82,3 +82,44 @@ def test_resume_removes_temp_files_a_killed_write_left(finished_smoke_run, tmp_p
 def test_each_test_session_has_its_own_cache(tmp_path_factory):
     from trainer.sft import cache_root
     assert cache_root().resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="Linux /proc")
+def test_killing_the_coordinator_ends_its_workers_and_no_summary_appears(smoke_policy, tmp_path):
+    """A real sweep in real processes: SIGKILL of bench.run alone; its worker (and the worker's
+    verifier pool) must be gone within a few seconds, and the run must not finish after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    out = tmp_path / "sweep"
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "grpo",
+         "--budgets", "1", "--steps", "400", "--embedding", "hashed", "--no-plots",
+         "--out", str(out)], cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = out / "grpo__b1__s0" / "metrics.jsonl"
+    descendants = []
+    try:
+        deadline = time.monotonic() + 300
+        while not metrics.is_file():               # the worker is training
+            assert coordinator.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        descendants = psutil.Process(coordinator.pid).children(recursive=True)
+        assert descendants
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait()
+        gone, alive = psutil.wait_procs(descendants, timeout=10)
+        assert not alive, [p.cmdline()[:3] for p in alive]
+        time.sleep(3)
+        assert not (out / "grpo__b1__s0" / "summary.json").exists()
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+        for process in descendants:               # only what this test started
+            with __import__("contextlib").suppress(psutil.Error):
+                process.kill()
