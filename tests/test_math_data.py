@@ -67,6 +67,10 @@ def test_gsm8k_schema_final_line_is_the_gold_and_the_solution_scores_one(tmp_pat
     ('{"problem": "  ", "answer": "3"}', "field 'problem' is empty"),
     ('{"text": "p", "label": "3"}', "unknown schema"),
     ('{"question": "q", "answer": "no final line"}', "no final '#### N' line"),
+    # a gold answer math-verify cannot parse: every response would score 0 with status "ok"
+    ('{"problem": "p", "answer": "1"}\n\n{"problem": "q", "answer": "\\\\frac{"}',
+     "bad.jsonl:3: gold answer '\\\\frac{' does not parse"),
+    ('{"question": "q", "answer": "so\\n#### \\\\frac{"}', "bad.jsonl:1: gold answer"),
 ])
 def test_bad_files_give_one_line_data_errors(tmp_path, content, message):
     path = tmp_path / "bad.jsonl"

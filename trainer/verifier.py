@@ -105,7 +105,9 @@ def _parse_gold(answer: str):
     # takes all of it as one expression instead of searching it for the last number
     text = answer if "\\boxed" in answer else f"\\boxed{{{answer}}}"
     parsed = parse(text, extraction_config=_extraction_config(), parsing_timeout=None)
-    if not parsed:
+    # math-verify returns [value, text] when it parses and just [text] when it cannot: a gold of
+    # text alone would match only responses with the same characters
+    if len(parsed) < 2:
         raise ValueError(f"gold answer does not parse: {answer!r}")
     return parsed
 
