@@ -123,3 +123,50 @@ def test_killing_the_coordinator_ends_its_workers_and_no_summary_appears(smoke_p
         for process in descendants:               # only what this test started
             with __import__("contextlib").suppress(psutil.Error):
                 process.kill()
+
+
+def test_config_json_records_versions_threads_and_the_warm_start_hash(finished_smoke_run):
+    from trainer.provenance import weights_sha256
+    from trainer.sft import warm_start_dir
+    preset, out, _ = finished_smoke_run
+    config = read_json(out / "config.json")
+    env = config["environment"]
+    assert env["torch_threads"] == preset.threads
+    for package in ("torch", "transformers", "reasoning-gym", "numpy"):
+        assert env[package] == __import__("importlib.metadata").metadata.version(package)
+    assert config["warm_start_sha256"] == weights_sha256(warm_start_dir(preset.warm_start))
+
+
+def test_a_warm_start_whose_weights_changed_is_refused(smoke_policy, smoke_preset, tmp_path,
+                                                       monkeypatch):
+    import shutil
+    from trainer.policy import PolicyLoadError
+    from trainer.sft import ensure_warm_start, warm_start_dir
+    source = warm_start_dir(smoke_preset.warm_start)
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
+    copy = warm_start_dir(smoke_preset.warm_start)
+    shutil.copytree(source, copy)
+    assert ensure_warm_start(smoke_preset.warm_start, progress=False) == copy
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-200:-136] = bytes(b ^ 0xFF for b in data[-200:-136])
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PolicyLoadError, match="not the .* it was built with"):
+        ensure_warm_start(smoke_preset.warm_start, progress=False)
+
+
+def test_a_rebuild_reports_whether_it_gave_the_same_weights(tmp_path, monkeypatch):
+    import shutil
+    from bench.presets import get_preset
+    from trainer.sft import ensure_warm_start, warm_start_hash
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
+    cfg = replace(get_preset("smoke").warm_start, steps=3, examples_per_bucket=16,
+                  train_per_bucket=8, eval_per_bucket=2)
+    first = ensure_warm_start(cfg, progress=False, log=lambda *a: None)
+    digest = warm_start_hash(first)
+    for previous, expected in ((digest, "identical"), ("0" * 64, "differs")):
+        shutil.rmtree(first)
+        said = []
+        ensure_warm_start(cfg, progress=False, log=said.append, previous_hash=previous)
+        assert any(expected in line for line in said), said
+        assert warm_start_hash(first) == digest     # same config, seed, threads: same weights

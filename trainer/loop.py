@@ -49,7 +49,8 @@ from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_jso
                             remove_stale_temp_files)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
-from trainer.sft import initial_policy_dir
+from trainer.provenance import environment
+from trainer.sft import initial_policy_dir, warm_start_hash
 from trainer.tasks import build_splits
 from trainer.verifier import VerifierPool
 
@@ -525,6 +526,7 @@ class Run:
             "allocator_options": self.allocator.resolved_options(),
             "length_options": self.lengthctl.resolved_options(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "environment": environment(), "warm_start_sha256": warm_start_hash(self.policy_dir),
             "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)})
         try:
             if self.next_step == 0 and not self.evals:
