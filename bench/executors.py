@@ -26,6 +26,7 @@ from trainer.lifetime import die_with_parent
 from trainer.features import FeatureError
 from trainer.loop import Run, RunError, RunSpec
 from trainer.policy import PolicyLoadError
+from trainer.rundir import read_summary
 
 # errors of a run's inputs or files: reported in one line, never with a traceback
 RUN_ERRORS = (RunError, PolicyLoadError, FeatureError)
@@ -132,6 +133,14 @@ def _worker(spec: RunSpec, run_dir: str, messages, parent_pid: int) -> None:
         messages.put(("error", name, f"{type(exc).__name__}: {one_line(exc)}"))
 
 
+def _readable_summary(run_dir: Path, progress: SweepProgress) -> bool:
+    if read_summary(run_dir / "summary.json") is not None:
+        return True
+    progress.log(f"warning: {run_dir / 'summary.json'} was unreadable (kept as "
+                 f"summary.json.corrupt); the run is finished again")
+    return False
+
+
 def _prebuild_warm_start(specs: list[RunSpec], out_dir: Path, progress: SweepProgress) -> None:
     """Build the embedded policy once here, so that workers never race to train the same
     cached warm start."""
@@ -156,7 +165,9 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
     unfinished = []
     for spec in specs:
         run_dir = Path(out_dir) / spec.run_name()
-        if (run_dir / "summary.json").is_file():
+        if (run_dir / "summary.json").is_file() and not _readable_summary(run_dir, progress):
+            unfinished.append(spec)
+        elif (run_dir / "summary.json").is_file():
             try:
                 outcome.summaries[spec.run_name()] = Run(spec, run_dir).execute()
             except RUN_ERRORS as exc:

@@ -170,3 +170,29 @@ def test_a_rebuild_reports_whether_it_gave_the_same_weights(tmp_path, monkeypatc
         ensure_warm_start(cfg, progress=False, log=said.append, previous_hash=previous)
         assert any(expected in line for line in said), said
         assert warm_start_hash(first) == digest     # same config, seed, threads: same weights
+
+
+def test_repeated_budgets_and_seeds_make_one_run(tmp_path):
+    from bench.run import build_parser, plan_sweep
+    args = build_parser().parse_args(["--preset", "smoke", "--methods", "grpo", "--budgets",
+                                      "1,1.0", "--seeds", "0,0", "--out", str(tmp_path)])
+    assert [s.run_name() for s in plan_sweep(args).specs] == ["grpo__b1__s0"]
+
+
+def test_a_corrupt_summary_is_warned_about_and_the_run_finished_again(finished_smoke_run,
+                                                                      tmp_path, capsys):
+    import shutil
+    from bench.run import main
+    preset, finished, summary = finished_smoke_run
+    out = tmp_path / "sweep"
+    shutil.copytree(finished, out / "grpo__b1__s0")
+    (out / "grpo__b1__s0" / "summary.json").write_text('{"method": "grpo", "final_acc')
+    rc = main(["--preset", "smoke", "--steps", str(preset.steps), "--methods", "grpo",
+               "--budgets", "1", "--seeds", "0", "--no-plots", "--executor", "serial",
+               "--out", str(out)])
+    said = capsys.readouterr()
+    said = said.out + said.err
+    assert rc == 0 and "summary.json was unreadable" in said and "Traceback" not in said
+    again = read_json(out / "grpo__b1__s0" / "summary.json")
+    assert again["final_accuracy"] == summary["final_accuracy"]
+    assert (out / "grpo__b1__s0" / "summary.json.corrupt").is_file()

@@ -46,7 +46,7 @@ from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
 from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_json,
                             atomic_write_jsonl, read_checkpoint, read_json, read_jsonl,
-                            remove_stale_temp_files)
+                            read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
@@ -519,7 +519,11 @@ class Run:
         summary_path = self.dir / "summary.json"
         if summary_path.is_file():
             self._check_dir()
-            return read_json(summary_path)
+            summary = read_summary(summary_path)
+            if summary is not None:
+                return summary
+            self.log(f"warning: {summary_path} was unreadable (kept as summary.json.corrupt); "
+                     f"finishing the run again from its checkpoint")
         self.setup()
         atomic_write_json(self.dir / "config.json", {
             "run": self.spec.config(), "commit": git_commit(),

@@ -54,6 +54,23 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def read_summary(path: Path) -> dict | None:
+    """A finished run's summary.json, or None when it is absent or unreadable -- a torn or
+    corrupt summary means the run has to be finished again, not that the sweep must stop.  An
+    unreadable one is kept beside, as ``summary.json.corrupt``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        if isinstance(summary, dict):
+            return summary
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
 CHECKSUM_TAG = b"\n#allocbench-sha256:"
 TRAILER_BYTES = len(CHECKSUM_TAG) + 64 + 1
 
