@@ -22,9 +22,11 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from trainer.lifetime import die_with_parent
 from trainer.features import FeatureError
 from trainer.loop import Run, RunError, RunSpec
 from trainer.policy import PolicyLoadError
+from trainer.rundir import read_summary
 
 # errors of a run's inputs or files (OSError: no space, no permission): reported in one line,
 # never with a traceback, and the other runs' results are kept
@@ -110,8 +112,10 @@ def default_jobs(threads: int) -> int:
     return max(1, available_cores() // max(1, threads))
 
 
-def _worker(spec: RunSpec, run_dir: str, messages) -> None:
-    """One run in a spawned process; everything it has to say goes through ``messages``."""
+def _worker(spec: RunSpec, run_dir: str, messages, parent_pid: int) -> None:
+    """One run in a spawned process; everything it has to say goes through ``messages``.  It
+    ends with its coordinator (:mod:`trainer.lifetime`), so no orphan finishes a run."""
+    die_with_parent(parent_pid)
     name = spec.run_name()
 
     def on_step(record, last_eval):
@@ -128,6 +132,14 @@ def _worker(spec: RunSpec, run_dir: str, messages) -> None:
         messages.put(("error", name, "interrupted"))
     except BaseException as exc:       # a bug in one run must not hide the others' results
         messages.put(("error", name, f"{type(exc).__name__}: {one_line(exc)}"))
+
+
+def _readable_summary(run_dir: Path, progress: SweepProgress) -> bool:
+    if read_summary(run_dir / "summary.json") is not None:
+        return True
+    progress.log(f"warning: {run_dir / 'summary.json'} was unreadable (kept as "
+                 f"summary.json.corrupt); the run is finished again")
+    return False
 
 
 def _prebuild_warm_start(specs: list[RunSpec], out_dir: Path, progress: SweepProgress) -> None:
@@ -154,7 +166,9 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
     unfinished = []
     for spec in specs:
         run_dir = Path(out_dir) / spec.run_name()
-        if (run_dir / "summary.json").is_file():
+        if (run_dir / "summary.json").is_file() and not _readable_summary(run_dir, progress):
+            unfinished.append(spec)
+        elif (run_dir / "summary.json").is_file():
             try:
                 outcome.summaries[spec.run_name()] = Run(spec, run_dir).execute()
             except RUN_ERRORS as exc:
@@ -172,7 +186,7 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
                 spec = todo.popleft()
                 process = context.Process(target=_worker, name=f"allocbench-{spec.run_name()}",
                                           args=(spec, str(Path(out_dir) / spec.run_name()),
-                                                messages))
+                                                messages, os.getpid()))
                 process.start()
                 running[spec.run_name()] = process
             progress.describe(f"{len(running)} running, {len(outcome.summaries)}/{len(specs)} "

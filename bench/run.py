@@ -53,15 +53,16 @@ def parse_list(text: str, what: str) -> list[str]:
 
 
 def parse_floats(text: str, what: str) -> list[float]:
+    """Numbers in order, each once (``1,1.0`` is one budget: one run, not two of the same)."""
     try:
-        return [float(x) for x in parse_list(text, what)]
+        return list(dict.fromkeys(float(x) for x in parse_list(text, what)))
     except ValueError:
         raise UsageError(f"{what} must be comma-separated numbers, got {text!r}") from None
 
 
 def parse_ints(text: str, what: str) -> list[int]:
     try:
-        return [int(x) for x in parse_list(text, what)]
+        return list(dict.fromkeys(int(x) for x in parse_list(text, what)))
     except ValueError:
         raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
 

@@ -1,10 +1,8 @@
 """Shared test set-up: offline hub, a per-session warm-start cache, CPU threads."""
 import os
-import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ.setdefault("ALLOCBENCH_CACHE", str(Path(tempfile.gettempdir()) / "allocbench-test-cache"))
 
 from tests import warnings_guard  # noqa: E402
 
@@ -16,6 +14,23 @@ import torch  # noqa: E402
 torch.set_num_threads(2)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """Each test session builds its own warm starts and embeddings: a cache shared with other
+    checkouts or users would let their policy stand in for this checkout's (subprocesses the
+    tests start inherit the variable).  ``ALLOCBENCH_TEST_CACHE=DIR`` reuses DIR instead, for a
+    developer re-running tests on a slow machine; never set it where the result must count."""
+    previous = os.environ.get("ALLOCBENCH_CACHE")
+    reuse = os.environ.get("ALLOCBENCH_TEST_CACHE")
+    path = Path(reuse) if reuse else tmp_path_factory.mktemp("allocbench-cache")
+    os.environ["ALLOCBENCH_CACHE"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("ALLOCBENCH_CACHE", None)
+    else:
+        os.environ["ALLOCBENCH_CACHE"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -81,7 +81,7 @@ def test_local_executor_reports_a_failed_run_and_keeps_the_others(tmp_path, caps
                      "--no-plots"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "error: grpo__b0.5__s0: cannot read checkpoint" in err
+    assert "error: grpo__b0.5__s0: checkpoint" in err and "has no checksum" in err
     assert (out / "grpo__b1__s0" / "summary.json").is_file()
     assert not (broken / "summary.json").exists()
     assert "grpo" in (out / "tables.md").read_text()

@@ -26,7 +26,9 @@ pool's prompt ids), so a run is reproducible from the file alone.
 
 Errors are one line each (:class:`DataError`, a ``ValueError``): a missing file, invalid JSON or
 bytes that are not UTF-8 (with the line number), a record that is not an object, a missing or
-non-string field, an empty file.
+non-string field, an empty file, a gold answer that math-verify cannot parse (file and line
+number; checked when the file is loaded, so that no problem whose every response would score 0
+reaches training or evaluation).
 """
 from __future__ import annotations
 
@@ -149,9 +151,22 @@ def load_tasks(path: str | Path, limit: int | None = None) -> list[Task]:
             except ValueError as exc:
                 raise DataError(f"{where}: GSM8K field 'answer' {exc}") from None
             solution = gsm8k_solution(worked, answer)
+        check_gold(answer, where)
         tasks.append(Task(prompt=build_prompt(problem), answer=answer, bucket=_bucket(record),
                           solution=solution, scorer=MATH_VERIFY, gold={"answer": answer}))
     return tasks
+
+
+def check_gold(answer: str, where: str) -> None:
+    """Refuse a gold answer that math-verify cannot parse: every response to its problem would
+    score 0 with status "ok", a wrong number that nothing reports."""
+    from trainer.verifier import AnswerTooLarge, _parse_gold
+    try:
+        _parse_gold(answer)
+    except AnswerTooLarge as exc:
+        raise DataError(f"{where}: gold answer {answer!r} is too large to verify ({exc})") from None
+    except Exception:
+        raise DataError(f"{where}: gold answer {answer!r} does not parse (math-verify)") from None
 
 
 def load_eval_sets(paths) -> dict[str, list[Task]]:

@@ -46,11 +46,13 @@ from trainer.features import compute_features
 from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_old_logprobs
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
-from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_jsonl, read_json,
-                            read_jsonl)
+from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_json,
+                            atomic_write_jsonl, read_checkpoint, read_json, read_jsonl,
+                            read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
-from trainer.sft import initial_policy_dir
+from trainer.provenance import environment
+from trainer.sft import initial_policy_dir, warm_start_hash
 from trainer.tasks import build_splits
 from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
@@ -321,13 +323,14 @@ class Run:
         atomic_torch_save(self.dir / "checkpoint.pt", self._state())
 
     def _load_checkpoint(self) -> None:
+        remove_stale_temp_files(self.dir)
         path = self.dir / "checkpoint.pt"
         if not path.is_file():
             return
         try:
-            state = torch.load(path, weights_only=False)
-        except Exception as exc:
-            raise RunError(f"cannot read checkpoint {path}: {exc}") from None
+            state = read_checkpoint(path)
+        except CheckpointError as exc:
+            raise RunError(str(exc)) from None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -545,13 +548,18 @@ class Run:
         summary_path = self.dir / "summary.json"
         if summary_path.is_file():
             self._check_dir()
-            return read_json(summary_path)
+            summary = read_summary(summary_path)
+            if summary is not None:
+                return summary
+            self.log(f"warning: {summary_path} was unreadable (kept as summary.json.corrupt); "
+                     f"finishing the run again from its checkpoint")
         self.setup()
         config = {
             "run": self.spec.config(), "commit": git_commit(),
             "allocator_options": self.allocator.resolved_options(),
             "length_options": self.lengthctl.resolved_options(),
             "parameters": sum(p.numel() for p in self.model.parameters()),
+            "environment": environment(), "warm_start_sha256": warm_start_hash(self.policy_dir),
             "pool_size": len(self.train_tasks), "held_out_size": len(self.held_out)}
         atomic_write_json(self.dir / "config.json", config)
         tracking = None

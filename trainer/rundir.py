@@ -3,9 +3,16 @@
 A run directory holds ``config.json``, ``metrics.jsonl`` (one line per step), ``eval.jsonl``,
 ``summary.json`` and ``checkpoint.pt``; a killed run leaves either the old or the new version of
 each file, never a torn one.
+
+``checkpoint.pt`` ends with a trailer holding the sha256 of everything before it (torch.load
+ignores bytes after the zip archive); :func:`read_checkpoint` refuses, in one line, a file whose
+bytes do not match, so a flipped bit in a tensor cannot resume a run silently.  A temp file left
+by a kill during a write (``.NAME.*.tmp``) is removed by :func:`remove_stale_temp_files` when the
+run resumes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -47,14 +54,90 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def read_summary(path: Path) -> dict | None:
+    """A finished run's summary.json, or None when it is absent or unreadable -- a torn or
+    corrupt summary means the run has to be finished again, not that the sweep must stop.  An
+    unreadable one is kept beside, as ``summary.json.corrupt``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        if isinstance(summary, dict):
+            return summary
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        pass
+    os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
+CHECKSUM_TAG = b"\n#allocbench-sha256:"
+TRAILER_BYTES = len(CHECKSUM_TAG) + 64 + 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be trusted, reported as a one-line error."""
+
+
+def _sha256(path: Path, length: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while length > 0:
+            block = handle.read(min(length, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            length -= len(block)
+    return digest.hexdigest()
+
+
 def atomic_torch_save(path: Path, obj) -> None:
+    """torch.save, then the checksum trailer, then the rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        digest = _sha256(Path(tmp), os.path.getsize(tmp))
+        with open(tmp, "ab") as handle:
+            handle.write(CHECKSUM_TAG + digest.encode() + b"\n")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` ends with a checksum its bytes match."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - TRAILER_BYTES))
+        trailer = handle.read()
+    if size < TRAILER_BYTES or not trailer.startswith(CHECKSUM_TAG):
+        raise CheckpointError(f"checkpoint {path} has no checksum (truncated, or not written by "
+                              f"this harness); delete it to restart the run from step 0")
+    stored = trailer[len(CHECKSUM_TAG):-1].decode("ascii", "replace")
+    if _sha256(path, size - TRAILER_BYTES) != stored:
+        raise CheckpointError(f"checkpoint {path} is corrupt (sha256 does not match the one "
+                              f"stored when it was written); delete it to restart the run "
+                              f"from step 0")
+
+
+def read_checkpoint(path: Path):
+    """The verified contents of a checkpoint written by :func:`atomic_torch_save`."""
+    verify_checkpoint(path)
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of writes that a kill interrupted (``.NAME.*.tmp``)."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

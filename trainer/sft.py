@@ -5,7 +5,8 @@ fixed number of steps (not a fixed time, so the result is deterministic for a se
 thread count) on worked ``chain_sum`` solutions drawn from their own seed range with every
 held-out question removed, reports per-bucket accuracy on the held-out set, and caches the model
 under ``$ALLOCBENCH_CACHE`` (default ``~/.cache/allocbench``) keyed by a hash of its config.  Later
-runs with the same config reuse it.
+runs with the same config reuse it.  The sha256 of its weights is stored beside it and checked
+on load; ``--force`` rebuilds and reports whether the new weights equal the old ones.
 """
 from __future__ import annotations
 
@@ -23,7 +24,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from trainer.policy import Architecture, build_model, build_tokenizer, load_policy, save_policy
+from trainer.policy import (Architecture, PolicyLoadError, build_model, build_tokenizer,
+                            load_policy, save_policy)
+from trainer.provenance import environment, weights_sha256
 from trainer.tasks import DEFAULT_BUCKETS, build_pool, build_splits
 
 SFT_SEED = 2_000_000_000
@@ -111,10 +114,37 @@ def train_warm_start(cfg: WarmStartConfig, progress: bool = True):
     return model, tokenizer
 
 
-def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print) -> Path:
-    """The cached warm-start directory for ``cfg``, training it first if absent."""
+def _write_info(path: Path, info: dict) -> None:
+    tmp = path / "warmstart.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, path / "warmstart.json")
+
+
+def warm_start_hash(path: Path) -> str | None:
+    """The weights hash recorded when the warm start at ``path`` was built (None: not one)."""
+    info = Path(path) / "warmstart.json"
+    return json.loads(info.read_text()).get("weights_sha256") if info.is_file() else None
+
+
+def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
+                      previous_hash: str | None = None) -> Path:
+    """The cached warm-start directory for ``cfg``, training it first if absent.
+
+    The sha256 of its weights is stored beside them at build and checked on every load: a
+    cached policy whose bytes changed is refused (:class:`PolicyLoadError`, one line).  Given
+    ``previous_hash`` (a rebuild), a build that comes out different says so: the same config
+    and seed gave other weights, so results made with the old build will not reproduce."""
     path = warm_start_dir(cfg)
     if (path / "warmstart.json").is_file():
+        info = json.loads((path / "warmstart.json").read_text())
+        actual = weights_sha256(path)
+        if "weights_sha256" not in info:          # built before hashes were recorded
+            info["weights_sha256"] = actual
+            _write_info(path, info)
+        elif info["weights_sha256"] != actual:
+            raise PolicyLoadError(f"warm start {path} has weights of sha256 {actual[:16]}, not "
+                                  f"the {info['weights_sha256'][:16]} it was built with; "
+                                  f"rebuild it (python -m trainer.sft --force)")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"warm start: training the embedded policy ({cfg.steps} steps), cached at {path}")
@@ -122,11 +152,17 @@ def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print) ->
     model, tokenizer = train_warm_start(cfg, progress)
     seconds = time.perf_counter() - start
     save_policy(model, tokenizer, path)
+    digest = weights_sha256(path)
     info = {"config": asdict(cfg), "train_seconds": round(seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters())}
-    tmp = path / "warmstart.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, path / "warmstart.json")
+            "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": digest,
+            "environment": environment()}
+    _write_info(path, info)
+    if previous_hash is not None and previous_hash != digest:
+        log(f"warning: the rebuilt warm start differs from the previous build (sha256 "
+            f"{digest[:16]}, was {previous_hash[:16]}): same config and seed, other weights "
+            f"-- compare the 'environment' of both builds")
+    elif previous_hash is not None:
+        log(f"rebuilt warm start is identical to the previous build (sha256 {digest[:16]})")
     return path
 
 
@@ -159,10 +195,16 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     path = warm_start_dir(preset.warm_start)
+    previous = None
     if args.force and path.exists():
         import shutil
+        previous = warm_start_hash(path)
         shutil.rmtree(path)
-    path = ensure_warm_start(preset.warm_start)
+    try:
+        path = ensure_warm_start(preset.warm_start, previous_hash=previous)
+    except PolicyLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     info = json.loads((path / "warmstart.json").read_text())
     from trainer.evaluate import evaluate_policy
     model, tokenizer = load_policy(path)
@@ -172,7 +214,7 @@ def main(argv=None) -> int:
                              temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
                              seed=0)
     print(f"warm start {path.name}: {info['parameters']:,} parameters, "
-          f"trained {info['train_seconds']} s")
+          f"trained {info['train_seconds']} s, weights sha256 {info['weights_sha256']}")
     print(f"held-out mean@{args.samples} (T={preset.temperature}): {result['mean_at_k']:.3f}   "
           f"greedy pass@1: {result['greedy']:.3f}")
     for bucket, acc in result["buckets"].items():
