@@ -1,5 +1,6 @@
 """Named run presets: the embedded CPU defaults (``smoke`` for tests, ``tiny`` for the main job)
-and real-model presets (``qwen3-1.7b-math``, ``qwen3-0.6b-math``).
+and real-model presets (``qwen3-1.7b-math``, ``qwen3-0.6b-math``); the type is
+:class:`trainer.config.Preset`.
 
 A preset fixes everything but the method, budget fraction and seed, so that every method of a
 comparison runs on the same policy, data, optimizer, evaluation and accounting.
@@ -18,62 +19,9 @@ Any field can also be overridden per sweep with ``--config`` (``{"preset": {"mod
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
-from trainer.policy import Architecture
-from trainer.sft import WarmStartConfig
-
-
-@dataclass(frozen=True)
-class Preset:
-    name: str
-    description: str
-    warm_start: WarmStartConfig | None          # the embedded policy, built and cached on first use
-    model_dir: str | None = None                # a model directory to load instead (wins if set)
-    train_per_bucket: int = 400
-    eval_per_bucket: int = 50
-    prompts_per_step: int = 32                  # M
-    group_size: int = 8                         # G
-    steps: int = 80
-    max_new_tokens: int = 48                    # L_max
-    temperature: float = 1.0
-    top_p: float = 1.0
-    lr: float = 5e-5
-    warmup_steps: int = 10
-    schedule: str = "constant"                  # or "cosine"
-    updates_per_step: int = 1                   # optimizer steps per training step, fixed
-    micro_batch_rows: int = 512                 # rows per forward/backward inside an update
-    grad_clip: float = 1.0
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float = 3.0
-    kl_coef: float = 0.0
-    normalize_std: bool = True
-    eval_every: int = 10
-    eval_samples: int = 4
-    eval_temperature: float = 1.0
-    checkpoint_every: int = 10
-    max_rounds: int = 10
-    verifier_workers: int = 1
-    verifier_timeout: float = 5.0
-    max_rollout_weight: float = 1000.0
-    score_truncated: bool = False               # False: a response cut at max_new_tokens scores 0
-    threads: int = 2
-    device: str = "cpu"
-    # --- real-model fields (defaults keep the embedded presets as they were) ---
-    train_data: str | None = None               # MATH/GSM8K JSONL; None = embedded chain_sum
-    eval_data: tuple[str, ...] = ()             # held-out JSONL files (needed with train_data)
-    train_limit: int | None = None              # first N training problems (None = all)
-    eval_limit: int | None = None               # first N problems of each held-out file
-    max_prompt_tokens: int | None = None        # longer training prompts are dropped (verl)
-    dtype: str = "float32"                      # compute dtype: float32 | bfloat16 | float16
-    engine: str = "hf"                          # rollout engine: hf | vllm
-    engine_options: dict = field(default_factory=dict)  # engine keyword arguments
-
-    def to_dict(self) -> dict:
-        # tuples become lists so that the dict equals its own JSON round trip (config.json)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
+from trainer.config import Architecture, Preset, WarmStartConfig
 
 _MODELS = os.environ.get("ALLOCBENCH_MODELS", "models")
 _DATA = os.environ.get("ALLOCBENCH_DATA", "data")

@@ -20,11 +20,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import allocators
+import lengthctl
 from bench import paper_tables
 from bench.executors import EXECUTORS, SweepProgress
-from bench.presets import PRESETS, Preset, get_preset, with_overrides
+from bench.presets import PRESETS, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
+from trainer.config import Preset
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
 
 DEFAULT_METHODS = "all"
@@ -58,10 +60,11 @@ def parse_target(value: float | None) -> float | None:
 
 def resolve_methods(text: str) -> list[str]:
     names = allocators.main_methods() if text == "all" else [m.strip() for m in text.split(",") if m.strip()]
-    known = set(allocators.available())
     for name in names:
-        if name not in known:
-            raise UsageError(f"unknown method {name!r}; known: {', '.join(allocators.available())}")
+        try:
+            allocators.get(name)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
     return names
 
 
@@ -158,6 +161,8 @@ def list_everything() -> str:
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         kind = "ablation" if cls.ablation else cls.length_control
         lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
+    for module, error in {**allocators.import_errors(), **lengthctl.import_errors()}.items():
+        lines.append(f"  (not loaded: {module}: {error})")
     lines.append("presets:")
     for name, preset in PRESETS.items():
         lines.append(f"  {name:20s} {preset.description}")
