@@ -1,13 +1,13 @@
 """One run of the shared GRPO loop (DESIGN.md §3): one method, one budget fraction, one seed.
 
-Per step::
+Per step, :func:`trainer.step.run_step` orders the allocator's calls (plan, follow-up rounds,
+select, advantages, update, observe) and this module supplies the parts::
 
-    candidates = sampler.draw(allocator.candidates_per_step())
-    requests   = allocator.plan(step, candidates, stats, budget)
-    rows       = generate + score(requests)          # rounds 1.. via allocator.follow_up
-    groups     = allocator.select(step, rows)
-    advantages, one update of ``updates_per_step`` optimizer steps
-    allocator.observe; stats.update; lengthctl.observe; ledger record; every E steps: evaluate
+    rows       = self._sample(requests, step, round)   # seeds, length controllers, engine, ledger
+    rewards    = self._score(rows)                      # decode, verifier pool, truncation rule
+    advantages = assign_advantages(groups)              # trainer.grpo
+    update     = self._update(groups, step)             # updates_per_step optimizer steps
+    then lengthctl.step_metrics / observe; ledger record; every E steps: evaluate
 
 Every generated row is charged to the ledger and enters the prompt statistics, including rows of
 groups that the method then drops (dynamic sampling) — history is history, whichever method
@@ -25,9 +25,8 @@ import copy
 import json
 import math
 import subprocess
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +48,8 @@ from trainer.rundir import (atomic_torch_save, atomic_write_json, atomic_write_j
                             read_jsonl)
 from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
-from trainer.step import StepResult, run_step
 from trainer.sft import initial_policy_dir
+from trainer.step import StepResult, run_step
 from trainer.tasks import build_splits
 from trainer.verifier import VerifierPool
 
