@@ -11,7 +11,9 @@ A new method is one new file in this folder::
 
 Every module in the package is imported on first lookup, so the method then appears in
 ``--methods all``, in every table and plot.  Modules here import numpy/scipy/cvxpy/scikit-learn
-only, never torch.
+only, never torch.  A module that fails to import (a missing optional dependency, a bug) does not
+take the others down: its error is kept by module name (:func:`import_errors`) and named again
+when a method it would have registered is asked for.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import pkgutil
 from allocators.base import Allocator
 
 _REGISTRY: dict[str, type[Allocator]] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
 _DISCOVERED = False
 
 
@@ -42,9 +45,20 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in ("base",) and not module.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{module.name}")
+        if module.name == "base" or module.name.startswith("_"):
+            continue
+        name = f"{__name__}.{module.name}"
+        try:
+            importlib.import_module(name)
+        except Exception as exc:        # one broken method must not hide the others
+            _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
     _DISCOVERED = True
+
+
+def import_errors() -> dict[str, str]:
+    """Modules of this package that failed to import: {module: "ErrorType: message"}."""
+    _discover()
+    return dict(_IMPORT_ERRORS)
 
 
 def available() -> list[str]:
@@ -61,5 +75,8 @@ def main_methods() -> list[str]:
 def get(name: str) -> type[Allocator]:
     _discover()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(available())}")
+        message = f"unknown method {name!r}; known: {', '.join(available())}"
+        if _IMPORT_ERRORS:
+            message += "; not loaded: " + "; ".join(f"{m} ({e})" for m, e in _IMPORT_ERRORS.items())
+        raise KeyError(message)
     return _REGISTRY[name]

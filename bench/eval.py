@@ -63,17 +63,8 @@ def process_results(doc: dict, results: list) -> dict:
 
 # ------------------------------------------------------------------ the run's policy ------------
 def _preset(config: dict):
-    from bench.presets import Preset
-    from trainer.policy import Architecture
-    from trainer.sft import WarmStartConfig
-    data = dict(config["run"]["preset"])
-    if data.get("warm_start") is not None:
-        ws = dict(data["warm_start"])
-        ws["arch"] = Architecture(**ws["arch"])
-        data["warm_start"] = WarmStartConfig(**ws)
-    data["eval_data"] = tuple(data.get("eval_data") or ())
-    known = set(Preset.__dataclass_fields__)
-    return Preset(**{k: v for k, v in data.items() if k in known})
+    from trainer.config import Preset
+    return Preset.from_dict(config["run"]["preset"])
 
 
 def policy_dir(run_dir: Path, preset, log=print) -> Path:

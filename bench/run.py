@@ -28,9 +28,10 @@ from bench import paper_tables
 from bench.executors import EXECUTORS, SweepProgress
 from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
     load_config_file
-from bench.presets import PRESETS, Preset, get_preset, with_overrides
+from bench.presets import PRESETS, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
+from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
 from trainer.tracking import TrackingError, check_backends
@@ -77,8 +78,10 @@ def resolve_methods(text: str) -> list[str]:
     names = allocators.main_methods() if text == "all" else parse_list(text, "--methods")
     known = set(allocators.available())
     for name in names:
-        if name not in known:
-            raise UsageError(f"unknown method {name!r}; known: {', '.join(allocators.available())}")
+        try:
+            allocators.get(name)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
     return names
 
 
@@ -193,6 +196,8 @@ def list_everything() -> str:
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         lines.append(f"  {name:20s} {doc[0] if doc else ''}")
         lines += _option_lines(cls.Options, "")
+    for module, error in {**allocators.import_errors(), **lengthctl.import_errors()}.items():
+        lines.append(f"  (not loaded: {module}: {error})")
     lines.append("presets:")
     for name, preset in PRESETS.items():
         lines.append(f"  {name:20s} {preset.description}")

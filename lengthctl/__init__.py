@@ -2,6 +2,8 @@
 
 ``max_len`` runs every rollout to EOS or the maximum response length; ``duet`` is DUET's
 marker-gated abort and confidence stop.  A new rule is one new file with ``@register("name")``.
+As in ``allocators``, a module that fails to import is reported by name (:func:`import_errors`)
+and the others still load.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pkgutil
 from lengthctl.base import LengthController
 
 _REGISTRY: dict[str, type[LengthController]] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
 _DISCOVERED = False
 
 
@@ -27,11 +30,23 @@ def register(name: str):
 
 def _discover() -> None:
     global _DISCOVERED
-    if not _DISCOVERED:
-        for module in pkgutil.iter_modules(__path__):
-            if module.name != "base" and not module.name.startswith("_"):
-                importlib.import_module(f"{__name__}.{module.name}")
-        _DISCOVERED = True
+    if _DISCOVERED:
+        return
+    for module in pkgutil.iter_modules(__path__):
+        if module.name == "base" or module.name.startswith("_"):
+            continue
+        name = f"{__name__}.{module.name}"
+        try:
+            importlib.import_module(name)
+        except Exception as exc:        # one broken rule must not hide the others
+            _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+    _DISCOVERED = True
+
+
+def import_errors() -> dict[str, str]:
+    """Modules of this package that failed to import: {module: "ErrorType: message"}."""
+    _discover()
+    return dict(_IMPORT_ERRORS)
 
 
 def available() -> list[str]:
@@ -42,5 +57,8 @@ def available() -> list[str]:
 def get(name: str) -> type[LengthController]:
     _discover()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown length controller {name!r}; known: {', '.join(available())}")
+        message = f"unknown length controller {name!r}; known: {', '.join(available())}"
+        if _IMPORT_ERRORS:
+            message += "; not loaded: " + "; ".join(f"{m} ({e})" for m, e in _IMPORT_ERRORS.items())
+        raise KeyError(message)
     return _REGISTRY[name]

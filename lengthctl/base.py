@@ -28,8 +28,14 @@ class RowController:
         return None
 
     @property
+    def weight(self) -> float:
+        """Multiplier on the rollout's advantage weight, read when generation ends (DUET: the
+        inverse probability of a row kept by chance at the abort gate)."""
+        return 1.0
+
+    @property
     def flags(self) -> dict:
-        """Per-row flags copied onto the rollout (e.g. saw_marker, eps_kept)."""
+        """Per-row metrics copied onto the rollout's flags (e.g. saw_marker, eps_kept)."""
         return {}
 
 
@@ -46,6 +52,11 @@ class LengthController:
     def row_controller(self, step: int, control: dict | None, row_seed: int) -> RowController | None:
         """A controller for one rollout; ``control`` is the allocator's per-prompt options."""
         return None
+
+    def step_metrics(self, rollouts: list) -> dict:
+        """Numbers for the step's record (under ``length``), from the step's rollouts and the
+        state they were generated with: called before :meth:`observe`."""
+        return {}
 
     def observe(self, step: int, rollouts: list) -> None:
         """Update cross-step state (e.g. DUET's K1/K2 window) from the step's rollouts."""

@@ -6,7 +6,7 @@ The paper body was unavailable; the official code github.com/Haoyu-Hu/DUET @ 82b
 reference (``src/duet/duet_logits_processor.py::DuetStopProcessor``,
 ``src/duet/duet_marker_detector.py``, K1/K2 refit in ``ray_trainer.py`` L4651-4663).  This module
 implements ALGORITHMS.md §2.3 steps 9-13 and the K-window part of step 18; the weights of steps
-15-16 are applied by the trainer from the flags set here.  The rollout-count half of DUET
+15-16 are applied by the trainer from the row weight reported here.  The rollout-count half of DUET
 (Neyman allocation, thresholds tau_q) lives in ``allocators/duet.py``.
 
 Per-rollout state machine (t = tokens generated so far, checked before sampling position t):
@@ -23,7 +23,7 @@ Per-rollout state machine (t = tokens generated so far, checked before sampling 
            released (``p_len = 1``).
 * phase C: t >= K2 + grace with no marker: one last scan of the window first; if still no
            marker, with probability 1 - eps_abort return "aborted" (the trainer masks the row),
-           else flag ``eps_kept`` with ``weight_multiplier = 1/eps_abort`` and never stop again.
+           else flag ``eps_kept`` with row weight ``1/eps_abort`` and never stop again.
 
 The released detector only ever sees the last ``scan_window`` tokens at check positions >= K1,
 so a marker emitted more than ``scan_window`` tokens before the first check is never seen
@@ -216,13 +216,15 @@ class DuetRow(RowController):
         return phase <= _SCAN and self._gates.scan_due(self._next_t)
 
     @property
+    def weight(self) -> float:
+        return 1.0 / self._gates.eps_abort if self._phase == _LATE_KEPT else 1.0
+
+    @property
     def flags(self) -> dict:
-        eps_kept = self._phase == _LATE_KEPT
         return {
             "saw_marker": self._marker_at is not None,
             "marker_at": self._marker_at,
-            "eps_kept": eps_kept,
-            "weight_multiplier": 1.0 / self._gates.eps_abort if eps_kept else 1.0,
+            "eps_kept": self._phase == _LATE_KEPT,
             "stop_phase": PHASE_NAMES[self._phase],
         }
 
@@ -379,6 +381,10 @@ class DuetStop(LengthController):
         return DuetRow(self._gates, tau, int(row_seed))
 
     # -- across steps --------------------------------------------------------------------
+    def step_metrics(self, rollouts: list) -> dict:
+        """Rows kept by chance at the abort gate, and the gates the step generated with."""
+        return {"eps_kept": sum(bool(r.flags.get("eps_kept")) for r in rollouts), **self.gates()}
+
     def observe(self, step: int, rollouts: list) -> None:
         """Append kept lengths to the K-window; refit K1/K2 every ``refit_every`` steps."""
         self.lengths.extend(r.n_tokens for r in rollouts if r.finish != "aborted")
@@ -392,7 +398,7 @@ class DuetStop(LengthController):
             self._gates = self._make_gates()
 
     def gates(self) -> dict:
-        """The current gates, for per-step metrics."""
+        """The current gates (what the next step's rows run with), for per-step metrics."""
         return {"k1": self.k1, "k2": self.k2, "late_gate": self.k2 + self.grace,
                 "abort_reachable": self.k2 + self.grace < self.max_response_tokens,
                 "window_lengths": len(self.lengths)}

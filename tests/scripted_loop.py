@@ -1,14 +1,20 @@
 """A scripted stand-in for the shared loop (no model): rewards and lengths come from functions.
 
-It calls plan / follow_up / select / observe in the order ``trainer.loop.Run.train_step`` does,
-and, like it, records every generated group in the prompt statistics (not only trained ones), so
-the multi-round methods' control flow can be driven through its branches by hand-picked rewards.
+It drives :func:`trainer.step.run_step`, the protocol ``trainer.loop.Run.train_step`` runs
+(plan, follow-up rounds, select, advantages, observe, prompt statistics over every generated
+group), with a generator and a scorer that read the scripted functions instead of a policy and a
+verifier, so the multi-round methods' control flow can be driven through its branches by
+hand-picked rewards and every method sees the order of calls it sees in a run.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
-from allocators.base import FollowUpContext, PromptInfo, PromptStats, Rollout, StepBudget, group_rows
+from allocators.base import PromptInfo, PromptStats, Rollout, StepBudget
+from trainer.grpo import assign_advantages
+from trainer.step import run_step
 
 
 class ScriptedPool:
@@ -25,12 +31,15 @@ class ScriptedPool:
 
 
 class Loop:
+    """``reward(pid, i)`` and ``length(pid, i)`` script the ``i``-th rollout of a request."""
+
     def __init__(self, allocator, pool, reward, max_rounds: int = 10, length=None) -> None:
         self.allocator, self.pool, self.reward = allocator, pool, reward
         self.max_rounds = max_rounds
         self.length = length or (lambda pid, i: 4)
         self.stats, self.next_group = PromptStats(), 0
         self.first_requests = []
+        self.last = None                # the last step's trainer.step.StepResult
 
     def generate(self, requests, step, round_index):
         rows = []
@@ -42,25 +51,25 @@ class Loop:
                                     step=step, round=round_index,
                                     tokens=np.zeros(n, dtype=np.int64),
                                     logprobs=np.full(n, -float(step), np.float32),
-                                    finish="eos", reward=float(self.reward(request.pid, i))))
+                                    finish="eos", weight=request.weight))
             self.next_group += 1
         return rows
+
+    def score(self, rows):
+        """Row ``i`` of its group (one request per group within a round) gets ``reward(pid, i)``."""
+        index: Counter = Counter()
+        rewards = []
+        for row in rows:
+            rewards.append(float(self.reward(row.pid, index[row.group])))
+            index[row.group] += 1
+        return rewards
 
     def step(self, step: int):
         budget = StepBudget(rollouts=self.allocator.setting.rollouts_per_step, tokens=0.0,
                             mean_length=4.0)
-        candidates = self.pool.draw(self.allocator.candidates_per_step())
-        self.first_requests = self.allocator.plan(step, candidates, self.stats, budget)
-        rows = self.generate(self.first_requests, step, 0)
-        ctx = FollowUpContext(self.pool.draw, self.stats, budget, self.max_rounds)
-        rounds = 1
-        while rounds < self.max_rounds:
-            more = self.allocator.follow_up(step, rounds, rows, ctx)
-            if not more:
-                break
-            rows += self.generate(more, step, rounds)
-            rounds += 1
-        groups = self.allocator.select(step, rows)
-        self.allocator.observe(step, groups, self.stats)
-        self.stats.update(step, group_rows(rows))
-        return rows, groups, rounds
+        self.last = run_step(step, self.allocator, self.stats, budget, draw=self.pool.draw,
+                             generate=lambda requests, r: self.generate(requests, step, r),
+                             score=self.score, advantages=assign_advantages,
+                             max_rounds=self.max_rounds)
+        self.first_requests = self.last.requests
+        return self.last.rows, self.last.groups, self.last.rounds

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import allocators
+import lengthctl
 from allocators.base import PromptInfo, PromptStats, Rollout, Setting, StepBudget
 from allocators.duet import (BAND_MIDPOINT, Duet, DuetAbort, DuetAllocation, Welford,
                              allocation_propensities, counts_at_price, gradient_signal_spread,
@@ -236,13 +237,23 @@ def _spread_group(pid, group, spread, length=10, step=0):
             _row(pid, group, 0.0, 1.0, [-1.0] * 3, "aborted", step=step)]
 
 
-def test_registry_and_length_control():
-    assert allocators.get("duet-alloc") is DuetAllocation
-    assert allocators.get("duet") is Duet
-    assert allocators.get("duet-abort") is DuetAbort
-    assert DuetAllocation.length_control == "max_len"
-    assert Duet.length_control == "duet" and DuetAbort.length_control == "duet"
-    assert DuetAllocation.needs_features == ("prompt_logprob_mean",)
+def test_each_variant_runs_under_the_stop_rule_it_names_with_its_planned_thresholds():
+    """What the trainer builds for each variant: DUET's controller (K-window M * G) gets each
+    request's tau; duet-alloc's rows run to EOS or L_max whatever its requests carry."""
+    setting = _setting(prompts=4, group=8, fraction=1.0, max_len=64)
+    budget = StepBudget(rollouts=32, tokens=32 * 20.0, mean_length=20.0)
+    for name, stops in (("duet-alloc", False), ("duet", True), ("duet-abort", True)):
+        method = allocators.get(name)(setting)
+        method.attach_pool(_pool())
+        controller = lengthctl.get(method.length_control)(64, 0, **method.length_control_options())
+        requests = [r for r in method.plan(0, _pool()[:4], PromptStats(), budget) if r.n > 0]
+        rows = [controller.row_controller(0, r.control, seed) for seed, r in enumerate(requests)]
+        if not stops:
+            assert rows == [None] * len(requests), name
+            continue
+        assert controller.resolved_options()["window"] == 4 * 8, name
+        assert [row.tau for row in rows] == [r.control["tau"] for r in requests], name
+        assert all(0.5 <= row.tau <= 0.99 for row in rows), name
 
 
 def test_defaults_scale_with_the_group_size():

@@ -60,7 +60,7 @@ class Run:
             if t < len(tokens) and tokens[t] is EOS:
                 self.finish, self.n_tokens = "eos", t + 1
                 break
-        self.flags = row.flags
+        self.flags, self.weight = row.flags, row.weight
 
     def _tail(self, tokens, t):
         def tail(k):
@@ -198,7 +198,7 @@ def test_marker_then_confident_run_stops():
     assert run.flags["saw_marker"] and run.flags["marker_at"] == 38
     # the margin at the detection position counts: positions 38 and 39 make h = 2
     assert run.finish == "stopped" and run.n_tokens == 40
-    assert run.flags["stop_phase"] == "B" and run.flags["weight_multiplier"] == 1.0
+    assert run.flags["stop_phase"] == "B" and run.weight == 1.0
 
 
 def test_needs_margin_only_at_scan_positions_and_after_the_marker():
@@ -245,7 +245,8 @@ def test_no_marker_is_aborted_at_the_late_gate():
     run = Run(DuetStop(128, 0).row_controller(0, None, KEEP_ON_FIRE), [FILLER] * 128, 128)
     assert run.finish == "aborted" and run.n_tokens == 96
     assert run.flags == {"saw_marker": False, "marker_at": None, "eps_kept": False,
-                         "weight_multiplier": 1.0, "stop_phase": "C"}
+                         "stop_phase": "C"}
+    assert run.weight == 1.0
 
 
 def test_eps_kept_row_is_upweighted_and_never_stopped_again():
@@ -254,7 +255,7 @@ def test_eps_kept_row_is_upweighted_and_never_stopped_again():
     run = Run(row, tokens, 128, margins=lambda t: 0.9)
     assert run.finish == "max_len" and run.n_tokens == 128
     assert run.flags["eps_kept"] and not run.flags["saw_marker"]
-    assert run.flags["weight_multiplier"] == pytest.approx(20.0)
+    assert run.weight == pytest.approx(20.0)
     assert run.margin_asked == list(range(38, 96))        # nothing after the keep decision
     assert max(t for t, _ in run.scans) == 95
 
@@ -286,7 +287,7 @@ def test_natural_eos_before_any_gate():
     run = Run(DuetStop(128, 0).row_controller(0, None, KEEP_ON_FIRE),
               stream_with({}, 128, eos_at=5), 128)
     assert run.finish == "eos" and run.n_tokens == 6
-    assert run.flags["stop_phase"] == "pre" and run.flags["weight_multiplier"] == 1.0
+    assert run.flags["stop_phase"] == "pre" and run.weight == 1.0
     run = Run(DuetStop(128, 0).row_controller(0, None, KEEP_ON_FIRE),
               stream_with({}, 128, eos_at=50), 128)
     assert run.flags["stop_phase"] == "A" and not run.flags["eps_kept"]
@@ -336,7 +337,7 @@ def test_eps_abort_keep_rule_is_unbiased():
             if i >= len(gated):
                 assert run.finish in ("eos", "max_len") and not run.flags["eps_kept"]
             if run.finish != "aborted":
-                total += value * run.flags["weight_multiplier"]
+                total += value * run.weight
             kept_by_chance += run.flags["eps_kept"]
         estimates[r] = total
     standard_error = estimates.std(ddof=1) / math.sqrt(reps)

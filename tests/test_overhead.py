@@ -4,8 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+import allocators
 from bench import overhead
-from bench.overhead import MISSING, RATIO_ROWS, SOLVER_CASES, overhead_table
+from bench.overhead import MISSING, RATIO_ROWS, overhead_table
 
 OWN_ROWS = ["Knapsack-RL greedy (default)", "Knapsack-RL DP (released code's solver)",
             "CoBA-RL vectorised (default)", "CoBA-RL heap (Algorithm 1)",
@@ -22,11 +23,19 @@ def table():
 
 
 def test_shape_and_labels(table):
+    """Solvers first (the four families of Table 4's contrast), then one plan() row per
+    registered method in registry order, then the ratio rows, each label once."""
     assert list(table.columns) == ["M=8, C=128", "M=16, C=256"]
     labels = list(table.index)
-    assert labels[:len(SOLVER_CASES)] == [label for label, _ in SOLVER_CASES]
-    assert labels[-len(RATIO_ROWS):] == [label for label, _, _ in RATIO_ROWS]
-    assert {"plan(): grpo", "plan(): knapsack", "plan(): coba", "plan(): coba-linear"} <= set(labels)
+    assert len(labels) == len(set(labels))
+    plans = [label for label in labels if label.startswith("plan(): ")]
+    assert plans == [f"plan(): {name}" for name in allocators.available()]
+    first, last = labels.index(plans[0]), labels.index(plans[-1])
+    assert labels[first:last + 1] == plans
+    assert {label.split(" ")[0] for label in labels[:first]} == {"Knapsack-RL", "CoBA-RL",
+                                                                 "VIP", "DUET"}
+    ratios = labels[last + 1:]
+    assert ratios and all(label.endswith("(x)") for label in ratios)
 
 
 def test_every_cell_is_a_positive_time_or_the_marker(table):

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from bench.presets import PRESETS, Preset, with_overrides
+from bench.presets import PRESETS, with_overrides
+from trainer.config import Architecture, Preset
 from trainer.data import PROMPT_SUFFIX
 from trainer.engine import HFEngine, RowSpec
 from trainer.loop import Run, RunError, RunSpec, validate_spec
-from trainer.policy import Architecture, build_model, build_tokenizer, load_policy, save_policy
+from trainer.policy import build_model, build_tokenizer, load_policy, save_policy
 from trainer.rundir import read_json, read_jsonl
 from trainer.verifier import MATH_VERIFY
 

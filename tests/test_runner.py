@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.run import main
@@ -135,14 +136,42 @@ def test_out_dir_with_a_different_config_is_refused_and_kept(tmp_path, capsys):
     assert (out / "grpo__b1__s0" / "summary.json").read_text() == before
 
 
-def test_every_method_runs_end_to_end_on_smoke(tmp_path, capsys):
+@pytest.fixture
+def engine_counts(monkeypatch):
+    """Rows and tokens each run's rollout engine actually returned, by run directory name,
+    counted outside the ledger (evaluation has its own engine and is not counted)."""
+    counts: dict[str, list[int]] = {}
+    real = Run._make_engine
+
+    def counting(self):
+        engine = real(self)
+        generate = engine.generate
+
+        def counted(specs):
+            generations = generate(specs)
+            tally = counts.setdefault(self.dir.name, [0, 0])
+            tally[0] += len(generations)
+            tally[1] += sum(len(g.tokens) for g in generations)
+            return generations
+
+        engine.generate = counted
+        return engine
+
+    monkeypatch.setattr(Run, "_make_engine", counting)
+    return counts
+
+
+def test_every_method_charges_every_generated_token_on_smoke(tmp_path, capsys, engine_counts):
     import allocators
     out = tmp_path / "all"
-    assert main(["--methods", "all", "--budgets", "1.0", "--preset", "smoke", "--out", str(out)]) == 0
+    assert main(["--methods", "all", "--budgets", "1.0", "--preset", "smoke", "--executor",
+                 "serial", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for method in allocators.main_methods():
-        summary = read_json(out / f"{method}__b1__s0" / "summary.json")
-        assert summary["steps"] == 4 and summary["tokens"] > 0
+        run = f"{method}__b1__s0"
+        summary = read_json(out / run / "summary.json")
+        assert summary["steps"] == 4
+        assert [summary["rollouts"], summary["tokens"]] == engine_counts[run], method
         assert f"| {method} " in printed
     # Pilot-Commit's stale pilot rows get their old log-probs recomputed with the current policy
     # (its release), charged to the logprob phase; steps without stale rows charge nothing there
@@ -152,11 +181,13 @@ def test_every_method_runs_end_to_end_on_smoke(tmp_path, capsys):
     assert [m["seconds"]["logprob"] > 0 for m in metrics] == stale
 
 
-def test_the_ledger_charges_every_round_including_dropped_groups(smoke_preset, tmp_path):
+def test_the_ledger_charges_every_round_including_dropped_groups(smoke_preset, tmp_path,
+                                                                  engine_counts):
     summary = run_smoke(smoke_preset, tmp_path / "dapo", method="dapo")
     metrics = read_jsonl(tmp_path / "dapo" / "metrics.jsonl")
-    assert sum(m["rollouts"] for m in metrics) == summary["rollouts"] == metrics[-1]["cum_rollouts"]
-    assert sum(m["tokens"] for m in metrics) == summary["tokens"]
+    assert [summary["rollouts"], summary["tokens"]] == engine_counts["dapo"]
+    assert [sum(m["rollouts"] for m in metrics), sum(m["tokens"] for m in metrics)] == \
+        engine_counts["dapo"]
     # a step that needed no refill had M mixed groups at once; any all-equal group means a refill
     for m in metrics:
         if m["rounds"] == 1:
@@ -170,3 +201,56 @@ def test_the_ledger_charges_every_round_including_dropped_groups(smoke_preset, t
         # groups generated but not trained were still generated and charged
         assert m["groups_generated"] > m["groups_trained"]
         assert m["rollouts"] > sum(m["group_sizes"])
+
+
+def test_grad_norm_is_over_every_optimizer_step_and_a_nan_norm_is_skipped(smoke_preset,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    import torch
+    import trainer.loop as loop
+    from bench.presets import with_overrides
+    preset = with_overrides(smoke_preset, updates_per_step=3, steps=2)
+    real = torch.nn.utils.clip_grad_norm_
+    norms: list[float] = []
+
+    def recorded(parameters, max_norm):
+        norm = real(parameters, max_norm)
+        if len(norms) == 1:                   # the second optimizer step of step 0
+            norm = torch.tensor(float("nan"))
+        norms.append(float(norm))
+        return norm
+
+    monkeypatch.setattr(loop.torch.nn.utils, "clip_grad_norm_", recorded)
+    run_smoke(preset, tmp_path / "norms")
+    metrics = read_jsonl(tmp_path / "norms" / "metrics.jsonl")
+    assert len(norms) == 6 and np.isnan(norms[1])
+    finite = [norms[0], norms[2]], norms[3:]
+    for m, step_norms in zip(metrics, finite):
+        assert m["grad_norm"] == pytest.approx(np.mean(step_norms))
+        assert m["grad_norm_max"] == pytest.approx(max(step_norms))
+    assert [m["nan_skipped"] for m in metrics] == [1, 1]
+    assert np.isnan(metrics[0]["loss"]) and not np.isnan(metrics[1]["loss"])
+
+
+def test_the_length_controllers_row_weight_multiplies_the_rollout_weight_capped(
+        smoke_preset, tmp_path, monkeypatch):
+    import lengthctl.duet
+    from bench.presets import with_overrides
+    preset = with_overrides(smoke_preset, steps=1, max_rollout_weight=50.0)
+    # every fifth row reweighted by its controller; the cap must bind on the large ones
+    monkeypatch.setattr(lengthctl.duet.DuetRow, "weight",
+                        property(lambda row: 80.0 if row._seed % 5 == 0 else 3.0))
+    trained = []
+    real = Run._update
+
+    def capture(self, groups, step):
+        trained.extend((r.weight, r.flags) for g in groups for r in g)
+        return real(self, groups, step)
+
+    monkeypatch.setattr(Run, "_update", capture)
+    run_smoke(preset, tmp_path / "weights", method="duet-abort")
+    weights = sorted({w for w, _ in trained})
+    assert weights == [3.0, 50.0]
+    assert all("weight_multiplier" not in flags and "stop_phase" in flags for _, flags in trained)
+    metrics = read_jsonl(tmp_path / "weights" / "metrics.jsonl")
+    assert "eps_kept" not in metrics[0] and set(metrics[0]["length"]) >= {"eps_kept", "k1", "k2"}

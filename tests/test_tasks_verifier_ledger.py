@@ -57,11 +57,33 @@ def test_ledger_counts_equal_the_sum_over_rollouts():
     ledger.plan(3, 30.0)
     ledger.charge(rows[:2])
     ledger.charge(rows[2:])
-    with ledger.phase("generate"):
-        pass
     rec = ledger.step_record()
     assert rec["tokens"] == 21 and rec["rollouts"] == 3 and rec["cum_tokens"] == 21
     ledger.begin_step()
     ledger.charge(rows[:1])
     assert ledger.step_record()["tokens"] == 3 and ledger.cumulative_tokens == 24
     assert ledger.cumulative_rollouts == 4
+
+
+def test_phases_charge_their_own_clock_even_when_the_body_raises(monkeypatch):
+    import trainer.ledger as ledger_module
+    clock = iter([10.0, 12.5, 20.0, 20.25, 30.0, 31.0])   # start/stop pairs, in seconds
+    monkeypatch.setattr(ledger_module.time, "perf_counter", lambda: next(clock))
+    ledger = Ledger()
+    ledger.begin_step()
+    with ledger.phase("generate"):
+        pass
+    try:
+        with ledger.phase("reward"):
+            raise RuntimeError("verifier blew up")
+    except RuntimeError:
+        pass
+    with ledger.phase("evaluate"):
+        pass
+    rec = ledger.step_record()
+    assert rec["seconds"]["generate"] == 2.5 and rec["seconds"]["reward"] == 0.25
+    assert rec["seconds"]["evaluate"] == 1.0 and rec["seconds"]["update"] == 0.0
+    assert rec["cum_train_seconds"] == 2.75              # evaluation is not training time
+    ledger.begin_step()
+    assert ledger.step_record()["seconds"]["generate"] == 0.0
+    assert ledger.cumulative_seconds["generate"] == 2.5

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trainer.cache import cache_root
+
 
 class FeatureError(RuntimeError):
     pass
@@ -66,7 +68,6 @@ def embed(texts: list[str], kind: str) -> list[np.ndarray]:
 
 
 def _minilm(texts: list[str]) -> np.ndarray:
-    from trainer.sft import cache_root
     key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     path = cache_root() / "embeddings" / f"minilm-{key}.npy"
     if path.is_file():

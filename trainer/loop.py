@@ -1,13 +1,13 @@
 """One run of the shared GRPO loop (DESIGN.md §3): one method, one budget fraction, one seed.
 
-Per step::
+Per step, :func:`trainer.step.run_step` orders the allocator's calls (plan, follow-up rounds,
+select, advantages, update, observe) and this module supplies the parts::
 
-    candidates = sampler.draw(allocator.candidates_per_step())
-    requests   = allocator.plan(step, candidates, stats, budget)
-    rows       = generate + score(requests)          # rounds 1.. via allocator.follow_up
-    groups     = allocator.select(step, rows)
-    advantages, one update of ``updates_per_step`` optimizer steps
-    allocator.observe; stats.update; lengthctl.observe; ledger record; every E steps: evaluate
+    rows       = self._sample(requests, step, round)   # seeds, length controllers, engine, ledger
+    rewards    = self._score(rows)                      # decode, verifier pool, truncation rule
+    advantages = assign_advantages(groups)              # trainer.grpo
+    update     = self._update(groups, step)             # updates_per_step optimizer steps
+    then lengthctl.step_metrics / observe; ledger record; every E steps: evaluate
 
 Every generated row is charged to the ledger and enters the prompt statistics, including rows of
 groups that the method then drops (dynamic sampling) — history is history, whichever method
@@ -25,9 +25,8 @@ import copy
 import json
 import math
 import subprocess
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +35,9 @@ import torch
 import allocators
 import lengthctl
 from allocators.options import OptionError, check_instance
-from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
-                             Request, Rollout, Setting, StepBudget, group_rows)
+from allocators.base import (RECOMPUTE_OLD_LOGPROBS, PromptInfo, PromptStats, Request, Rollout,
+                             Setting, StepBudget, group_rows)
+from trainer.config import Preset
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
 from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import HFEngine, RowSpec
@@ -53,6 +53,7 @@ from trainer.sampler import PoolSampler
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
+from trainer.step import StepResult, run_step
 from trainer.tasks import build_splits
 from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
@@ -67,7 +68,7 @@ class RunSpec:
     method: str
     budget: float
     seed: int
-    preset: object                      # bench.presets.Preset
+    preset: Preset
     method_options: dict = field(default_factory=dict)
     length_options: dict = field(default_factory=dict)
     # experiment trackers (trainer.tracking); not part of the run's identity or config
@@ -351,8 +352,13 @@ class Run:
                           tokens=s.budget_fraction * s.prompts_per_step * s.group_size * mean_len,
                           mean_length=mean_len)
 
-    def _generate(self, requests: list[Request], step: int, round_index: int,
-                  budget: StepBudget) -> list[Rollout]:
+    def _sample(self, requests: list[Request], step: int, round_index: int,
+                budget: StepBudget) -> list[Rollout]:
+        """Generate every requested rollout (rewards are :meth:`_score`'s) and charge them.
+
+        Each row gets its random stream and its length controller's stream from (run seed,
+        step, round, prompt, request index among the prompt's requests this round, row index),
+        so that two methods asking for the same rollout see the same sample."""
         specs, owners = [], []
         seen: Counter = Counter()
         for req in requests:
@@ -371,27 +377,22 @@ class Run:
             self.model.eval()
             with self._autocast():
                 generations = self.engine.generate(specs)
-        with self.ledger.phase("reward"):
-            texts = [self.tokenizer.decode(g.tokens, skip_special_tokens=True) for g in generations]
-            report = self.verifier.score([(self.train_tasks[req.pid].scorer, text,
-                                           self.train_tasks[req.pid].gold)
-                                          for (req, _), text in zip(owners, texts)])
         rows = []
-        for (req, group), gen, reward, status in zip(owners, generations, report.rewards,
-                                                     report.status):
-            weight = min(req.weight * gen.flags.get("weight_multiplier", 1.0),
-                         self.p.max_rollout_weight)
-            flags = dict(gen.flags)
-            if status != "ok":
-                flags["verifier"] = status
-            if gen.finish == "max_len" and not self.p.score_truncated:
-                # a response cut at the length limit has no final answer of its own; scoring a
-                # stray early \boxed{} in it rewards rambling past the answer
-                reward = 0.0
+        for (req, group), spec, gen in zip(owners, specs, generations):
+            # the length controller may reweight its row (DUET: 1 / eps_abort when kept by chance)
+            row_weight = spec.controller.weight if spec.controller is not None else 1.0
             rows.append(Rollout(req.pid, group, req.tag, step, round_index, gen.tokens,
-                                gen.logprobs, gen.finish, float(reward), weight, flags))
+                                gen.logprobs, gen.finish, 0.0,
+                                min(req.weight * row_weight, self.p.max_rollout_weight),
+                                dict(gen.flags)))
         self.ledger.charge(rows)
         return rows
+
+    def _recompute_then_update(self, groups: list[list[Rollout]], step: int) -> dict:
+        """Pilot-Commit's stale rows get their old log-probs from the current policy (charged to
+        ``logprob``) before the update reads them."""
+        self._recompute_flagged_logprobs(groups)
+        return self._update(groups, step)
 
     def _recompute_flagged_logprobs(self, groups: list[list[Rollout]]) -> None:
         flagged = [r for g in groups for r in g if r.kept and r.flags.get(RECOMPUTE_OLD_LOGPROBS)]
@@ -401,7 +402,30 @@ class Run:
                 recompute_old_logprobs(self.model, flagged, self.prompt_ids, self.engine.pad_id,
                                        self.p.temperature, self.p.micro_batch_rows)
 
+    def _score(self, rows: list[Rollout]) -> list[float]:
+        """The verifier's reward of each row; a verifier timeout or crash scores 0 and is
+        flagged on the row."""
+        with self.ledger.phase("reward"):
+            texts = [self.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in rows]
+            report = self.verifier.score([(self.train_tasks[r.pid].scorer, text,
+                                           self.train_tasks[r.pid].gold)
+                                          for r, text in zip(rows, texts)])
+        rewards = []
+        for row, reward, status in zip(rows, report.rewards, report.status):
+            if status != "ok":
+                row.flags["verifier"] = status
+            if row.finish == "max_len" and not self.p.score_truncated:
+                # a response cut at the length limit has no final answer of its own; scoring a
+                # stray early \boxed{} in it rewards rambling past the answer
+                reward = 0.0
+            rewards.append(float(reward))
+        return rewards
+
     def _update(self, groups: list[list[Rollout]], step: int) -> dict:
+        """``updates_per_step`` optimizer steps over the kept rows, shuffled into equal
+        mini-batches.  A mini-batch whose loss or gradient norm is not finite is skipped and
+        counted.  ``grad_norm`` is the mean pre-clip gradient norm over the step's optimizer
+        steps that were taken, ``grad_norm_max`` their maximum (0 when none was)."""
         sleep = getattr(self.engine, "sleep", None)
         if sleep is not None:
             sleep()                  # an engine with its own GPU memory frees it meanwhile
@@ -410,89 +434,81 @@ class Run:
         batches = np.array_split(order, self.p.updates_per_step) if len(kept) else \
             [np.zeros(0, dtype=int)] * self.p.updates_per_step
         self.model.train()
-        losses, stats = [], {"kl": 0.0, "clip_fraction": 0.0, "grad_norm": 0.0}
+        losses, norms = [], []
         micro_stats: list[tuple[float, float]] = []     # (kl, clip fraction) per micro-batch
         for batch in batches:
-            rows = [kept[i] for i in batch]
-            denominator = sum(r.n_tokens for r in rows)
-            active = rows if self.p.kl_coef > 0 else \
-                [r for r in rows if r.advantage * r.weight != 0.0]
-            self.optimizer.zero_grad(set_to_none=True)
-            loss_value, finite = 0.0, True
-            # micro-batches bound activation memory; each is divided by the whole mini-batch's
-            # token count, so their gradients sum to the mini-batch's token-mean exactly
-            for start in range(0, len(active), self.p.micro_batch_rows):
-                micro = active[start:start + self.p.micro_batch_rows]
-                with self._autocast():
-                    loss, s = policy_loss(self.model, micro, self.prompt_ids,
-                                          self.engine.pad_id, denominator, self.loss_cfg,
-                                          self.ref_model)
-                if not torch.isfinite(loss):
-                    finite = False
-                    break
-                loss.backward()
-                loss_value += float(loss.detach())
-                micro_stats.append((s["kl"], s["clip_fraction"]))
-            if not finite:
+            result = self._optimizer_step([kept[i] for i in batch], micro_stats)
+            if result is None:
                 self.nan_skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.append(float("nan"))
                 continue
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.p.grad_clip)
-            if not torch.isfinite(norm):
-                self.nan_skipped += 1
-                self.optimizer.zero_grad(set_to_none=True)
-                losses.append(float("nan"))
-                continue
-            stats["grad_norm"] = float(norm)
-            self.optimizer.step()
+            loss_value, norm = result
             losses.append(loss_value)
+            norms.append(norm)
+        stats = {"kl": 0.0, "clip_fraction": 0.0}
         if micro_stats:
             stats["kl"], stats["clip_fraction"] = (float(v) for v in np.mean(micro_stats, axis=0))
         self.scheduler.step()
         self.model.eval()
         self._sync_engine()
-        return {"loss": float(np.mean(losses)) if losses else 0.0, **stats}
+        return {"loss": float(np.mean(losses)) if losses else 0.0, **stats,
+                "grad_norm": float(np.mean(norms)) if norms else 0.0,
+                "grad_norm_max": float(np.max(norms)) if norms else 0.0}
+
+    def _optimizer_step(self, rows: list[Rollout], micro_stats: list) -> tuple[float, float] | None:
+        """One optimizer step on one mini-batch: (loss, pre-clip gradient norm), or None when
+        the loss or the norm is not finite (then nothing was applied)."""
+        denominator = sum(r.n_tokens for r in rows)
+        active = rows if self.p.kl_coef > 0 else \
+            [r for r in rows if r.advantage * r.weight != 0.0]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = 0.0
+        # micro-batches bound activation memory; each is divided by the whole mini-batch's
+        # token count, so their gradients sum to the mini-batch's token-mean exactly
+        for start in range(0, len(active), self.p.micro_batch_rows):
+            micro = active[start:start + self.p.micro_batch_rows]
+            with self._autocast():
+                loss, s = policy_loss(self.model, micro, self.prompt_ids, self.engine.pad_id,
+                                      denominator, self.loss_cfg, self.ref_model)
+            if not torch.isfinite(loss):
+                return None
+            loss.backward()
+            loss_value += float(loss.detach())
+            micro_stats.append((s["kl"], s["clip_fraction"]))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.p.grad_clip)
+        if not torch.isfinite(norm):
+            return None
+        self.optimizer.step()
+        return loss_value, float(norm)
 
     def train_step(self, step: int) -> dict:
         self.ledger.begin_step()
         budget = self._budget()
-        with self.ledger.phase("allocate"):
-            candidates = [self.pool[i] for i in self.sampler.draw(self.allocator.candidates_per_step())]
-            requests = self.allocator.plan(step, candidates, self.stats, budget)
-        first_counts = [r.n for r in requests if r.n > 0]
-        rows = self._generate(requests, step, 0, budget)
-        ctx = FollowUpContext(lambda k: [self.pool[i] for i in self.sampler.draw(k)], self.stats,
-                              budget, self.p.max_rounds)
-        rounds = 1
-        while rounds < self.p.max_rounds:
-            with self.ledger.phase("allocate"):
-                more = self.allocator.follow_up(step, rounds, rows, ctx)
-            if not more:
-                break
-            rows += self._generate(more, step, rounds, budget)
-            rounds += 1
-        with self.ledger.phase("allocate"):
-            groups = [g for g in self.allocator.select(step, rows) if g]
-        self._recompute_flagged_logprobs(groups)
-        adv = assign_advantages(groups, normalize_std=self.p.normalize_std,
-                                **self.allocator.advantage_options())
-        with self.ledger.phase("update"):
-            update = self._update(groups, step)
+        result = run_step(
+            step, self.allocator, self.stats, budget,
+            draw=lambda k: [self.pool[i] for i in self.sampler.draw(k)],
+            generate=lambda requests, round_index: self._sample(requests, step, round_index,
+                                                                budget),
+            score=self._score,
+            advantages=lambda groups: assign_advantages(groups,
+                                                        normalize_std=self.p.normalize_std,
+                                                        **self.allocator.advantage_options()),
+            update=lambda groups: self._recompute_then_update(groups, step),
+            max_rounds=self.p.max_rounds, phase=self.ledger.phase)
         with self.ledger.phase("other"):
-            self.allocator.observe(step, groups, self.stats)
-            self.stats.update(step, group_rows(rows))
-            self.lengthctl.observe(step, rows)
-        return self._step_record(step, rows, groups, adv, update, rounds, first_counts)
+            length_metrics = self.lengthctl.step_metrics(result.rows)
+            self.lengthctl.observe(step, result.rows)
+        return self._step_record(step, result, length_metrics)
 
-    def _step_record(self, step, rows, groups, adv, update, rounds, first_counts) -> dict:
+    def _step_record(self, step: int, result: StepResult, length_metrics: dict) -> dict:
+        rows, adv = result.rows, result.advantages
         finish = Counter(r.finish for r in rows)
-        trained_sizes = [len(g) for g in groups]
         signal = adv.groups - adv.no_gradient - adv.zero_variance
         return {
             "step": step,
             **self.ledger.step_record(),
-            "rounds": rounds,
+            "rounds": result.rounds,
             "train_reward": float(np.mean([r.reward for r in rows])) if rows else 0.0,
             "groups_generated": len(group_rows(rows)),
             "groups_trained": adv.groups,
@@ -500,17 +516,16 @@ class Run:
             "no_gradient_groups": adv.no_gradient,
             "effective_groups": signal,
             "effective_ratio": signal / adv.groups if adv.groups else 0.0,
-            "counts": first_counts,
-            "group_sizes": trained_sizes,
+            "counts": result.counts,
+            "group_sizes": [len(g) for g in result.groups],
             "finish": {k: finish.get(k, 0) for k in ("eos", "max_len", "stopped", "aborted")},
-            "eps_kept": sum(bool(r.flags.get("eps_kept")) for r in rows),
             "verifier_timeouts": sum(r.flags.get("verifier") == "timeout" for r in rows),
             "verifier_failures": sum(r.flags.get("verifier") in ("error", "crash") for r in rows),
             "nan_skipped": self.nan_skipped,
             "lr": self.scheduler.get_last_lr()[0],
-            "method": {k: v for k, v in self.allocator.step_metrics.items()
-                       if isinstance(v, (int, float, str, bool))},
-            **update,
+            "method": _numbers(self.allocator.step_metrics),
+            "length": _numbers(length_metrics),
+            **result.update,
         }
 
     # ------------------------------------------------------------------ evaluation -------
@@ -599,6 +614,11 @@ class Run:
         return summary
 
 
+def _numbers(metrics: dict) -> dict:
+    """The JSON-able scalars of a component's per-step metrics."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
+
+
 def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Ledger) -> dict:
     """Final numbers of a run; wall-clock figures live under ``timing`` (they vary run to run)."""
     final, first = evals[-1], evals[0]
@@ -625,7 +645,8 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "count_std": float(np.std(counts)) if counts else 0.0,
         "stopped_fraction": finish["stopped"] / rows,
         "aborted_fraction": finish["aborted"] / rows,
-        "eps_kept_fraction": sum(m["eps_kept"] for m in metrics) / rows,
+        # a stable diagnostics column for every method; only DUET's stop rule keeps rows by chance
+        "eps_kept_fraction": sum(m.get("length", {}).get("eps_kept", 0) for m in metrics) / rows,
         "verifier_timeouts": sum(m["verifier_timeouts"] for m in metrics),
         "verifier_failures": sum(m["verifier_failures"] for m in metrics),
         "nan_skipped": metrics[-1]["nan_skipped"] if metrics else 0,

@@ -9,30 +9,19 @@ from __future__ import annotations
 
 import os
 import string
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config
 
+from trainer.config import Architecture
+
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 
 
 class PolicyLoadError(RuntimeError):
     """A model directory that is missing or unusable (reported as a one-line error)."""
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Size of the embedded Qwen3 policy (about 1M parameters by default)."""
-
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 384
-    max_positions: int = 256
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

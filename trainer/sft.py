@@ -1,57 +1,34 @@
 """Supervised warm start of the embedded policy on worked solutions, cached by its config.
 
-``python -m trainer.sft [--preset tiny]`` builds the character-level Qwen3 policy, trains it for a
-fixed number of steps (not a fixed time, so the result is deterministic for a seed on a given
-thread count) on worked ``chain_sum`` solutions drawn from their own seed range with every
-held-out question removed, reports per-bucket accuracy on the held-out set, and caches the model
-under ``$ALLOCBENCH_CACHE`` (default ``~/.cache/allocbench``) keyed by a hash of its config.  Later
-runs with the same config reuse it.  The sha256 of its weights is stored beside it and checked
-on load; ``--force`` rebuilds and reports whether the new weights equal the old ones.
+:func:`ensure_warm_start` builds the character-level Qwen3 policy, trains it for a fixed number
+of steps (not a fixed time, so the result is deterministic for a seed on a given thread count) on
+worked ``chain_sum`` solutions drawn from their own seed range with every held-out question
+removed, and caches the model under :func:`trainer.cache.cache_root` keyed by a hash of its
+config.  Later runs with the same config reuse it.  ``python -m bench.warmstart [--preset tiny]``
+builds it from the command line and reports its held-out accuracy per difficulty bucket.  The
+sha256 of its weights is stored beside it and checked on load; ``--force`` rebuilds and reports
+whether the new weights equal the old ones.
 """
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import math
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from trainer.policy import (Architecture, PolicyLoadError, build_model, build_tokenizer,
-                            load_policy, save_policy)
+from trainer.cache import cache_root
+from trainer.config import WarmStartConfig
+from trainer.policy import PolicyLoadError, build_model, build_tokenizer, load_policy, save_policy
 from trainer.provenance import environment, weights_sha256
 from trainer.tasks import DEFAULT_BUCKETS, build_pool, build_splits
 
 SFT_SEED = 2_000_000_000
-
-
-@dataclass(frozen=True)
-class WarmStartConfig:
-    arch: Architecture = field(default_factory=Architecture)
-    steps: int = 500
-    batch: int = 64
-    lr: float = 3e-3
-    warmup: int = 50
-    examples_per_bucket: int = 4000
-    train_per_bucket: int = 400          # the RL pool sizes, so held-out questions are known
-    eval_per_bucket: int = 50
-    seed: int = 0
-    threads: int = 2
-
-    def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ALLOCBENCH_CACHE", Path.home() / ".cache" / "allocbench"))
 
 
 def warm_start_dir(cfg: WarmStartConfig) -> Path:
@@ -172,55 +149,3 @@ def initial_policy_dir(preset, progress: bool = False, log=print) -> Path:
     if preset.model_dir is not None:
         return Path(preset.model_dir)
     return ensure_warm_start(preset.warm_start, progress=progress, log=log)
-
-
-def main(argv=None) -> int:
-    from bench.presets import PRESETS, get_preset
-    parser = argparse.ArgumentParser(
-        prog="python -m trainer.sft",
-        description="Warm-start the embedded policy of a preset on worked solutions (cached), "
-                    "then report its held-out accuracy per difficulty bucket.")
-    parser.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default tiny)")
-    parser.add_argument("--force", action="store_true", help="retrain even if a cached copy exists")
-    parser.add_argument("--samples", type=int, default=4,
-                        help="samples per held-out prompt for the mean@k report (default 4)")
-    args = parser.parse_args(argv)
-    try:
-        preset = get_preset(args.preset)
-    except KeyError as exc:
-        print(f"error: {exc.args[0]}", file=sys.stderr)
-        return 2
-    if preset.warm_start is None or preset.model_dir is not None:
-        print(f"error: preset {preset.name!r} loads a model directory; nothing to warm-start",
-              file=sys.stderr)
-        return 2
-    path = warm_start_dir(preset.warm_start)
-    previous = None
-    if args.force and path.exists():
-        import shutil
-        previous = warm_start_hash(path)
-        shutil.rmtree(path)
-    try:
-        path = ensure_warm_start(preset.warm_start, previous_hash=previous)
-    except PolicyLoadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    info = json.loads((path / "warmstart.json").read_text())
-    from trainer.evaluate import evaluate_policy
-    model, tokenizer = load_policy(path)
-    torch.set_num_threads(preset.warm_start.threads)
-    _, held_out = build_splits(preset.warm_start.train_per_bucket, preset.warm_start.eval_per_bucket)
-    result = evaluate_policy(model, tokenizer, held_out, samples=args.samples,
-                             temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
-                             seed=0)
-    print(f"warm start {path.name}: {info['parameters']:,} parameters, "
-          f"trained {info['train_seconds']} s, weights sha256 {info['weights_sha256']}")
-    print(f"held-out mean@{args.samples} (T={preset.temperature}): {result['mean_at_k']:.3f}   "
-          f"greedy pass@1: {result['greedy']:.3f}")
-    for bucket, acc in result["buckets"].items():
-        print(f"  {bucket:6s} mean@{args.samples} {acc:.3f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The run configuration types (trainer.config) and the warm-start command (bench.warmstart)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.presets import PRESETS
+from bench.warmstart import main as warmstart_main
+from trainer.config import Preset, WarmStartConfig
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_survives_its_config_json_round_trip(name):
+    preset = PRESETS[name]
+    restored = Preset.from_dict(json.loads(json.dumps(preset.to_dict())))
+    assert restored == preset
+    if preset.warm_start is not None:
+        assert isinstance(restored.warm_start, WarmStartConfig)
+        assert restored.warm_start.key() == preset.warm_start.key()
+
+
+def test_from_dict_ignores_fields_a_newer_checkout_added():
+    data = {**PRESETS["smoke"].to_dict(), "field_from_the_future": 1}
+    assert Preset.from_dict(data) == PRESETS["smoke"]
+
+
+def test_warm_start_key_follows_the_values():
+    base = WarmStartConfig()
+    assert WarmStartConfig.from_dict(json.loads(json.dumps(
+        {"arch": vars(base.arch), **{k: v for k, v in vars(base).items() if k != "arch"}}))
+    ).key() == base.key()
+    assert WarmStartConfig(steps=501).key() != base.key()
+
+
+def test_warmstart_command_reports_the_smoke_policy_and_refuses_bad_presets(capsys, smoke_policy):
+    assert warmstart_main(["--preset", "smoke", "--samples", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"warm start {PRESETS['smoke'].warm_start.key()}: ")
+    assert "held-out mean@1" in out and "t2d1" in out
+    assert warmstart_main(["--preset", "huge"]) == 2
+    assert "unknown preset 'huge'" in capsys.readouterr().err
+    assert warmstart_main(["--preset", "qwen3-0.6b-math"]) == 2
+    assert "loads a model directory" in capsys.readouterr().err

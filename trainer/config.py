@@ -1,0 +1,127 @@
+"""The loop's configuration types: what a run of the shared GRPO loop is configured by.
+
+:class:`Preset` fixes everything but the method, budget fraction and seed (policy, data,
+optimizer, evaluation, accounting), so that every method of a comparison runs on the same
+footing; :class:`WarmStartConfig` and :class:`Architecture` describe the embedded policy that a
+preset without a model directory starts from.  The named presets (``smoke``, ``tiny``, the
+real-model ones) live with the command-line tools in ``bench.presets``; the loop only needs
+the types, so nothing under ``trainer/`` imports ``bench``.
+
+Torch-free on purpose: a sweep planner, a config validator or a notebook can read and build
+configurations without loading torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from allocators.options import option
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Size of the embedded Qwen3 policy (about 1M parameters by default)."""
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 384
+    max_positions: int = 256
+
+
+@dataclass(frozen=True)
+class WarmStartConfig:
+    """The supervised warm start of the embedded policy (``trainer.sft``), cached by ``key()``."""
+
+    arch: Architecture = field(default_factory=Architecture)
+    steps: int = 500
+    batch: int = 64
+    lr: float = 3e-3
+    warmup: int = 50
+    examples_per_bucket: int = 4000
+    train_per_bucket: int = 400          # the RL pool sizes, so held-out questions are known
+    eval_per_bucket: int = 50
+    seed: int = 0
+    threads: int = 2
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "WarmStartConfig":
+        data = dict(data)
+        if isinstance(data.get("arch"), dict):
+            data["arch"] = Architecture(**data["arch"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    warm_start: WarmStartConfig | None          # the embedded policy, built and cached on first use
+    model_dir: str | None = option(None, "a Hugging Face model directory to load instead of "
+                                   "the embedded policy (wins if set)")
+    train_per_bucket: int = option(400, "embedded tasks: training prompts per difficulty "
+                                   "bucket", ge=1)
+    eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1)
+    prompts_per_step: int = option(32, "M, prompts per training step", ge=1)
+    group_size: int = option(8, "G, rollouts per prompt of uniform GRPO at budget 1", ge=1)
+    steps: int = option(80, "training steps", ge=1)
+    max_new_tokens: int = option(48, "L_max, the longest response", ge=1)
+    temperature: float = option(1.0, "rollout sampling temperature", gt=0)
+    top_p: float = option(1.0, "rollout nucleus sampling", gt=0, le=1)
+    lr: float = option(5e-5, "AdamW learning rate", gt=0)
+    warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
+    schedule: str = option("constant", "learning-rate schedule after warm-up",
+                           choices=("constant", "cosine"))
+    updates_per_step: int = option(1, "optimizer steps per training step, fixed", ge=1)
+    micro_batch_rows: int = option(512, "rows per forward/backward inside an update", ge=1)
+    grad_clip: float = option(1.0, "gradient-norm clip", gt=0)
+    clip_low: float = option(0.2, "PPO ratio clip below 1", ge=0, lt=1)
+    clip_high: float = option(0.2, "PPO ratio clip above 1", ge=0)
+    dual_clip: float = option(3.0, "dual-clip constant c of negative advantages", gt=1)
+    kl_coef: float = option(0.0, "low-variance KL penalty to the initial policy", ge=0)
+    normalize_std: bool = option(True, "divide group advantages by their standard deviation")
+    eval_every: int = option(10, "steps between held-out evaluations", ge=1)
+    eval_samples: int = option(4, "k of mean@k", ge=1)
+    eval_temperature: float = option(1.0, "evaluation sampling temperature", gt=0)
+    checkpoint_every: int = option(10, "steps between checkpoints", ge=1)
+    max_rounds: int = option(10, "most generation rounds per step (multi-round methods)", ge=1)
+    verifier_workers: int = option(1, "verifier worker processes", ge=1)
+    verifier_timeout: float = option(5.0, "seconds per verifier call before it scores 0", gt=0)
+    max_rollout_weight: float = option(1000.0, "cap of a rollout's advantage weight", gt=0)
+    score_truncated: bool = option(False, "score responses cut at max_new_tokens (false: they "
+                                   "score 0)")
+    threads: int = option(2, "torch CPU threads per run", ge=1)
+    device: str = option("cpu", "torch device (cpu, cuda, cuda:N)")
+    # --- real-model fields (defaults keep the embedded presets as they were) ---
+    train_data: str | None = option(None, "MATH/GSM8K JSONL training file; null = embedded "
+                                    "chain_sum")
+    eval_data: tuple[str, ...] = option((), "held-out JSONL files (needed with train_data)")
+    train_limit: int | None = option(None, "first N training problems; null = all", ge=1)
+    eval_limit: int | None = option(None, "first N problems of each held-out file; null = all",
+                                    ge=1)
+    max_prompt_tokens: int | None = option(None, "longer training prompts are dropped (verl); "
+                                           "null = keep all", ge=1)
+    dtype: str = option("float32", "compute dtype", choices=("float32", "bfloat16", "float16"))
+    engine: str = option("hf", "rollout engine", choices=("hf", "vllm"))
+    engine_options: dict = option(help="engine keyword arguments", default_factory=dict)
+
+    def to_dict(self) -> dict:
+        # tuples become lists so that the dict equals its own JSON round trip (config.json)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preset":
+        """The inverse of :meth:`to_dict` (a run's config.json); unknown keys are ignored so
+        that a run written by a newer checkout still loads."""
+        data = dict(data)
+        if data.get("warm_start") is not None:
+            data["warm_start"] = WarmStartConfig.from_dict(data["warm_start"])
+        data["eval_data"] = tuple(data.get("eval_data") or ())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
