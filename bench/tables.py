@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde_note,
+                         normalised_score, prob_improvement, t_interval)
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 PHASE_COLUMNS = ("generate", "reward", "logprob", "update", "allocate", "other")
@@ -88,9 +90,20 @@ def load_summaries(sweep_dir: Path) -> pd.DataFrame:
         flat.update({f"sec_{k}": v for k, v in s["timing"].items()})
         flat.update({f"bucket_{k}": v for k, v in s.get("final_buckets", {}).items()})
         flat.update(run_identity(run_dir))
+        flat.update(curve_columns(_read(run_dir / "eval.jsonl", read_jsonl)))
         flat["run"] = run_dir.name
         rows.append(flat)
     return pd.DataFrame(rows)
+
+
+def curve_columns(evals: list[dict]) -> dict:
+    """The run's curve average (headline accuracy, :func:`bench.stats.curve_average`) and the
+    mean of its last three evaluations (the cost-to-target default target)."""
+    ordered = sorted(evals, key=lambda e: e["step"])
+    steps = [e["step"] for e in ordered]
+    accuracy = [e["mean_at_k"] for e in ordered]
+    return {"curve_accuracy": curve_average(steps, accuracy),
+            "last3_accuracy": float(np.mean(accuracy[-3:])) if accuracy else float("nan")}
 
 
 def load_curves(sweep_dir: Path) -> pd.DataFrame:
@@ -127,18 +140,6 @@ def load_steps(sweep_dir: Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ numbers
-def t_interval(values) -> tuple[float, float]:
-    """(mean, half-width of the 95% t interval); half-width nan for fewer than 2 values."""
-    v = np.asarray(list(values), dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    half = sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half)
-
-
 def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands=False) -> str:
     """``mean ± half`` (or ``mean`` alone when half is nan; ``—`` when mean is nan)."""
     if mean is None or np.isnan(mean):
