@@ -59,7 +59,7 @@ def main_methods() -> list[str]:
     return [n for n in available() if not _REGISTRY[n].ablation and not _REGISTRY[n].control]
 
 
-def controls() -> list[str]:
+def control_methods() -> list[str]:
     """The registered controls (reference rows of every table, never contenders)."""
     return [n for n in available() if _REGISTRY[n].control]
 

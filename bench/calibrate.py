@@ -262,10 +262,12 @@ def plan(args) -> tuple[list[RunSpec], Path]:
     seeds = parse_ints(args.seeds, "--seeds")
     if not seeds:
         raise UsageError("--seeds is empty")
-    runs = RUNS + ((DUET_RUN,) if args.with_duet else ())
+    # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
+    order = [(m, b, s) for s in seeds for m, b in RUNS]
+    order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []
     specs = [RunSpec(m, b, s, preset, config.get("method_options", {}).get(m, {}),
                      config.get("length_options", {}).get(m, {}))
-             for m, b in runs for s in seeds]
+             for m, b, s in order]
     out = Path(args.out or f"runs/{preset.name}-calibration")
     for spec in specs:
         validate_spec(spec)
