@@ -155,7 +155,8 @@ def diagnostics(sweep_dir: Path, summaries: pd.DataFrame) -> list[Diagnostic]:
     for run_dir in runs:
         config = read_json(run_dir / "config.json")
         preset = config["run"]["preset"]
-        epochs.append(preset["steps"] * preset["prompts_per_step"] / config["pool_size"])
+        if config.get("pool_size") and "prompts_per_step" in preset:
+            epochs.append(preset["steps"] * preset["prompts_per_step"] / config["pool_size"])
     truncation = [_hardest_truncation(r) for r in runs]
     cut = np.zeros(0)
     if not summaries.empty:
