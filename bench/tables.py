@@ -11,7 +11,12 @@ Paired comparisons (the Δ tables) difference two runs that share a seed — sam
 prompt order, same evaluation samples (common random numbers) — and give the t-interval of those
 per-seed differences, which is much tighter than comparing two independent means.
 
-Cost-to-target: a run "first reaches" the target at its first evaluation (in step order, the
+Headline accuracy, probability of improvement, IQM, normalised score and minimum detectable
+effect: :mod:`bench.stats`.  Controls (``oracle``, ``anti-oracle``) sort last and are labelled
+``(control)``: reference rows, never contenders.
+
+Cost-to-target (default target: GRPO at b = 1's mean over its last three evaluations, mean over
+seeds): a run "first reaches" the target at its first evaluation (in step order, the
 step-0 evaluation of the initial policy included) whose held-out ``mean_at_k`` is ≥ the target
 (with a 1e-9 tolerance for float round-off); the cost is that evaluation's cumulative tokens,
 rollouts and training seconds, read as recorded — no interpolation between evaluations, so the
