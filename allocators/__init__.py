@@ -68,8 +68,14 @@ def available() -> list[str]:
 
 
 def main_methods() -> list[str]:
-    """What ``--methods all`` runs: every registered method that is not an ablation."""
-    return [n for n in available() if not _REGISTRY[n].ablation]
+    """What ``--methods all`` runs: every registered method that is neither an ablation nor a
+    control (controls run when named, and in ``bench.calibrate``)."""
+    return [n for n in available() if not _REGISTRY[n].ablation and not _REGISTRY[n].control]
+
+
+def control_methods() -> list[str]:
+    """The registered controls (reference rows of every table, never contenders)."""
+    return [n for n in available() if _REGISTRY[n].control]
 
 
 def get(name: str) -> type[Allocator]:

@@ -204,6 +204,11 @@ class Allocator:
     needs_features: ClassVar[tuple[str, ...]] = ()
     # the method's options (allocators.options): defaults, help, ranges, read as self.opts.NAME
     Options: ClassVar[type[Options]] = Options
+    # controls (oracle, anti-oracle) are reference rows, never contenders (allocators/controls.py)
+    control: ClassVar[bool] = False
+    # k > 0: before plan, the loop draws k unbilled rollouts of every candidate and passes their
+    # mean rewards to receive_pass_rates (trainer/estimates.py); only controls ask for them
+    wants_pass_rate_estimates: int = 0
 
     def __init__(self, setting: Setting, **options: Any) -> None:
         self.setting = setting
@@ -218,6 +223,10 @@ class Allocator:
     def candidates_per_step(self) -> int:
         """How many fresh candidate prompts the loop draws before ``plan``."""
         return self.setting.prompts_per_step
+
+    def receive_pass_rates(self, step: int, estimates: dict[int, float]) -> None:
+        """This step's unbilled pass-rate estimates (pid -> mean reward), just before ``plan``;
+        called only when ``wants_pass_rate_estimates > 0``."""
 
     def plan(self, step: int, candidates: list[PromptInfo], stats: PromptStats,
              budget: StepBudget) -> list[Request]:

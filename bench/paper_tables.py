@@ -385,7 +385,8 @@ def pilot_commit_cost(ctx: Context) -> list[Table]:
     for column, base in (("vs GRPO", "GRPO"), ("vs DAPO", "DAPO")):
         grid.put(row, column, ratio_text(means[base], means["PC"]),
                  means[base] / means["PC"] if means["PC"] else float("nan"))
-    source = "--target" if ctx.target is not None else "GRPO (b = 1)'s final accuracy, mean over seeds"
+    source = "--target" if ctx.target is not None else \
+        "GRPO (b = 1)'s mean over its last three evaluations, mean over seeds"
     note = (f"Cells: cumulative rollouts (ours: raw counts; the paper's are millions) at the first "
             f"evaluation with held-out mean@k ≥ target ({source}), mean ± 95% t-interval over the "
             f"seeds that reached it, (k/n) when only k of n did; — = never reached (or not run). vs GRPO / vs "

@@ -349,7 +349,9 @@ def without_ablations(frame: pd.DataFrame) -> pd.DataFrame:
     import allocators
     if frame.empty:
         return frame
-    ablations = set(allocators.available()) - set(allocators.main_methods())
+    # controls stay: they are the reference lines a reader compares the contenders with
+    ablations = (set(allocators.available()) - set(allocators.main_methods())
+                 - set(allocators.control_methods()))
     main = ~frame["method"].isin(ablations)
     return frame[main] if main.any() else frame
 

@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the sweep directory (bench.run's --out)")
     parser.add_argument("--target", type=float, default=None,
                         help="cost-to-target accuracy for this report (default: the one stored "
-                             "in DIR/sweep.json, else GRPO at b = 1's final accuracy, mean over "
-                             "seeds)")
+                             "in DIR/sweep.json, else GRPO at b = 1's mean over its last three "
+                             "evaluations, mean over seeds)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     return parser

@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     parser.add_argument("--methods", default=None,
                         help=f"comma-separated method names, or 'all' for every registered method "
-                             f"except ablations (see --list); default {DEFAULT_METHODS!r}, or the "
+                             f"except ablations and controls (see --list); default {DEFAULT_METHODS!r}, or the "
                              f"table's methods with --table")
     parser.add_argument("--budgets", default=None,
                         help=f"comma-separated budget fractions b in (0, 1]: rollout methods get "
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "layout; 'list' names the tables")
     parser.add_argument("--target", type=float, default=None,
                         help="target accuracy of the cost-to-target tables (default: GRPO at "
-                             "b = 1's final accuracy, mean over seeds)")
+                             "b = 1's mean over its last three evaluations, mean over seeds)")
     parser.add_argument("--overhead", action="store_true",
                         help=f"also time the allocators' solvers at M in {OVERHEAD_SIZES} "
                              f"(bench.overhead, small sizes) into overhead.md/.csv and add the "
@@ -177,12 +177,12 @@ def _parent_method(cls) -> str | None:
 
 
 def list_everything() -> str:
-    lines = ["methods (name, length control or 'ablation' = not in --methods all), with their "
-             "options (--set METHOD.OPTION=V):"]
+    lines = ["methods (name, length control, or 'ablation' / 'control' = not in --methods all), "
+             "with their options (--set METHOD.OPTION=V):"]
     for name in allocators.available():
         cls = allocators.get(name)
         doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        kind = "ablation" if cls.ablation else cls.length_control
+        kind = "ablation" if cls.ablation else "control" if cls.control else cls.length_control
         lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
         parent = _parent_method(cls)
         if parent is not None:

@@ -11,7 +11,12 @@ Paired comparisons (the Δ tables) difference two runs that share a seed — sam
 prompt order, same evaluation samples (common random numbers) — and give the t-interval of those
 per-seed differences, which is much tighter than comparing two independent means.
 
-Cost-to-target: a run "first reaches" the target at its first evaluation (in step order, the
+Headline accuracy, probability of improvement, IQM, normalised score and minimum detectable
+effect: :mod:`bench.stats`.  Controls (``oracle``, ``anti-oracle``) sort last and are labelled
+``(control)``: reference rows, never contenders.
+
+Cost-to-target (default target: GRPO at b = 1's mean over its last three evaluations, mean over
+seeds): a run "first reaches" the target at its first evaluation (in step order, the
 step-0 evaluation of the initial policy included) whose held-out ``mean_at_k`` is ≥ the target
 (with a 1e-9 tolerance for float round-off); the cost is that evaluation's cumulative tokens,
 rollouts and training seconds, read as recorded — no interpolation between evaluations, so the
@@ -32,8 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+import allocators
 from scipy import stats as sps
 
+from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde_note,
+                         normalised_score, prob_improvement, t_interval)
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 PHASE_COLUMNS = ("generate", "reward", "logprob", "update", "allocate", "other")
@@ -88,9 +97,20 @@ def load_summaries(sweep_dir: Path) -> pd.DataFrame:
         flat.update({f"sec_{k}": v for k, v in s["timing"].items()})
         flat.update({f"bucket_{k}": v for k, v in s.get("final_buckets", {}).items()})
         flat.update(run_identity(run_dir))
+        flat.update(curve_columns(_read(run_dir / "eval.jsonl", read_jsonl)))
         flat["run"] = run_dir.name
         rows.append(flat)
     return pd.DataFrame(rows)
+
+
+def curve_columns(evals: list[dict]) -> dict:
+    """The run's curve average (headline accuracy, :func:`bench.stats.curve_average`) and the
+    mean of its last three evaluations (the cost-to-target default target)."""
+    ordered = sorted(evals, key=lambda e: e["step"])
+    steps = [e["step"] for e in ordered]
+    accuracy = [e["mean_at_k"] for e in ordered]
+    return {"curve_accuracy": curve_average(steps, accuracy),
+            "last3_accuracy": float(np.mean(accuracy[-3:])) if accuracy else float("nan")}
 
 
 def load_curves(sweep_dir: Path) -> pd.DataFrame:
@@ -127,18 +147,6 @@ def load_steps(sweep_dir: Path) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ numbers
-def t_interval(values) -> tuple[float, float]:
-    """(mean, half-width of the 95% t interval); half-width nan for fewer than 2 values."""
-    v = np.asarray(list(values), dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    if len(v) < 2:
-        return float(v.mean()), float("nan")
-    half = sps.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean()), float(half)
-
-
 def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands=False) -> str:
     """``mean ± half`` (or ``mean`` alone when half is nan; ``—`` when mean is nan)."""
     if mean is None or np.isnan(mean):
@@ -149,17 +157,27 @@ def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands
     return f"{mean * scale:{spec}} ± {half * scale:{spec}}"
 
 
-def signed(mean: float, half: float, n: int, digits: int = 3) -> str:
-    """A paired difference: ``+0.012 ± 0.010 (n=3)``; ``—`` when there is no pair."""
+def signed(mean: float, half: float, n: int, digits: int = 3, p_improve: float | None = None) -> str:
+    """A paired difference: ``+0.012 ± 0.010 (n=3)``, with ``, P=0.67`` when the probability of
+    improvement is given; ``—`` when there is no pair."""
     if n == 0 or np.isnan(mean):
         return MISSING
     spread = f" ± {half:.{digits}f}" if not np.isnan(half) else ""
-    return f"{mean:+.{digits}f}{spread} (n={n})"
+    p_text = f", P={p_improve:.2f}" if p_improve is not None else ""
+    return f"{mean:+.{digits}f}{spread} (n={n}{p_text})"
+
+
+def is_control(method: str) -> bool:
+    """A registered control (oracle, anti-oracle); unknown names are not."""
+    try:
+        return bool(allocators.get(method).control)
+    except KeyError:
+        return False
 
 
 def method_order(methods) -> list[str]:
-    """GRPO first (the reference), then alphabetical."""
-    return sorted(set(methods), key=lambda m: (m != "grpo", m))
+    """GRPO first (the reference), then the contenders alphabetically, then the controls."""
+    return sorted(set(methods), key=lambda m: (m != "grpo", is_control(m), m))
 
 
 def budgets_of(df: pd.DataFrame) -> list[float]:
@@ -252,54 +270,127 @@ def _stat_columns(prefix: str, values) -> dict:
     return {f"{prefix}_mean": mean, f"{prefix}_ci95": half}
 
 
-def budget_table(df: pd.DataFrame) -> Table:
-    """Rows = methods, columns = budget fractions, cell = final held-out mean@k (± 95% t)."""
+HEADLINE = "curve_accuracy"
+CURVE_NOTE = ("curve average = area under the held-out mean@k curve over the evaluations after "
+              "step 0 (trapezoid on the step axis), divided by its span")
+
+
+def row_label(method: str) -> str:
+    """Row label: controls are marked as reference rows, never read as contenders."""
+    return f"{method} (control)" if is_control(method) else method
+
+
+def _budget_cells(df: pd.DataFrame, column: str, what: str, key: str, title: str) -> Table:
     display, data = [], []
     for method in method_order(df["method"]):
-        row = {"method": method}
+        row = {"method": row_label(method)}
         for b in budgets_of(df):
-            cell = cell_runs(df, method, b)["final_accuracy"]
-            row[blabel(b)] = fmt(*t_interval(cell))
+            cell = cell_runs(df, method, b)[column].dropna()
+            iqm = interquartile_mean(cell)
+            row[blabel(b)] = fmt(*t_interval(cell)) + ("" if np.isnan(iqm)
+                                                      else f" (IQM {iqm:.3f})")
             if len(cell):
                 data.append({"method": method, "budget": b, "seeds": len(cell),
-                             **_stat_columns("final_accuracy", cell)})
+                             "control": is_control(method), **_stat_columns(column, cell),
+                             f"{column}_iqm": iqm})
         display.append(row)
-    return Table("budget", "Budget table: final held-out accuracy (mean@k on our own held-out set)",
-                 pd.DataFrame(display), pd.DataFrame(data),
-                 f"Cells: {INTERVAL_NOTE}. Columns: budget fraction b.")
+    return Table(key, title, pd.DataFrame(display), pd.DataFrame(data),
+                 f"Cells: {what}; {INTERVAL_NOTE}; IQM = interquartile mean (25% trimmed, "
+                 f"rliable), shown from 5 seeds. Columns: budget fraction b. Rows marked "
+                 f"(control) are the oracle / anti-oracle references, not contenders.")
+
+
+def budget_table(df: pd.DataFrame) -> Table:
+    """Rows = methods, columns = budget fractions, cell = curve-average accuracy (± 95% t)."""
+    return _budget_cells(df, HEADLINE, CURVE_NOTE, "budget",
+                         "Budget table: curve-average held-out accuracy (the headline)")
+
+
+def final_budget_table(df: pd.DataFrame) -> Table:
+    """The same layout on the final evaluation alone."""
+    return _budget_cells(df, "final_accuracy", "held-out mean@k at the last evaluation",
+                         "budget_final", "Budget table: final held-out accuracy")
 
 
 def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
-    """Paired Δ final accuracy vs GRPO at the same seed: at the same budget, or at b = 1."""
+    """Paired Δ curve-average accuracy vs GRPO at the same seed: at the same budget, or at b = 1;
+    probability of improvement per cell, the minimum detectable effect in the footer."""
     if "grpo" not in set(df["method"]):
         return None
-    display, data = [], []
-    methods = method_order(df["method"])
-    for method in methods:
+    display, data, samples = [], [], []
+    for method in method_order(df["method"]):
         if method == "grpo" and not against_full:
             continue
-        row = {"method": method}
+        row = {"method": row_label(method)}
         for b in budgets_of(df):
             ref_b = 1.0 if against_full else b
             if method == "grpo" and np.isclose(b, ref_b):
                 row[blabel(b)] = MISSING
                 continue
-            diffs = paired_differences(df, method, b, "grpo", ref_b)
+            diffs = paired_differences(df, method, b, "grpo", ref_b, column=HEADLINE)
+            final = paired_differences(df, method, b, "grpo", ref_b)
             mean, half = t_interval(diffs)
-            row[blabel(b)] = signed(mean, half, len(diffs))
+            p_improve = prob_improvement(diffs)
+            row[blabel(b)] = signed(mean, half, len(diffs), p_improve=p_improve)
             if len(diffs):
+                samples.append(diffs)
+                f_mean, f_half = t_interval(final)
                 data.append({"method": method, "budget": b, "reference_budget": ref_b,
-                             "pairs": len(diffs), "delta_mean": mean, "delta_ci95": half})
+                             "control": is_control(method), "pairs": len(diffs),
+                             "delta_mean": mean, "delta_ci95": half,
+                             "delta_sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1
+                             else float("nan"),
+                             "prob_improvement": p_improve,
+                             "delta_final_mean": f_mean, "delta_final_ci95": f_half})
         display.append(row)
     if against_full:
-        key, title = "delta_full", "Δ vs full-budget GRPO (paired by seed)"
-        what = "this run's final accuracy − GRPO at b = 1's, same seed"
+        key, title = "delta_full", "Δ vs full-budget GRPO (paired by seed, curve average)"
+        what = "this run's curve average − GRPO at b = 1's, same seed"
     else:
-        key, title = "delta", "Δ vs GRPO (paired by seed, same budget)"
-        what = "this run's final accuracy − GRPO's at the same budget and seed"
+        key, title = "delta", "Δ vs GRPO (paired by seed, same budget, curve average)"
+        what = "this run's curve average − GRPO's at the same budget and seed"
     return Table(key, title, pd.DataFrame(display), pd.DataFrame(data),
-                 f"Cell: mean of per-seed differences ({what}) ± 95% t-interval of those "
-                 f"differences; n = seeds paired. Positive = better than GRPO.")
+                 f"Cell: mean of per-seed differences ({what}) ± 95% Student-t interval of those "
+                 f"differences; n = seeds paired; P = probability of improvement (share of seed "
+                 f"pairs where this run is higher, ties ½). Positive = better than GRPO. The "
+                 f"final-accuracy differences are in the CSV (delta_final_*).",
+                 [mde_note(samples)])
+
+
+def normalised_table(df: pd.DataFrame) -> Table | None:
+    """Share of the oracle's headroom each method captures, at every budget where the oracle ran:
+    (method − GRPO) / (oracle − GRPO), curve average, paired by seed, bootstrap interval."""
+    if "oracle" not in set(df["method"]) or "grpo" not in set(df["method"]):
+        return None
+    budgets = [b for b in budgets_of(df) if not cell_runs(df, "oracle", b).empty
+               and not cell_runs(df, "grpo", b).empty]
+    display, data = [], []
+    for method in method_order(df["method"]):
+        if method in ("grpo", "oracle"):
+            continue
+        row = {"method": row_label(method)}
+        for b in budgets:
+            a = cell_runs(df, method, b).set_index("seed")[HEADLINE]
+            o = cell_runs(df, "oracle", b).set_index("seed")[HEADLINE]
+            g = cell_runs(df, "grpo", b).set_index("seed")[HEADLINE]
+            seeds = sorted(set(a.index) & set(o.index) & set(g.index))
+            if not seeds:
+                row[blabel(b)] = MISSING
+                continue
+            score, low, high = normalised_score([a[s] - g[s] for s in seeds],
+                                                [o[s] - g[s] for s in seeds])
+            interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
+            row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
+                              else f"{MISSING} (oracle = GRPO)")
+            data.append({"method": method, "budget": b, "pairs": len(seeds),
+                         "normalised": score, "ci95_low": low, "ci95_high": high})
+        display.append(row)
+    return Table("normalised", "Normalised score: share of the oracle's headroom captured",
+                 pd.DataFrame(display), pd.DataFrame(data),
+                 "Cell: mean(method − GRPO) / mean(oracle − GRPO) on the curve average, over the "
+                 "seeds with all three runs at that budget; 0 = GRPO, 1 = the oracle, < 0 = worse "
+                 "than GRPO; [..] = 95% paired percentile bootstrap over seeds "
+                 "(scipy.stats.bootstrap, rough with 3 seeds). Only budgets where the oracle ran.")
 
 
 def speed_table(df: pd.DataFrame) -> Table:
@@ -308,7 +399,7 @@ def speed_table(df: pd.DataFrame) -> Table:
     for method in method_order(df["method"]):
         for b in budgets_of(df[df["method"] == method]):
             cell = cell_runs(df, method, b)
-            row = {"method": method, "budget": f"{b:g}", "seeds": len(cell),
+            row = {"method": row_label(method), "budget": f"{b:g}", "seeds": len(cell),
                    "tokens": fmt(*t_interval(cell["tokens"]), digits=0, thousands=True),
                    "rollouts": fmt(*t_interval(cell["rollouts"]), digits=0, thousands=True)}
             numbers = {"method": method, "budget": b, "seeds": len(cell),
@@ -338,9 +429,24 @@ COST_COLUMNS = (("cum_tokens", "tokens"), ("cum_rollouts", "rollouts"),
 
 
 def default_target(summaries: pd.DataFrame) -> float:
-    """GRPO at b = 1's final accuracy, mean over its seeds; nan when that run is absent."""
-    ref = cell_runs(summaries, *REFERENCE)["final_accuracy"] if not summaries.empty else []
+    """GRPO at b = 1's mean over its last three evaluations, mean over its seeds (one noisy final
+    point is a target only some seeds of GRPO itself reach); nan when that run is absent."""
+    ref = cell_runs(summaries, *REFERENCE)["last3_accuracy"] if not summaries.empty else []
     return float(np.mean(ref)) if len(ref) else float("nan")
+
+
+def token_grid_averages(curves: pd.DataFrame) -> tuple[dict, float]:
+    """Each run's accuracy averaged over the common cumulative-token range ``[0, T]``, ``T`` the
+    smallest final cumulative token count of the runs (:func:`bench.stats.curve_average_upto`):
+    ``({(method, budget, seed): value}, T)``."""
+    if curves.empty:
+        return {}, float("nan")
+    keys = ["method", "budget", "seed"]
+    upto = float(curves.groupby(keys)["cum_tokens"].max().min())
+    if not upto > 0:
+        return {}, float("nan")
+    return {key: curve_average_upto(run["cum_tokens"], run["mean_at_k"], upto)
+            for key, run in curves.groupby(keys)}, upto
 
 
 def first_reach(curve: pd.DataFrame, target: float) -> dict | None:
@@ -384,12 +490,14 @@ def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | No
     target, with ratios vs GRPO at b = 1."""
     explicit = target is not None
     target = default_target(summaries) if target is None else float(target)
-    source = "given by --target" if explicit else "GRPO (b = 1)'s final accuracy, mean over seeds"
+    source = "given by --target" if explicit else \
+        "GRPO (b = 1)'s mean over its last three evaluations, mean over seeds"
     title = f"Cost-to-target table: target accuracy {target:.3f} ({source})" \
         if not np.isnan(target) else "Cost-to-target table"
     if np.isnan(target):
         return Table("cost", title, pd.DataFrame(), None,
                      "No target: GRPO at b = 1 is not in this sweep; pass --target.")
+    grid, upto = token_grid_averages(curves)
     ref_reached, _ = reach_costs(curves, *REFERENCE, target)
     ref_means = {name: (t_interval([h[name] for h in ref_reached])[0] if ref_reached
                         else float("nan")) for _, name in COST_COLUMNS}
@@ -397,7 +505,7 @@ def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | No
     for method in method_order(summaries["method"]):
         for b in budgets_of(summaries[summaries["method"] == method]):
             reached, n = reach_costs(curves, method, b, target)
-            row = {"method": method, "budget": f"{b:g}", "reached": f"{len(reached)}/{n}"}
+            row = {"method": row_label(method), "budget": f"{b:g}", "reached": f"{len(reached)}/{n}"}
             numbers = {"method": method, "budget": b, "target": target, "seeds": n,
                        "reached": len(reached)}
             for _, name in COST_COLUMNS:
@@ -409,6 +517,9 @@ def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | No
                 row[f"{name} vs GRPO"] = ratio_text(ref_means[name], mean)
                 numbers[f"{name}_vs_grpo"] = (ref_means[name] / mean
                                               if mean and not np.isnan(mean) else float("nan"))
+            on_grid = [v for (m, bb, _), v in grid.items() if m == method and np.isclose(bb, b)]
+            row["acc on token grid"] = fmt(*t_interval(on_grid))
+            numbers.update(_stat_columns("token_grid_accuracy", on_grid), token_grid_upto=upto)
             display.append(row)
             data.append(numbers)
     return Table("cost", title, pd.DataFrame(display), pd.DataFrame(data),
@@ -417,7 +528,10 @@ def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | No
                  "not interpolated between evaluations. Cells: mean ± 95% t-interval over the "
                  "seeds that reached the target; (k/n) = only k of n seeds reached it (optimistic: "
                  "the others are left out); never = no seed reached it. vs GRPO = GRPO (b = 1)'s "
-                 "mean cost / this row's (> 1: cheaper).")
+                 "mean cost / this row's (> 1: cheaper). acc on token grid = held-out accuracy "
+                 f"averaged over the same cumulative-token range [0, {upto:,.0f}] for every row "
+                 "(the smallest run's total; linear between evaluations, step 0 at 0 tokens): "
+                 "the equal-cost comparison, mean ± 95% t over seeds.")
 
 
 # ------------------------------------------------------------------------------ diagnostics
@@ -434,11 +548,11 @@ def diagnostics_table(df: pd.DataFrame) -> Table:
     for method in method_order(df["method"]):
         for b in budgets_of(df[df["method"] == method]):
             cell = cell_runs(df, method, b)
-            row = {"method": method, "budget": f"{b:g}"}
+            row = {"method": row_label(method), "budget": f"{b:g}"}
             numbers = {"method": method, "budget": b, "seeds": len(cell)}
-            for column, label in DIAGNOSTICS:
+            for column, heading in DIAGNOSTICS:
                 values = cell[column] if column in cell else []
-                row[label] = fmt(*t_interval(values), digits=2)
+                row[heading] = fmt(*t_interval(values), digits=2)
                 numbers.update(_stat_columns(column, values))
             display.append(row)
             data.append(numbers)
@@ -489,8 +603,10 @@ def overhead_from_file(sweep_dir: Path) -> Table | None:
 # ------------------------------------------------------------------------------ writing
 def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
                     target: float | None) -> list[Table]:
-    tables = [budget_table(summaries), delta_table(summaries, against_full=False),
-              delta_table(summaries, against_full=True), speed_table(summaries),
+    tables = [budget_table(summaries), final_budget_table(summaries),
+              delta_table(summaries, against_full=False),
+              delta_table(summaries, against_full=True), normalised_table(summaries),
+              speed_table(summaries),
               cost_table(summaries, curves, target), diagnostics_table(summaries),
               overhead_from_file(sweep_dir)]
     return [t for t in tables if t is not None]

@@ -94,7 +94,7 @@ def test_pilot_commit_cost_ratios_and_never(tmp_path):
         write_run(sweep, "grpo", 1.0, seed, final=0.5, curve=[0.2, 0.4, 0.5])         # step 4
         write_run(sweep, "pilot-commit", 1.0, seed, final=0.6, curve=[0.2, 0.5, 0.6])  # step 2
         write_run(sweep, "dapo", 1.0, seed, final=0.3, curve=[0.2, 0.3, 0.3])          # never
-    table = paper_tables.pilot_commit_cost(context(sweep, "smoke"))[0].display.iloc[0]
+    table = paper_tables.pilot_commit_cost(context(sweep, "smoke", 0.5))[0].display.iloc[0]
     assert table["Config"] == "smoke (target 0.500)" and table["n"] == "8"
     assert table["PC"] == "128 ± 0" and table["GRPO"] == "256 ± 0"
     assert table["DAPO"] == "—" and table["vs GRPO"] == "2.00×" and table["vs DAPO"] == "—"

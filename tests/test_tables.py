@@ -104,18 +104,29 @@ def test_speedup_is_a_ratio_of_means_with_a_delta_method_interval():
 
 def test_budget_and_paired_delta_tables(tmp_path):
     df = tables.load_summaries(fake_sweep(tmp_path))
+    final = tables.final_budget_table(df).display.set_index("method")
+    assert list(final.columns) == ["b=1", "b=0.5"]
+    assert final.loc["grpo", "b=1"] == f"0.300 ± {T975[2] * 0.1 / math.sqrt(3):.3f}"
+    assert final.loc["duet", "b=1"] == "0.500 ± 0.000"
+    # headline: curve (0.2, (0.2 + f) / 2, f) at steps 0, 2, 4 averages (0.2 + 3 f) / 4 after
+    # step 0; GRPO b=1's finals 0.2, 0.3, 0.4 give 0.2, 0.275, 0.35 (s = 0.075)
     budget = tables.budget_table(df).display.set_index("method")
-    assert list(budget.columns) == ["b=1", "b=0.5"]
-    assert budget.loc["grpo", "b=1"] == f"0.300 ± {T975[2] * 0.1 / math.sqrt(3):.3f}"
-    assert budget.loc["duet", "b=1"] == "0.500 ± 0.000"
+    assert budget.loc["grpo", "b=1"] == f"0.275 ± {T975[2] * 0.075 / math.sqrt(3):.3f}"
     assert tables.method_order(df["method"])[0] == "grpo"
-    delta = tables.delta_table(df, against_full=False).display.set_index("method")
-    # knapsack - grpo per seed: 0.05, 0.03, 0.07 -> mean 0.05, s 0.02
-    assert delta.loc["knapsack", "b=1"] == f"+0.050 ± {T975[2] * 0.02 / math.sqrt(3):.3f} (n=3)"
-    assert "grpo" not in delta.index
+    delta = tables.delta_table(df, against_full=False)
+    rows = delta.display.set_index("method")
+    # knapsack - grpo final per seed: 0.05, 0.03, 0.07; on the curve average 3/4 of that
+    assert rows.loc["knapsack", "b=1"] == \
+        f"+0.037 ± {T975[2] * 0.015 / math.sqrt(3):.3f} (n=3, P=1.00)"
+    assert "grpo" not in rows.index
+    data = delta.data.set_index(["method", "budget"])
+    assert data.loc[("knapsack", 1.0), "delta_final_mean"] == pytest.approx(0.05)
+    assert data.loc[("knapsack", 1.0), "delta_sd"] == pytest.approx(0.015)
+    assert "Minimum detectable effect at 80% power" in delta.extra[0]
     full = tables.delta_table(df, against_full=True).display.set_index("method")
     assert full.loc["grpo", "b=1"] == "—"
-    assert full.loc["duet", "b=0.5"].startswith("+0.150")        # 0.45 - 0.30 on average
+    # duet b=0.5 finals 0.4, 0.45, 0.5 vs grpo b=1's 0.2, 0.3, 0.4: 3/4 of 0.15 on the curve
+    assert full.loc["duet", "b=0.5"].startswith("+0.112")   # 0.1125 in binary floats rounds down
 
 
 def test_speed_table_has_plain_columns_and_speedups(tmp_path):
@@ -157,8 +168,10 @@ def test_cost_table_aggregates_reaching_seeds_and_marks_never(tmp_path):
         write_run(sweep, "knapsack", 1.0, seed, final=0.6, curve=[0.2, 0.55, 0.6])
         write_run(sweep, "duet", 1.0, seed, final=0.3, curve=[0.2, 0.3, 0.3])
     summaries, curves = tables.load_summaries(sweep), tables.load_curves(sweep)
-    assert default_target(summaries) == pytest.approx(0.5)
-    table = cost_table(summaries, curves, target=None)
+    # default: GRPO's mean over its last three evaluations, mean over seeds
+    assert default_target(summaries) == pytest.approx((1.3 + 1.1 + 0.9) / 9)
+    assert "last three evaluations" in cost_table(summaries, curves, target=None).title
+    table = cost_table(summaries, curves, target=0.5)
     rows = table.display.set_index("method")
     assert "target accuracy 0.500" in table.title
     # grpo: tokens 2000 and 4000 over the two reaching seeds
@@ -182,13 +195,13 @@ def test_write_tables_writes_every_table_and_csv(tmp_path):
     (sweep / "overhead.csv").write_text("solver,\"M=64, C=1024\"\nCoBA-RL heap (Algorithm 1),"
                                         "0.0012\nCoBA-RL DP / heap (x),—\n")
     text = write_tables(sweep)
-    for title in ("Budget table", "Δ vs GRPO (paired by seed, same budget)",
+    for title in ("Budget table", "Budget table: final", "Δ vs GRPO (paired by seed, same budget",
                   "Δ vs full-budget GRPO", "Speed table", "Cost-to-target table",
                   "Diagnostics", "Allocator overhead"):
         assert title in text
     assert "1.20 ms" in text and "95% Student-t" in text
     assert (sweep / "tables.md").read_text() == text
-    for key in ("budget", "delta", "delta_full", "speed", "cost", "diagnostics"):
+    for key in ("budget", "budget_final", "delta", "delta_full", "speed", "cost", "diagnostics"):
         assert (sweep / f"table_{key}.csv").stat().st_size > 0
     assert (sweep / "summary.csv").is_file()
 

@@ -3,6 +3,10 @@
 Every generated token is charged: pilot rollouts, groups that dynamic sampling throws away, and
 aborted rollouts up to the abort point (DESIGN.md §3).  Phases are the fixed set of DESIGN.md §4;
 training wall-clock (for speed-ups) is everything but ``evaluate``.
+
+The one exception to charging is the controls' pass-rate estimation (``trainer.estimates``):
+its rollouts, tokens and seconds are kept apart under ``unbilled`` and enter no cumulative
+cost, no phase and no training seconds.
 """
 from __future__ import annotations
 
@@ -20,9 +24,17 @@ class StepCharge:
     rollouts: int = 0
     tokens: int = 0
     seconds: dict = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+    unbilled_rollouts: int = 0
+    unbilled_tokens: int = 0
+    unbilled_seconds: float = 0.0
 
 
 class Ledger:
+    # class defaults: ledgers pickled in checkpoints before these existed still load
+    unbilled_rollouts = 0
+    unbilled_tokens = 0
+    unbilled_seconds = 0.0
+
     def __init__(self) -> None:
         self.cumulative_rollouts = 0
         self.cumulative_tokens = 0
@@ -60,6 +72,15 @@ class Ledger:
         self.cumulative_rollouts += len(rows)
         self.cumulative_tokens += n_tokens
 
+    def record_unbilled(self, rollouts: int, tokens: int, seconds: float) -> None:
+        """Rollouts generated for the controls' estimates: counted here only, never charged."""
+        self.current.unbilled_rollouts += int(rollouts)
+        self.current.unbilled_tokens += int(tokens)
+        self.current.unbilled_seconds += float(seconds)
+        self.unbilled_rollouts += int(rollouts)
+        self.unbilled_tokens += int(tokens)
+        self.unbilled_seconds += float(seconds)
+
     def training_seconds(self) -> float:
         return sum(v for k, v in self.cumulative_seconds.items() if k != "evaluate")
 
@@ -77,4 +98,6 @@ class Ledger:
             "seconds": {k: round(v, 4) for k, v in c.seconds.items()},
             "cum_train_seconds": round(self.training_seconds(), 4),
             "cum_seconds": {k: round(v, 4) for k, v in self.cumulative_seconds.items()},
+            "unbilled": {"rollouts": c.unbilled_rollouts, "tokens": c.unbilled_tokens,
+                         "seconds": round(c.unbilled_seconds, 4)},
         }

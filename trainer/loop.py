@@ -41,6 +41,7 @@ from trainer.config import Preset
 from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
 from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import HFEngine, RowSpec
+from trainer.estimates import estimate_pass_rates
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
 from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_old_logprobs
@@ -421,6 +422,26 @@ class Run:
             rewards.append(float(reward))
         return rewards
 
+    def _estimate(self, step: int, candidates: list[PromptInfo]) -> dict[int, float]:
+        def generate(specs):
+            self.model.eval()
+            with self._autocast():
+                return self.engine.generate(specs)
+
+        def score(pids, generations):
+            texts = [self.tokenizer.decode(g.tokens, skip_special_tokens=True)
+                     for g in generations]
+            report = self.verifier.score([(self.train_tasks[pid].scorer, text,
+                                           self.train_tasks[pid].gold)
+                                          for pid, text in zip(pids, texts)])
+            truncated = np.array([g.finish == "max_len" for g in generations])
+            return np.where(truncated & (not self.p.score_truncated), 0.0, report.rewards)
+
+        return estimate_pass_rates(step, [c.pid for c in candidates],
+                                   self.allocator.wants_pass_rate_estimates,
+                                   seed=self.spec.seed, prompt_ids=self.prompt_ids,
+                                   generate=generate, score=score, ledger=self.ledger)
+
     def _update(self, groups: list[list[Rollout]], step: int) -> dict:
         """``updates_per_step`` optimizer steps over the kept rows, shuffled into equal
         mini-batches.  A mini-batch whose loss or gradient norm is not finite is skipped and
@@ -495,7 +516,11 @@ class Run:
                                                         normalize_std=self.p.normalize_std,
                                                         **self.allocator.advantage_options()),
             update=lambda groups: self._recompute_then_update(groups, step),
-            max_rounds=self.p.max_rounds, phase=self.ledger.phase)
+            max_rounds=self.p.max_rounds, phase=self.ledger.phase,
+            # controls only: unbilled, untrained pass-rate estimates before the plan
+            before_plan=(lambda candidates: self.allocator.receive_pass_rates(
+                step, self._estimate(step, candidates)))
+            if self.allocator.wants_pass_rate_estimates else None)
         with self.ledger.phase("other"):
             length_metrics = self.lengthctl.step_metrics(result.rows)
             self.lengthctl.observe(step, result.rows)
@@ -504,6 +529,12 @@ class Run:
     def _step_record(self, step: int, result: StepResult, length_metrics: dict) -> dict:
         rows, adv = result.rows, result.advantages
         finish = Counter(r.finish for r in rows)
+        truncated: dict[str, list[int]] = {}
+        for r in rows:       # per difficulty bucket: [rows cut at max_len, rows]
+            cell = truncated.setdefault(self.pool[r.pid].bucket, [0, 0])
+            cell[0] += r.finish == "max_len"
+            cell[1] += 1
+        spreads = [float(np.std([r.n_tokens for r in g])) for g in group_rows(rows) if len(g) > 1]
         signal = adv.groups - adv.no_gradient - adv.zero_variance
         return {
             "step": step,
@@ -519,6 +550,9 @@ class Run:
             "counts": result.counts,
             "group_sizes": [len(g) for g in result.groups],
             "finish": {k: finish.get(k, 0) for k in ("eos", "max_len", "stopped", "aborted")},
+            "mean_length": float(np.mean([r.n_tokens for r in rows])) if rows else 0.0,
+            "length_sd_within": float(np.mean(spreads)) if spreads else 0.0,
+            "max_len_by_bucket": {k: truncated[k] for k in sorted(truncated)},
             "verifier_timeouts": sum(r.flags.get("verifier") == "timeout" for r in rows),
             "verifier_failures": sum(r.flags.get("verifier") in ("error", "crash") for r in rows),
             "nan_skipped": self.nan_skipped,
@@ -650,6 +684,24 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "verifier_timeouts": sum(m["verifier_timeouts"] for m in metrics),
         "verifier_failures": sum(m["verifier_failures"] for m in metrics),
         "nan_skipped": metrics[-1]["nan_skipped"] if metrics else 0,
+        # the controls' estimation rollouts: never charged, read by no cost table
+        "unbilled_rollouts": ledger.unbilled_rollouts, "unbilled_tokens": ledger.unbilled_tokens,
+        # within-prompt spread of response length, relative to the mean length (calibration)
+        "length_sd_ratio": (float(np.mean([m.get("length_sd_within", 0.0) for m in metrics]))
+                            / max(1e-9, float(np.mean([m.get("mean_length", 0.0)
+                                                       for m in metrics])))) if metrics else 0.0,
+        "truncation_by_bucket": truncation_by_bucket(metrics),
         "timing": {"train_seconds": round(ledger.training_seconds(), 3),
-                   **{k: round(v, 3) for k, v in ledger.cumulative_seconds.items()}},
+                   **{k: round(v, 3) for k, v in ledger.cumulative_seconds.items()},
+                   "unbilled": round(ledger.unbilled_seconds, 3)},
     }
+
+
+def truncation_by_bucket(metrics: list[dict]) -> dict[str, float]:
+    """Fraction of generated rows cut at the length limit, per difficulty bucket, over the run."""
+    cut, total = Counter(), Counter()
+    for m in metrics:
+        for bucket, (k, n) in m.get("max_len_by_bucket", {}).items():
+            cut[bucket] += k
+            total[bucket] += n
+    return {b: cut[b] / total[b] for b in sorted(total) if total[b]}

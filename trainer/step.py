@@ -51,13 +51,16 @@ def run_step(step: int, allocator: Allocator, stats: PromptStats, budget: StepBu
              advantages: Callable[[list[list[Rollout]]], Any],
              update: Callable[[list[list[Rollout]]], Any] | None = None,
              max_rounds: int = 10,
-             phase: Callable[[str], ContextManager] = _no_phase) -> StepResult:
+             phase: Callable[[str], ContextManager] = _no_phase,
+             before_plan: Callable[[list[PromptInfo]], None] | None = None) -> StepResult:
     """One step of the shared loop.
 
     ``draw(k)``: the next ``k`` candidates of the epoch-shuffled pool; ``generate(requests,
     round)``: one row per requested rollout (rewards not yet set); ``score(rows)``: their
     rewards, in order; ``phase(name)``: a context manager timing the allocator's work
-    (``allocate``), the update (``update``) and the bookkeeping after it (``other``).
+    (``allocate``), the update (``update``) and the bookkeeping after it (``other``);
+    ``before_plan(candidates)``: called between the draw and the plan (the controls' unbilled
+    pass-rate estimates, ``trainer.estimates``).
     """
 
     def generate_and_score(requests: list[Request], round_index: int) -> list[Rollout]:
@@ -70,7 +73,11 @@ def run_step(step: int, allocator: Allocator, stats: PromptStats, budget: StepBu
         return rows
 
     with phase("allocate"):
-        requests = allocator.plan(step, draw(allocator.candidates_per_step()), stats, budget)
+        candidates = draw(allocator.candidates_per_step())
+    if before_plan is not None:
+        before_plan(candidates)
+    with phase("allocate"):
+        requests = allocator.plan(step, candidates, stats, budget)
     counts = [r.n for r in requests if r.n > 0]
     rows = generate_and_score(requests, 0)
     ctx = FollowUpContext(draw, stats, budget, max_rounds)

@@ -1,0 +1,183 @@
+"""Controls: ``oracle`` and ``anti-oracle``, the upper and lower references of allocation.
+
+No paper: these are the benchmark's own instruments (issue 12, DESIGN.md §3 and §7).  A testbed
+may report "no method beats GRPO" only after showing that an allocation with perfect knowledge
+*would* beat it, and that a deliberately bad one would lose to it.
+
+Knowledge.  Before planning, the loop (``trainer.estimates``, called once from
+``Run.train_step``) draws ``estimate_rollouts`` (default 16) extra rollouts of every candidate
+from the current policy and gives the allocator their mean reward ``p̂_i`` through
+:meth:`Allocator.receive_pass_rates`.  Those rollouts are *unbilled*: the ledger counts them
+apart (``unbilled_rollouts`` / ``unbilled_tokens`` / ``unbilled`` seconds), no cost or speed
+table reads them, no row of them is trained on, and they never enter the prompt-statistics store
+(that store is the history of what methods drew and trained on; the controls' allocation reads
+only this step's estimates, so keeping them out changes nothing for the controls and keeps the
+store's meaning the same for every method).
+
+Objective: the expected number of groups with a non-zero advantage, the quantity allocation
+methods try to raise (a group of ``n`` binary rewards with pass rate ``p`` has all rewards equal
+with probability ``p^n + (1-p)^n``)::
+
+    F(n) = sum_i f_i(n_i),   f_i(n) = 1 - p̂_i^n - (1 - p̂_i)^n
+
+subject to ``sum_i n_i = C = round(b M G)`` (the budget every method gets at that fraction) and
+``n_min <= n_i <= n_max``.  The bounds are Knapsack-RL's (``allocators/knapsack.py``):
+``n_min = 2`` (a group needs two rows for a GRPO signal) and ``n_max = 16 G`` capped at
+``C - (M - 1) n_min``; both are options.  At ``C = M n_min`` (e.g. b = 0.25 at G = 8) every count
+is forced to ``n_min`` and both controls equal uniform GRPO.
+
+``oracle`` maximises ``F``.  Proof that the greedy is exact: the increments
+``f_i(n + 1) - f_i(n) = p q^n + q p^n`` (``q = 1 - p``) do not increase in ``n`` (each term is
+multiplied by ``q`` or ``p``, both <= 1), so every ``f_i`` is concave on the integers; a
+separable concave objective under one sum constraint is maximised by taking the
+``C - M n_min`` largest increments overall, and since each prompt's increments fall, those are
+prefixes, i.e. a feasible allocation.  Ties go to the earlier candidate (determinism).
+
+``anti-oracle`` minimises ``F`` on the same set.  A concave function over the polytope
+``{sum n = C, n_min <= n <= n_max}`` attains its minimum at a vertex, and (the data being
+integers) every vertex is integral with all counts at a bound except at most one: ``k`` prompts
+at ``n_max``, one at ``n_min + r`` and the rest at ``n_min``, where ``(k, r) = divmod(C - M n_min,
+n_max - n_min)``.  :func:`anti_oracle_counts` searches every choice of the remainder prompt with
+the ``k`` cheapest full prompts beside it, which is the exact minimum in O(M log M).  It pours the
+spare budget into prompts whose estimate is 0 or 1 (``f = 0`` at any ``n``), then into those
+nearest 0 or 1 — the most wasteful spending the bounds allow.
+
+``tests/test_controls.py`` checks both against brute force on small cases.
+
+Departures / choices: the estimate is a plug-in (``p̂`` from 16 samples, not the true pass
+rate), so the oracle is "perfect knowledge" up to that sampling error; the estimate rollouts use
+the plain length limit (no stop rule), their own random streams (``trainer.estimates``), and the
+preset's truncation rule for rewards.  Controls are never contenders: ``--methods all`` does not
+run them (they cost ``estimate_rollouts x M`` unbilled rollouts per step, twice a b = 1 step at
+G = 8); ``python -m bench.calibrate`` runs them, or name them in ``--methods``; tables print them
+as reference rows.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from allocators import register
+from allocators.base import Allocator, Request, check_count_bounds
+
+
+def expected_signal_groups(pass_rate, counts) -> float:
+    """``sum_i 1 - p_i^n_i - (1 - p_i)^n_i``: expected groups with a non-zero advantage."""
+    p = np.asarray(pass_rate, dtype=float)
+    n = np.asarray(counts, dtype=float)
+    return float(np.sum(1.0 - p ** n - (1.0 - p) ** n))
+
+
+def _check(pass_rate, total: int, n_min: int, n_max: int) -> np.ndarray:
+    p = np.asarray(pass_rate, dtype=float)
+    if p.ndim != 1 or len(p) == 0:
+        raise ValueError("pass_rate must be a non-empty 1-d array")
+    if np.any((p < 0) | (p > 1)) or not np.all(np.isfinite(p)):
+        raise ValueError("pass rates must lie in [0, 1]")
+    if not 1 <= n_min <= n_max:
+        raise ValueError(f"bounds need 1 <= n_min <= n_max, got {n_min}, {n_max}")
+    check_count_bounds("controls", len(p), int(total), n_min, n_max)
+    return p
+
+
+def oracle_counts(pass_rate, total: int, *, n_min: int = 2, n_max: int = 128) -> np.ndarray:
+    """Counts maximising :func:`expected_signal_groups` with ``sum = total`` within the bounds."""
+    p = _check(pass_rate, total, n_min, n_max)
+    counts = np.full(len(p), n_min, dtype=np.int64)
+    spare = int(total) - len(p) * n_min
+    if spare == 0 or n_max == n_min:
+        return counts
+    n = np.arange(n_min, n_max)[None, :]                      # step n -> n + 1
+    q = 1.0 - p[:, None]
+    gains = p[:, None] * q ** n + q * p[:, None] ** n          # rows non-increasing (concave f)
+    # stable sort of the flattened rows: equal gains go to the earlier prompt, and inside a row
+    # to the smaller n, so the taken entries are prefixes of each row
+    order = np.argsort(-gains.ravel(), kind="stable")[:spare]
+    counts += np.bincount(order // gains.shape[1], minlength=len(p))
+    return counts
+
+
+def anti_oracle_counts(pass_rate, total: int, *, n_min: int = 2, n_max: int = 128) -> np.ndarray:
+    """Counts minimising :func:`expected_signal_groups` with ``sum = total`` within the bounds
+    (the best vertex of the feasible polytope, see the module docstring)."""
+    p = _check(pass_rate, total, n_min, n_max)
+    m = len(p)
+    counts = np.full(m, n_min, dtype=np.int64)
+    spare = int(total) - m * n_min
+    if spare == 0 or n_max == n_min:
+        return counts
+    full, rest = divmod(spare, n_max - n_min)
+
+    def f(n):
+        return 1.0 - p ** n - (1.0 - p) ** n
+
+    cost_full = f(n_max) - f(n_min)                  # raising a prompt to n_max
+    cost_rest = f(n_min + rest) - f(n_min)           # raising it by the remainder only
+    order = np.argsort(cost_full, kind="stable")
+    if rest == 0:
+        counts[order[:full]] = n_max
+        return counts
+    prefix = np.concatenate([[0.0], np.cumsum(cost_full[order])])
+    rank = np.empty(m, dtype=np.int64)
+    rank[order] = np.arange(m)
+    # remainder prompt j: the `full` cheapest others go to n_max
+    others = np.where(rank < full, prefix[min(full + 1, m)] - cost_full, prefix[full])
+    j = int(np.argmin(others + cost_rest))
+    chosen = [i for i in order if i != j][:full]
+    counts[chosen] = n_max
+    counts[j] = n_min + rest
+    return counts
+
+
+class PassRateControl(Allocator):
+    """Shared part of the two controls: unbilled estimates in, counts within the bounds out."""
+
+    control = True
+    counts_fn = staticmethod(oracle_counts)
+
+    def __init__(self, setting, *, estimate_rollouts: int = 16, n_min: int = 2,
+                 n_max: int | None = None, **options) -> None:
+        super().__init__(setting, **options)
+        if int(estimate_rollouts) < 1:
+            raise ValueError(f"{self.name}: estimate_rollouts must be at least 1, "
+                             f"got {estimate_rollouts}")
+        self.wants_pass_rate_estimates = int(estimate_rollouts)
+        total, m = setting.rollouts_per_step, setting.prompts_per_step
+        self.n_min = int(n_min)
+        cap = total - (m - 1) * self.n_min
+        self.n_max = int(n_max) if n_max is not None else max(self.n_min,
+                                                              min(16 * setting.group_size, cap))
+        check_count_bounds(self.name, m, total, self.n_min, self.n_max)
+        self._estimates: dict[int, float] = {}
+        self._estimate_step: int | None = None
+
+    def receive_pass_rates(self, step: int, estimates: dict[int, float]) -> None:
+        self._estimates, self._estimate_step = dict(estimates), step
+
+    def plan(self, step, candidates, stats, budget):
+        if self._estimate_step != step:
+            raise RuntimeError(f"{self.name}: no pass-rate estimates for step {step}; the loop "
+                               f"must call receive_pass_rates before plan")
+        p = np.array([self._estimates[c.pid] for c in candidates], dtype=float)
+        counts = type(self).counts_fn(p, budget.rollouts, n_min=self.n_min, n_max=self.n_max)
+        self.step_metrics = {"expected_signal_groups": expected_signal_groups(p, counts),
+                             "estimate_mean": float(p.mean()),
+                             "estimate_mixed": float(np.mean((p > 0) & (p < 1)))}
+        return [Request(c.pid, int(n)) for c, n in zip(candidates, counts)]
+
+    def resolved_options(self) -> dict:
+        return {"estimate_rollouts": self.wants_pass_rate_estimates, "n_min": self.n_min,
+                "n_max": self.n_max, "objective": "expected groups with non-zero advantage"}
+
+
+@register("oracle")
+class Oracle(PassRateControl):
+    """Control: the budget where it yields the most expected non-zero-advantage groups."""
+
+    counts_fn = staticmethod(oracle_counts)
+
+
+@register("anti-oracle")
+class AntiOracle(PassRateControl):
+    """Control: the budget where it yields the fewest expected non-zero-advantage groups."""
+
+    counts_fn = staticmethod(anti_oracle_counts)

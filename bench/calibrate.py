@@ -1,0 +1,318 @@
+"""``python -m bench.calibrate --preset NAME --seeds 0,1,2``: can this testbed see a difference?
+
+A benchmark may report "no method beats GRPO" only after showing it would have seen one
+(DESIGN.md §7).  This command runs, through the sweep machinery of ``bench.run`` (same run
+directories, same executors, finished runs reused, unfinished ones resumed):
+
+    GRPO at b = 1 and b = 0.5, ``oracle`` and ``anti-oracle`` at b = 0.5 (allocators/controls.py)
+    and, with ``--with-duet``, ``duet-abort`` at b = 1 (uniform counts + DUET's stop rule),
+
+then judges four criteria, each paired by seed on the curve-average accuracy (``bench.stats``)
+with its two-sided 95% Student-t interval:
+
+    learning            GRPO (b=1) curve average − its step-0 accuracy      mean >= 0.10
+    budget sensitivity  GRPO (b=1) − GRPO (b=0.5)                           > 0, interval excl. 0
+    headroom            oracle − GRPO, b = 0.5                               > 0, interval excl. 0
+    negative control    GRPO − anti-oracle, b = 0.5                          > 0, interval excl. 0
+
+and prints the regime diagnostics each method family needs, with their targets (reported, not
+gating): zero-variance group fraction under GRPO b=1 (0.3–0.7), pool epochs over the run (>= 4),
+within-prompt SD of response length relative to the mean (>= 0.15), truncation in the hardest
+bucket (the one with the lowest step-0 accuracy; 5–20%), and the share of tokens DUET's stop
+rule cuts at b = 1, ``1 − tokens(duet-abort) / tokens(GRPO)`` paired by seed (both draw the same
+rollout count; >= 20%).  That last one needs ``duet-abort`` at b = 1: it is read whenever the
+directory has it, and run only with ``--with-duet`` (three more runs; the gate itself does not
+need them).
+
+Writes ``calibration.md`` and ``calibration.csv`` beside the runs (and the usual tables.md), prints
+the table, and exits 1 when any criterion fails (2 on bad input), 0 when all pass.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.executors import EXECUTORS, SweepProgress
+from bench.presets import PRESETS, get_preset, with_overrides
+from bench.report import build, update_sweep_file
+from bench.run import HelpFormatter, UsageError, load_config_file, parse_ints
+from bench.stats import t_interval
+from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
+from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+from trainer.rundir import atomic_write_text, read_json, read_jsonl
+
+LEARNING_GAIN = 0.10
+RUNS = (("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5), ("anti-oracle", 0.5))
+DUET_RUN = ("duet-abort", 1.0)
+METRIC = "curve_accuracy"
+
+
+@dataclass
+class Criterion:
+    name: str
+    what: str
+    mean: float
+    half: float
+    n: int
+    threshold: str
+    passed: bool
+
+    def row(self) -> dict:
+        interval = (f"[{self.mean - self.half:+.3f}, {self.mean + self.half:+.3f}]"
+                    if not np.isnan(self.half) else MISSING)
+        return {"criterion": self.name, "measured": (f"{self.mean:+.3f}" if not np.isnan(self.mean)
+                                                     else MISSING),
+                "95% interval": interval, "seeds": str(self.n), "threshold": self.threshold,
+                "result": "pass" if self.passed else "FAIL", "what": self.what}
+
+
+@dataclass
+class Diagnostic:
+    name: str
+    value: float
+    low: float
+    high: float
+    note: str = ""
+
+    @property
+    def in_range(self) -> bool | None:
+        return None if np.isnan(self.value) else bool(self.low <= self.value <= self.high)
+
+    def target(self) -> str:
+        return f">= {self.low:g}" if np.isinf(self.high) else f"{self.low:g}–{self.high:g}"
+
+    def row(self) -> dict:
+        status = {None: "not measured", True: "in range", False: "off target"}[self.in_range]
+        return {"diagnostic": self.name,
+                "measured": MISSING if np.isnan(self.value) else f"{self.value:.3f}",
+                "target": self.target(), "status": status, "note": self.note}
+
+
+# ------------------------------------------------------------------------------ the gate
+def _paired(df, a, b, column=METRIC) -> np.ndarray:
+    return paired_differences(df, *a, *b, column=column) if not df.empty else np.zeros(0)
+
+
+def _excludes_zero(name, what, diffs) -> Criterion:
+    mean, half = t_interval(diffs)
+    passed = len(diffs) >= 2 and not np.isnan(half) and mean - half > 0
+    return Criterion(name, what, mean, half, len(diffs), "> 0, interval excl. 0", passed)
+
+
+def criteria(summaries: pd.DataFrame) -> list[Criterion]:
+    """The four gate criteria from a sweep's summaries (``curve_accuracy`` column)."""
+    if summaries.empty:
+        gains = np.zeros(0)
+    else:
+        grpo = cell_runs(summaries, "grpo", 1.0)
+        gains = (grpo[METRIC] - grpo["initial_accuracy"]).to_numpy(dtype=float)
+    mean, half = t_interval(gains)
+    learning = Criterion("learning", "GRPO b=1 curve average − step-0 accuracy", mean, half,
+                         len(gains), f">= {LEARNING_GAIN:.2f}",
+                         len(gains) > 0 and mean >= LEARNING_GAIN)
+    return [learning,
+            _excludes_zero("budget sensitivity", "GRPO b=1 − GRPO b=0.5",
+                           _paired(summaries, ("grpo", 1.0), ("grpo", 0.5))),
+            _excludes_zero("headroom", "oracle − GRPO, b=0.5",
+                           _paired(summaries, ("oracle", 0.5), ("grpo", 0.5))),
+            _excludes_zero("negative control", "GRPO − anti-oracle, b=0.5",
+                           _paired(summaries, ("grpo", 0.5), ("anti-oracle", 0.5)))]
+
+
+def _grpo_dirs(sweep_dir: Path, summaries: pd.DataFrame) -> list[Path]:
+    return [Path(sweep_dir) / r for r in cell_runs(summaries, "grpo", 1.0)["run"]] \
+        if not summaries.empty else []
+
+
+def _hardest_truncation(run_dir: Path) -> float:
+    """Truncated share of rows in the bucket with the lowest step-0 held-out accuracy."""
+    summary = read_json(run_dir / "summary.json")
+    truncation = summary.get("truncation_by_bucket")
+    evals = read_jsonl(run_dir / "eval.jsonl")
+    buckets = evals[0].get("buckets", {}) if evals else {}
+    if not truncation or not buckets:
+        return float("nan")
+    hardest = min(buckets, key=lambda b: (buckets[b], b))
+    return float(truncation.get(hardest, float("nan")))
+
+
+def diagnostics(sweep_dir: Path, summaries: pd.DataFrame) -> list[Diagnostic]:
+    runs = _grpo_dirs(sweep_dir, summaries)
+    grpo = cell_runs(summaries, "grpo", 1.0) if not summaries.empty else pd.DataFrame()
+
+    def mean_of(column):
+        if grpo.empty or column not in grpo:
+            return float("nan")
+        return float(np.nanmean(grpo[column].to_numpy(dtype=float)))
+
+    epochs = []
+    for run_dir in runs:
+        config = read_json(run_dir / "config.json")
+        preset = config["run"]["preset"]
+        if config.get("pool_size") and "prompts_per_step" in preset:
+            epochs.append(preset["steps"] * preset["prompts_per_step"] / config["pool_size"])
+    truncation = [_hardest_truncation(r) for r in runs]
+    cut = np.zeros(0)
+    if not summaries.empty:
+        duet = cell_runs(summaries, *DUET_RUN).set_index("seed")["tokens"]
+        ref = grpo.set_index("seed")["tokens"] if not grpo.empty else pd.Series(dtype=float)
+        seeds = sorted(set(duet.index) & set(ref.index))
+        cut = np.array([1.0 - duet[s] / ref[s] for s in seeds], dtype=float)
+    return [
+        Diagnostic("zero-variance groups (GRPO b=1)", mean_of("zero_variance_fraction"), 0.3, 0.7,
+                   "share of trained groups whose rewards were all equal"),
+        Diagnostic("pool epochs (GRPO b=1)", float(np.mean(epochs)) if epochs else float("nan"),
+                   4.0, float("inf"), "steps × prompts per step / pool size"),
+        Diagnostic("within-prompt length SD / mean (GRPO b=1)", mean_of("length_sd_ratio"), 0.15,
+                   float("inf"), "mean SD of response length inside a group ÷ mean length"),
+        Diagnostic("truncation, hardest bucket (GRPO b=1)",
+                   float(np.nanmean(truncation)) if truncation and not np.all(np.isnan(truncation))
+                   else float("nan"), 0.05, 0.20,
+                   "rows cut at max_new_tokens in the bucket with the lowest step-0 accuracy"),
+        Diagnostic("tokens cut by DUET's stop rule (b=1)",
+                   float(cut.mean()) if len(cut) else float("nan"), 0.20, float("inf"),
+                   f"1 − tokens(duet-abort) / tokens(GRPO), paired over {len(cut)} seed(s)"
+                   if len(cut) else "needs duet-abort at b=1 (--with-duet)"),
+    ]
+
+
+def render(gate: list[Criterion], diags: list[Diagnostic], preset: str) -> str:
+    passed = all(c.passed for c in gate)
+    rows = pd.DataFrame([c.row() for c in gate])
+    diag = pd.DataFrame([d.row() for d in diags])
+    verdict = "PASS: the testbed can see these differences" if passed else \
+        f"FAIL: {', '.join(c.name for c in gate if not c.passed)}"
+    return "\n".join([
+        f"## Calibration gate — preset `{preset}`", "",
+        rows.to_markdown(index=False, disable_numparse=True), "",
+        "Paired by seed on the curve-average held-out accuracy (trapezoid over the evaluations "
+        "after step 0, normalised by their span); 95% interval = two-sided Student-t over the "
+        "per-seed differences. Learning passes on its mean; the others need the whole interval "
+        "above 0.", "", f"**{verdict}**", "",
+        "### Regime diagnostics (reported, not gating)", "",
+        diag.to_markdown(index=False, disable_numparse=True), ""])
+
+
+def judge(sweep_dir: Path) -> tuple[list[Criterion], list[Diagnostic], str]:
+    """Gate and diagnostics of a sweep directory's finished runs; writes calibration.md/.csv."""
+    summaries = load_summaries(sweep_dir)
+    gate, diags = criteria(summaries), diagnostics(sweep_dir, summaries)
+    preset = ", ".join(sorted(summaries["preset"].astype(str).unique())) \
+        if not summaries.empty else "(no runs)"
+    text = render(gate, diags, preset)
+    atomic_write_text(Path(sweep_dir) / "calibration.md", text)
+    records = [{"kind": "criterion", "name": c.name, "value": c.mean, "ci95": c.half,
+                "seeds": c.n, "target": c.threshold, "passed": c.passed} for c in gate]
+    records += [{"kind": "diagnostic", "name": d.name, "value": d.value, "ci95": float("nan"),
+                 "seeds": float("nan"), "target": d.target(), "passed": d.in_range}
+                for d in diags]
+    atomic_write_text(Path(sweep_dir) / "calibration.csv",
+                      pd.DataFrame(records).to_csv(index=False))
+    return gate, diags, text
+
+
+# ------------------------------------------------------------------------------ CLI
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.calibrate",
+        description="Run GRPO at b = 1 and 0.5 and the oracle / anti-oracle controls at b = 0.5 "
+                    "(finished runs reused), then print whether the testbed passes the "
+                    "calibration gate (learning, budget sensitivity, headroom, negative "
+                    "control) with the regime diagnostics; exit 1 when a criterion fails.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("--preset", default="tiny", help=f"run preset: {', '.join(PRESETS)}")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="comma-separated integer seeds (intervals need at least 2)")
+    parser.add_argument("--out", default=None,
+                        help="sweep directory (default: runs/<preset>-calibration); an existing "
+                             "bench.run sweep of the same preset works too: its runs are reused")
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--config", default=None,
+                        help="JSON file overriding preset fields and per-method options, as in "
+                             "bench.run (e.g. {\"method_options\": {\"oracle\": "
+                             "{\"estimate_rollouts\": 32}}})")
+    parser.add_argument("--with-duet", action="store_true",
+                        help="also run duet-abort at b = 1 for the stop-rule diagnostic (read "
+                             "whenever present, run only with this flag)")
+    parser.add_argument("--executor", choices=("local", "serial"), default="local",
+                        help="local: runs in parallel worker processes; serial: one after "
+                             "another in this process")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="--executor local: runs at a time (default: cores // threads)")
+    parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    return parser
+
+
+def plan(args) -> tuple[list[RunSpec], Path]:
+    preset = get_preset(args.preset)
+    config = load_config_file(args.config)
+    if config.get("preset"):
+        preset = with_overrides(preset, **config["preset"])
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        preset = with_overrides(preset, steps=args.steps)
+    if args.jobs is not None and (args.jobs < 1 or args.executor != "local"):
+        raise UsageError("--jobs is a positive count for --executor local")
+    seeds = parse_ints(args.seeds, "--seeds")
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
+    order = [(m, b, s) for s in seeds for m, b in RUNS]
+    order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []
+    specs = [RunSpec(m, b, s, preset, config.get("method_options", {}).get(m, {}),
+                     config.get("length_options", {}).get(m, {}))
+             for m, b, s in order]
+    out = Path(args.out or f"runs/{preset.name}-calibration")
+    for spec in specs:
+        validate_spec(spec)
+        check_run_dir(spec, out / spec.run_name())
+    return specs, out
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        specs, out = plan(args)
+    except (UsageError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    update_sweep_file(out)
+    progress = SweepProgress(specs)
+    try:
+        outcome = EXECUTORS[args.executor](specs, out, progress, jobs=args.jobs)
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: finished runs are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    progress.close()
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    try:
+        build(out, with_plots=not args.no_plots)
+        gate, _, text = judge(out)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"{len(outcome.summaries)}/{len(specs)} runs in {out} "
+          f"({time.perf_counter() - started:.0f} s); gate in {out / 'calibration.md'}")
+    if outcome.errors:
+        return 2
+    return 0 if all(c.passed for c in gate) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The calibration gate on hand-made sweep directories with known numbers: one that passes, one
+that fails each criterion; the CLI's exit codes on them; diagnostics read from the run files."""
+import json
+import math
+
+import pytest
+
+from bench import calibrate
+from bench.presets import get_preset
+from tests.test_tables import T975, write_run
+from trainer.loop import RunSpec
+
+# curve averages per seed (each run's curve is (initial, v, v) at steps 0, 2, 4: average v)
+PASSING = {("grpo", 1.0): [0.35, 0.36, 0.37], ("grpo", 0.5): [0.30, 0.32, 0.31],
+           ("oracle", 0.5): [0.34, 0.35, 0.36], ("anti-oracle", 0.5): [0.25, 0.26, 0.27]}
+FAILING = {
+    # GRPO gains 0.08, 0.09, 0.10 over an initial 0.27: mean 0.09 < 0.10
+    "learning": {"initial": 0.27},
+    # b=1 - b=0.5 per seed: -0.01, +0.04, 0.00 (interval spans 0)
+    "budget sensitivity": {("grpo", 0.5): [0.36, 0.32, 0.37],
+                           ("oracle", 0.5): [0.40, 0.36, 0.41],
+                           ("anti-oracle", 0.5): [0.31, 0.27, 0.32]},
+    # oracle - GRPO: +0.01, -0.01, +0.02
+    "headroom": {("oracle", 0.5): [0.31, 0.31, 0.33]},
+    # GRPO - anti-oracle: -0.01, +0.02, +0.00
+    "negative control": {("anti-oracle", 0.5): [0.31, 0.30, 0.31]},
+}
+
+
+def make_sweep(path, changes=None, spec_configs=False):
+    changes = dict(changes or {})
+    initial = changes.pop("initial", 0.2)
+    cells = {**PASSING, **changes}
+    preset = get_preset("smoke")
+    for (method, budget), values in cells.items():
+        for seed, v in enumerate(values):
+            run_dir = write_run(path, method, budget, seed, final=v, curve=[initial, v, v],
+                                initial=initial)
+            config = json.loads((run_dir / "config.json").read_text())
+            config["pool_size"] = 160
+            config["run"]["preset"]["prompts_per_step"] = 8
+            if spec_configs:       # exactly what bench.calibrate would have run: reused as is
+                config["run"] = RunSpec(method, budget, seed, preset).config()
+            summary = json.loads((run_dir / "summary.json").read_text())
+            summary.update(length_sd_ratio=0.2, truncation_by_bucket={"easy": 0.0, "hard": 0.1})
+            (run_dir / "summary.json").write_text(json.dumps(summary))
+            (run_dir / "config.json").write_text(json.dumps(config))
+    return path
+
+
+def results(path):
+    gate, diags, text = calibrate.judge(path)
+    return {c.name: c for c in gate}, {d.name: d for d in diags}, text
+
+
+def test_passing_sweep_passes_every_criterion(tmp_path):
+    gate, diags, text = results(make_sweep(tmp_path / "ok"))
+    assert all(c.passed for c in gate.values())
+    learning = gate["learning"]
+    assert learning.mean == pytest.approx(0.16) and learning.n == 3
+    budget = gate["budget sensitivity"]        # diffs 0.05, 0.04, 0.06
+    assert budget.mean == pytest.approx(0.05)
+    assert budget.half == pytest.approx(T975[2] * 0.01 / math.sqrt(3))
+    assert "**PASS" in text
+    assert (tmp_path / "ok" / "calibration.md").read_text() == text
+    assert "headroom" in (tmp_path / "ok" / "calibration.csv").read_text()
+    # diagnostics from the run files: zero-variance 0.25 (off 0.3-0.7), epochs 4 * 8 / 160
+    assert diags["zero-variance groups (GRPO b=1)"].in_range is False
+    assert diags["pool epochs (GRPO b=1)"].value == pytest.approx(0.2)
+    assert diags["within-prompt length SD / mean (GRPO b=1)"].in_range is True
+    # the hardest bucket is the one with the lowest step-0 accuracy ("hard"): 0.1 truncated
+    assert diags["truncation, hardest bucket (GRPO b=1)"].value == pytest.approx(0.1)
+    assert diags["tokens cut by DUET's stop rule (b=1)"].in_range is None     # not run
+
+
+@pytest.mark.parametrize("criterion", sorted(FAILING))
+def test_each_criterion_can_fail_alone(tmp_path, criterion):
+    gate, _, text = results(make_sweep(tmp_path / "bad", FAILING[criterion]))
+    assert [name for name, c in gate.items() if not c.passed] == [criterion]
+    assert f"**FAIL: {criterion}**" in text
+
+
+def test_one_seed_cannot_pass_an_interval_criterion(tmp_path):
+    sweep = make_sweep(tmp_path / "one", {k: v[:1] for k, v in PASSING.items()})
+    gate, _, _ = results(sweep)
+    assert gate["learning"].passed
+    assert not any(gate[n].passed for n in ("budget sensitivity", "headroom", "negative control"))
+
+
+def test_duet_stop_share_is_read_when_present(tmp_path):
+    sweep = make_sweep(tmp_path / "d")
+    for seed in range(3):      # GRPO b=1 spends 4,000 tokens; duet-abort 3,000 -> 25% cut
+        write_run(sweep, "duet-abort", 1.0, seed, final=0.3, tokens_per_step=750)
+    _, diags, _ = results(sweep)
+    cut = diags["tokens cut by DUET's stop rule (b=1)"]
+    assert cut.value == pytest.approx(0.25) and cut.in_range
+
+
+def test_cli_exit_codes_on_finished_sweeps(tmp_path, capsys):
+    good = make_sweep(tmp_path / "good", spec_configs=True)
+    args = ["--preset", "smoke", "--executor", "serial", "--no-plots", "--out"]
+    assert calibrate.main(args + [str(good)]) == 0
+    assert "**PASS" in capsys.readouterr().out
+    bad = make_sweep(tmp_path / "bad", FAILING["headroom"], spec_configs=True)
+    assert calibrate.main(args + [str(bad)]) == 1
+    assert "FAIL: headroom" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    assert calibrate.main(["--preset", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown preset") and "\n" not in err
+    assert calibrate.main(["--seeds", "a,b", "--out", str(tmp_path)]) == 2
+    assert "--seeds must be" in capsys.readouterr().err

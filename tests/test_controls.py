@@ -1,0 +1,76 @@
+"""Controls: exact solvers against brute force, registry marking, and the loop's unbilled hook."""
+import itertools
+
+import numpy as np
+import pytest
+
+import allocators
+from allocators.base import PromptInfo, PromptStats, Setting, StepBudget
+from allocators.controls import anti_oracle_counts, expected_signal_groups, oracle_counts
+
+
+def brute_force(p, total, n_min, n_max):
+    best_hi, best_lo = -np.inf, np.inf
+    for counts in itertools.product(range(n_min, n_max + 1), repeat=len(p)):
+        if sum(counts) != total:
+            continue
+        value = expected_signal_groups(p, counts)
+        best_hi, best_lo = max(best_hi, value), min(best_lo, value)
+    return best_hi, best_lo
+
+
+@pytest.mark.parametrize("case", range(60))
+def test_solvers_match_brute_force(case):
+    rng = np.random.default_rng(case)
+    m = int(rng.integers(1, 5))
+    n_min = int(rng.integers(1, 3))
+    n_max = n_min + int(rng.integers(0, 6))
+    total = int(rng.integers(m * n_min, m * n_max + 1))
+    # pass rates on the 16-sample grid the loop produces, 0 and 1 included
+    p = rng.integers(0, 17, size=m) / 16
+    hi, lo = brute_force(p, total, n_min, n_max)
+    for solver, best in ((oracle_counts, hi), (anti_oracle_counts, lo)):
+        counts = solver(p, total, n_min=n_min, n_max=n_max)
+        assert counts.sum() == total
+        assert counts.min() >= n_min and counts.max() <= n_max
+        assert expected_signal_groups(p, counts) == pytest.approx(best, abs=1e-12)
+
+
+def test_hand_computed_case():
+    # p = 0.5 gains 1/2, 1/4, ... per extra rollout; p = 0 and 1 gain nothing
+    p = np.array([0.0, 0.5, 1.0])
+    assert oracle_counts(p, 9, n_min=2, n_max=5).tolist() == [2, 5, 2]
+    anti = anti_oracle_counts(p, 9, n_min=2, n_max=5)
+    assert anti[1] == 2 and sorted(anti.tolist()) == [2, 2, 5]
+    assert expected_signal_groups(p, [2, 5, 2]) == pytest.approx(1 - 2 * 0.5 ** 5)
+
+
+def test_bounds_are_enforced():
+    with pytest.raises(ValueError, match="below"):
+        oracle_counts([0.5, 0.5], 3, n_min=2, n_max=4)
+    with pytest.raises(ValueError, match="exceeds"):
+        anti_oracle_counts([0.5, 0.5], 9, n_min=2, n_max=4)
+
+
+def test_controls_are_not_contenders():
+    assert {"oracle", "anti-oracle"} <= set(allocators.control_methods())
+    assert not {"oracle", "anti-oracle"} & set(allocators.main_methods())
+    assert "grpo" in allocators.main_methods()
+
+
+def test_plan_needs_this_steps_estimates_and_spends_exactly_c():
+    setting = Setting(prompts_per_step=4, group_size=8, budget_fraction=0.5,
+                      max_response_tokens=16, steps=2, seed=0)
+    oracle = allocators.get("oracle")(setting)
+    assert oracle.wants_pass_rate_estimates == 16
+    candidates = [PromptInfo(pid, "", ()) for pid in (7, 3, 9, 1)]
+    budget = StepBudget(rollouts=setting.rollouts_per_step, tokens=0.0, mean_length=4.0)
+    with pytest.raises(RuntimeError, match="no pass-rate estimates"):
+        oracle.plan(0, candidates, PromptStats(), budget)
+    oracle.receive_pass_rates(0, {7: 0.0, 3: 0.5, 9: 1.0, 1: 0.25})
+    requests = oracle.plan(0, candidates, PromptStats(), budget)
+    assert [r.pid for r in requests] == [7, 3, 9, 1]
+    assert sum(r.n for r in requests) == 16
+    assert requests[0].n == requests[2].n == 2          # nothing to learn at p = 0 or 1
+    with pytest.raises(RuntimeError):                    # stale estimates are refused
+        oracle.plan(1, candidates, PromptStats(), budget)

@@ -1,0 +1,61 @@
+"""bench.stats on hand-computed examples."""
+import math
+
+import numpy as np
+import pytest
+
+from bench import stats
+
+# Student-t quantiles from printed tables
+T975_2, T80_2 = 4.302653, 1.060660
+T975_4, T80_4 = 2.776445, 0.940965
+
+
+def test_curve_average_is_the_trapezoid_after_step_0_over_its_span():
+    # steps 10, 20, 40 (uneven): area = 10 * (0.2 + 0.4) / 2 + 20 * (0.4 + 0.3) / 2 = 10
+    assert stats.curve_average([0, 10, 20, 40], [0.9, 0.2, 0.4, 0.3]) == pytest.approx(10 / 30)
+    assert stats.curve_average([20, 0, 10], [0.4, 0.9, 0.2]) == pytest.approx(0.3)   # unsorted
+    assert stats.curve_average([0, 8], [0.1, 0.5]) == 0.5           # one evaluation after 0
+    assert math.isnan(stats.curve_average([0], [0.1]))
+
+
+def test_curve_average_on_a_token_grid():
+    # (0, 0.2) -> (100, 0.4) -> (300, 0.6); up to 200: 100*0.3 + 100*0.45 = 75 over 200
+    assert stats.curve_average_upto([0, 100, 300], [0.2, 0.4, 0.6], 200) == pytest.approx(0.375)
+    assert stats.curve_average_upto([0, 100], [0.2, 0.4], 100) == pytest.approx(0.3)
+    assert math.isnan(stats.curve_average_upto([0, 100], [0.2, 0.4], 150))
+
+
+def test_paired_interval_probability_of_improvement_and_mde():
+    d = [0.01, 0.03, -0.01, 0.03, 0.0]
+    mean, half = stats.t_interval(d)
+    sd = np.std(d, ddof=1)                       # 0.0178885
+    assert mean == pytest.approx(0.012)
+    assert half == pytest.approx(T975_4 * sd / math.sqrt(5), rel=1e-5)
+    assert stats.prob_improvement(d) == pytest.approx((3 + 0.5) / 5)
+    assert stats.mde(0.015, 3) == pytest.approx((T975_2 + T80_2) * 0.015 / math.sqrt(3),
+                                                 rel=1e-5)
+    assert stats.mde(sd, 5) == pytest.approx((T975_4 + T80_4) * sd / math.sqrt(5), rel=1e-5)
+    assert math.isnan(stats.mde(0.01, 1))
+
+
+def test_pooled_sd_and_mde_note():
+    sd, n = stats.pooled_sd([[0.0, 0.02], [0.0, 0.01, 0.02], [0.5]])
+    # variances 0.0002 (1 df) and 0.0001 (2 df): pooled (0.0002 + 0.0002) / 3
+    assert sd == pytest.approx(math.sqrt(0.0004 / 3)) and n == 2
+    assert "n = 2 seeds" in stats.mde_note([[0.0, 0.02], [0.0, 0.01, 0.02]])
+    assert "needs at least 2" in stats.mde_note([[0.1]])
+
+
+def test_interquartile_mean_from_five_seeds():
+    assert math.isnan(stats.interquartile_mean([1, 2, 3, 4]))
+    # 8 values, 25% trimmed each side: mean of 3, 4, 5, 6
+    assert stats.interquartile_mean([100, 1, 2, 3, 4, 5, 6, -50]) == pytest.approx(3.5)
+
+
+def test_normalised_score_and_its_bootstrap_interval():
+    score, low, high = stats.normalised_score([0.01, 0.02, 0.03], [0.04, 0.04, 0.04])
+    assert score == pytest.approx(0.5)
+    assert 0.25 <= low <= score <= high <= 0.75     # resamples range over 0.25 .. 0.75
+    assert stats.normalised_score([0.01, 0.02, 0.03], [0.04, 0.04, 0.04]) == (score, low, high)
+    assert all(math.isnan(v) for v in stats.normalised_score([0.1], [0.0]))
