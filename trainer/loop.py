@@ -267,6 +267,8 @@ class Run:
                                            weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.engine = self._make_engine()
+        if hasattr(self.engine, "phase"):
+            self.engine.phase = self.ledger.phase    # the engine charges its recompute to logprob
         self.verifier = VerifierPool(p.verifier_workers, p.verifier_timeout)
         self.loss_cfg = LossConfig(p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.temperature)
         self.metrics: list[dict] = []
@@ -464,8 +466,9 @@ class Run:
         with self.ledger.phase("allocate"):
             groups = [g for g in self.allocator.select(step, rows) if g]
         self._recompute_flagged_logprobs(groups)
-        adv = assign_advantages(groups, normalize_std=self.p.normalize_std,
-                                **self.allocator.advantage_options())
+        with self.ledger.phase("advantage"):
+            adv = assign_advantages(groups, normalize_std=self.p.normalize_std,
+                                    **self.allocator.advantage_options())
         with self.ledger.phase("update"):
             update = self._update(groups, step)
         with self.ledger.phase("other"):
@@ -518,7 +521,9 @@ class Run:
         extra = {"sets": results} if len(results) > 1 else {}
         return {"step": step, "cum_tokens": self.ledger.cumulative_tokens,
                 "cum_rollouts": self.ledger.cumulative_rollouts,
-                "cum_train_seconds": round(self.ledger.training_seconds(), 4), **first, **extra}
+                "cum_train_seconds": round(self.ledger.training_seconds(), 4),
+                "cum_train_cpu_seconds": round(self.ledger.training_cpu_seconds(), 4),
+                **first, **extra}
 
     # ------------------------------------------------------------------ driver -----------
     def execute(self) -> dict:
@@ -594,6 +599,5 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "verifier_timeouts": sum(m["verifier_timeouts"] for m in metrics),
         "verifier_failures": sum(m["verifier_failures"] for m in metrics),
         "nan_skipped": metrics[-1]["nan_skipped"] if metrics else 0,
-        "timing": {"train_seconds": round(ledger.training_seconds(), 3),
-                   **{k: round(v, 3) for k, v in ledger.cumulative_seconds.items()}},
+        "timing": ledger.timing(spec.preset.threads, spec.preset.device),
     }
