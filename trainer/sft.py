@@ -6,6 +6,15 @@ thread count) on worked ``chain_sum`` solutions drawn from their own seed range 
 held-out question removed, reports per-bucket accuracy on the held-out set, and caches the model
 under ``$ALLOCBENCH_CACHE`` (default ``~/.cache/allocbench``) keyed by a hash of its config.  Later
 runs with the same config reuse it.
+
+A first run should start at once, so built copies ship with the code: ``trainer/assets/
+warmstart/<config key>/`` holds a warm start (safetensors weights, config, tokenizer) with
+``warmstart.json`` recording its training config, the SHA-256 of its files and its held-out
+accuracy when it was shipped.  On a cache miss :func:`ensure_warm_start` copies a shipped copy
+whose key matches (after checking its hashes) instead of training; any preset whose config key
+has a shipped copy gets it, and a changed config trains as before.  ``python -m trainer.sft
+--force`` retrains into the cache regardless; ``--ship`` then replaces the shipped copy with the
+cache's build (run it after changing the default warm start, then commit the directory).
 """
 from __future__ import annotations
 
@@ -45,6 +54,11 @@ class WarmStartConfig:
     def key(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "warmstart"
+HASHED_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                "tokenizer_config.json")
 
 
 def cache_root() -> Path:
@@ -111,19 +125,58 @@ def train_warm_start(cfg: WarmStartConfig, progress: bool = True):
     return model, tokenizer
 
 
-def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print) -> Path:
-    """The cached warm-start directory for ``cfg``, training it first if absent."""
+def shipped_dir(cfg: WarmStartConfig) -> Path:
+    return ASSETS / cfg.key()
+
+
+def file_hashes(path: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
+            for name in HASHED_FILES if (path / name).is_file()}
+
+
+class ShippedWarmStartError(RuntimeError):
+    """A shipped warm start whose files do not match their recorded hashes."""
+
+
+def _install_shipped(cfg: WarmStartConfig, path: Path) -> bool:
+    """Copy the shipped warm start of ``cfg`` into the cache at ``path``; False if none ships."""
+    source = shipped_dir(cfg)
+    if not (source / "warmstart.json").is_file():
+        return False
+    info = json.loads((source / "warmstart.json").read_text())
+    if file_hashes(source) != info.get("sha256"):
+        raise ShippedWarmStartError(f"shipped warm start {source} does not match its recorded "
+                                    "SHA-256; restore it from git or rebuild with "
+                                    "`python -m trainer.sft --force --ship`")
+    import shutil
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return True
+
+
+def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
+                      shipped: bool = True) -> Path:
+    """The cached warm-start directory for ``cfg``: the shipped copy on a cache miss where one
+    exists (``shipped=False`` skips it), else trained first."""
     path = warm_start_dir(cfg)
     if (path / "warmstart.json").is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    if shipped and _install_shipped(cfg, path):
+        log(f"warm start: using the shipped policy {cfg.key()} (cached at {path})")
+        return path
     log(f"warm start: training the embedded policy ({cfg.steps} steps), cached at {path}")
     start = time.perf_counter()
     model, tokenizer = train_warm_start(cfg, progress)
     seconds = time.perf_counter() - start
     save_policy(model, tokenizer, path)
-    info = {"config": asdict(cfg), "train_seconds": round(seconds, 1),
-            "parameters": sum(p.numel() for p in model.parameters())}
+    info = {"config": asdict(cfg), "key": cfg.key(), "train_seconds": round(seconds, 1),
+            "parameters": sum(p.numel() for p in model.parameters()), "sha256": file_hashes(path)}
     tmp = path / "warmstart.json.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, path / "warmstart.json")
@@ -145,7 +198,11 @@ def main(argv=None) -> int:
         description="Warm-start the embedded policy of a preset on worked solutions (cached), "
                     "then report its held-out accuracy per difficulty bucket.")
     parser.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default tiny)")
-    parser.add_argument("--force", action="store_true", help="retrain even if a cached copy exists")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if a cached or shipped copy exists")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the cached build, with its held-out accuracy, to "
+                             "trainer/assets/warmstart/<key>/ (the copy a fresh clone uses)")
     parser.add_argument("--samples", type=int, default=4,
                         help="samples per held-out prompt for the mean@k report (default 4)")
     args = parser.parse_args(argv)
@@ -162,7 +219,7 @@ def main(argv=None) -> int:
     if args.force and path.exists():
         import shutil
         shutil.rmtree(path)
-    path = ensure_warm_start(preset.warm_start)
+    path = ensure_warm_start(preset.warm_start, shipped=not args.force)
     info = json.loads((path / "warmstart.json").read_text())
     from trainer.evaluate import evaluate_policy
     model, tokenizer = load_policy(path)
@@ -177,7 +234,33 @@ def main(argv=None) -> int:
           f"greedy pass@1: {result['greedy']:.3f}")
     for bucket, acc in result["buckets"].items():
         print(f"  {bucket:6s} mean@{args.samples} {acc:.3f}")
+    if args.ship:
+        target = ship(path, preset, result, args.samples, len(held_out))
+        print(f"shipped to {target} ({sum(f.stat().st_size for f in target.iterdir()) / 1e6:.1f} MB)")
     return 0
+
+
+def ship(path: Path, preset, result: dict, samples: int, prompts: int) -> Path:
+    """Copy the warm start at ``path`` to the assets with its hashes and held-out accuracy."""
+    import shutil
+    info = json.loads((path / "warmstart.json").read_text())
+    info["sha256"] = file_hashes(path)
+    info["held_out"] = {"samples": samples, "temperature": preset.temperature,
+                        "max_new_tokens": preset.max_new_tokens, "seed": 0,
+                        "prompts": prompts,
+                        "mean_at_k": result["mean_at_k"], "greedy": result["greedy"]}
+    target = shipped_dir(preset.warm_start)
+    tmp = target.with_name(target.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in HASHED_FILES:
+        shutil.copy2(path / name, tmp / name)
+    (tmp / "warmstart.json").write_text(json.dumps(info, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
 
 
 if __name__ == "__main__":
