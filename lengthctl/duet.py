@@ -359,11 +359,14 @@ class DuetBatch(RowBatch):
         starts = np.maximum(positions - g.scan_window, 0)
         candidates = due.copy()
         if self.trigger is not None:
-            cols = np.arange(history.shape[1])
-            window = (cols >= starts[:, None]) & (cols < positions[:, None])
-            known = history < len(self.trigger)     # an id beyond the tokenizer: decode it
-            hits = np.where(known, self.trigger[np.where(known, history, 0)], True) & window
-            candidates &= hits.any(axis=1)
+            rows = np.flatnonzero(due)
+            lo, hi = int(starts[rows].min()), int(positions[rows].max())
+            ids = history[rows, lo:hi]              # only the columns some window covers
+            cols = np.arange(lo, hi)
+            window = (cols >= starts[rows, None]) & (cols < positions[rows, None])
+            known = ids < len(self.trigger)         # an id beyond the tokenizer: decode it
+            hits = np.where(known, self.trigger[np.where(known, ids, 0)], True) & window
+            candidates[rows] = hits.any(axis=1)
         decode, search = self.text.decode, g.markers.search
         for k in np.flatnonzero(candidates):
             ids = history[k, starts[k]:positions[k]].tolist()
