@@ -119,13 +119,14 @@ def time_forward(clock, engine: HFEngine, rows: list[RowSpec], context: int,
     from trainer.engine import _PreallocatedCache
     cache = _PreallocatedCache(steps)
     mask = torch.ones((n, context + steps), dtype=torch.long, device=engine.device)
-    model(input_ids=ids, attention_mask=mask[:, :context], past_key_values=cache, use_cache=True)
+    model(input_ids=ids, attention_mask=mask[:, :context], **{engine.cache_argument: cache},
+          use_cache=True)
     token = torch.full((n, 1), engine.pad_id, dtype=torch.long, device=engine.device)
     start = clock()
     for s in range(steps):
         position = torch.full((n, 1), context + s, dtype=torch.long, device=engine.device)
         model(input_ids=token, attention_mask=mask[:, :context + s + 1], position_ids=position,
-              past_key_values=cache, use_cache=True)
+              **{engine.cache_argument: cache}, use_cache=True)
     return clock() - start, n * steps
 
 

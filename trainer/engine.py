@@ -20,6 +20,8 @@ What it guarantees (DESIGN.md §5):
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,11 +98,20 @@ class _PreallocatedCache(DynamicCache):
         self.layer_class_to_replicate = lambda: _PreallocatedLayer(extra)
 
 
+def cache_argument(model) -> str:
+    """The keyword a model's ``forward`` takes its KV cache by: ``cache`` from transformers 5.x
+    on (``past_key_values`` still works there but warns that it goes in 5.40), ``past_key_values``
+    before.  Read from the signature, so it is right for every version and model class."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 class HFEngine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
         self.model = model
         self.tokenizer = tokenizer
+        self.cache_argument = cache_argument(model)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
         self.top_p = float(top_p)
@@ -160,7 +171,7 @@ class HFEngine:
         cache = _PreallocatedCache(self.max_new_tokens)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True).logits[:, -1, :]
+                            **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :]
         expand = torch.tensor([index_of[r.prompt_ids] for r in rows], device=self.device)
         cache.batch_select_indices(expand)
         # the mask is preallocated too: a step fills one column instead of concatenating one
@@ -264,8 +275,8 @@ class HFEngine:
             last_pos = last_pos + 1
             logits = self.model(input_ids=step_tokens.unsqueeze(-1),
                                 attention_mask=mask[:, :width + t + 1],
-                                position_ids=last_pos.unsqueeze(-1), past_key_values=cache,
-                                use_cache=True).logits[:, -1, :].float()
+                                position_ids=last_pos.unsqueeze(-1),
+                                **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :].float()
 
         out = []
         for i in range(n):
