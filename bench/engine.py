@@ -5,14 +5,24 @@ policy at its temperature, up to its maximum response length.  Throughput counts
 each row's tokens up to and including its first EOS (what the trainer keeps).  ``model.generate``
 keeps finished rows in the batch until the longest row ends, so its time follows batch size x
 longest row; the engine drops finished rows, so its time follows the tokens actually generated.
-Figures are medians over ``--repeats`` after one warm-up, measured in one process, so the ratio is
-meaningful on a shared, noisy machine even when the absolute numbers are not.
 
-A third row runs the engine on the same rows with DUET's per-token stop controller
-(:mod:`lengthctl.duet`, the preset's defaults) attached to every row: its useful tokens/s against
-the bare engine's is the controller's cost per generated token, which is what decides whether the
-tokens DUET's stop rule saves turn into saved seconds.  Rows it aborts or stops end early, so it
-may generate fewer tokens than the bare engine; tokens/s stays comparable.
+Rows printed, all on the same rollouts (row seeds):
+
+* ``hf engine``: the bare engine;
+* ``+ DUET stop rule``: DUET's stop controller (:mod:`lengthctl.duet`, the preset's defaults) on
+  every row; its tokens/s against the bare engine's is the controller's cost per token;
+* ``+ cut at F``: a synthetic stop rule that ends every row at ``F`` of its natural length (the
+  bare engine's), so a known share of the tokens is cut; (seconds saved / seconds) over (tokens
+  saved / tokens) says whether time follows tokens (1.0: every saved token saves its share);
+* ``model.generate``: transformers' sampler, the baseline;
+* ``forward only``: the model's one-token decode step at the full batch over a cache of the
+  mean prompt-plus-half-response length, nothing else: an estimate of the hardware's limit at
+  this batch (rows that finish only lower what a step can use).
+
+Seconds are process CPU seconds on a CPU device (they survive a shared machine; on 2 threads
+they still count a spinning thread, so compare ratios from one run) and wall seconds on a GPU.
+Figures are medians over ``--repeats`` after one warm-up, interleaved so that load hits all rows
+alike.
 """
 from __future__ import annotations
 
@@ -21,14 +31,42 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 import lengthctl
 from bench.presets import PRESETS, get_preset
+from lengthctl.base import CONTINUE, STOPPED, RowBatch, RowController
 from trainer.engine import HFEngine, RowSpec
 from trainer.policy import load_policy
 from trainer.sft import initial_policy_dir
 from trainer.tasks import build_splits
+
+
+class CutAt(RowController):
+    """A synthetic rule: end the row (as ``stopped``) before sampling position ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def decide(self, t, margin, tail):
+        return "stopped" if t == self.at else None
+
+    @classmethod
+    def batch(cls, controllers, text):
+        return _CutBatch(controllers, text)
+
+
+class _CutBatch(RowBatch):
+    def __init__(self, controllers, text):
+        super().__init__(controllers, text)
+        self.at = np.array([c.at for c in controllers], dtype=np.int64)
+
+    def next_position(self) -> int:
+        return int(self.at.min())
+
+    def decide(self, rows, positions, history, margins):
+        return np.where(positions >= self.at[rows], STOPPED, CONTINUE).astype(np.int8)
 
 
 def useful_tokens(sequences: torch.Tensor, eos_id: int) -> int:
@@ -39,37 +77,82 @@ def useful_tokens(sequences: torch.Tensor, eos_id: int) -> int:
     return int(first.sum())
 
 
-def time_engine(engine: HFEngine, rows: list[RowSpec]) -> tuple[float, int]:
-    start = time.perf_counter()
+class Clock:
+    """Process CPU seconds on CPU, wall seconds (after a device sync) on GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.name = "wall" if self.cuda else "CPU"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+        return time.process_time()
+
+
+def time_engine(clock, engine: HFEngine, rows: list[RowSpec]) -> tuple[float, int]:
+    start = clock()
     gens = engine.generate(rows)
-    return time.perf_counter() - start, sum(len(g.tokens) for g in gens)
+    return clock() - start, sum(len(g.tokens) for g in gens)
 
 
 @torch.no_grad()
-def time_generate(model, tokenizer, prompts: list[str], samples: int, max_new: int,
+def time_generate(clock, model, tokenizer, prompts: list[str], samples: int, max_new: int,
                   temperature: float, top_p: float) -> tuple[float, int]:
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-    start = time.perf_counter()
+    start = clock()
     out = model.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p, top_k=0,
                          max_new_tokens=max_new, num_return_sequences=samples,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     return seconds, useful_tokens(out[:, batch["input_ids"].shape[1]:], tokenizer.eos_token_id)
 
 
-def main(argv=None) -> int:
+@torch.no_grad()
+def time_forward(clock, engine: HFEngine, rows: list[RowSpec], context: int,
+                 steps: int = 8) -> tuple[float, int]:
+    """``steps`` decode forwards at the full batch after ``context`` cached positions."""
+    model, n = engine.model, len(rows)
+    ids = torch.full((n, context), engine.pad_id, dtype=torch.long, device=engine.device)
+    from trainer.engine import _PreallocatedCache
+    cache = _PreallocatedCache(steps)
+    mask = torch.ones((n, context + steps), dtype=torch.long, device=engine.device)
+    model(input_ids=ids, attention_mask=mask[:, :context], **{engine.cache_argument: cache},
+          use_cache=True)
+    token = torch.full((n, 1), engine.pad_id, dtype=torch.long, device=engine.device)
+    start = clock()
+    for s in range(steps):
+        position = torch.full((n, 1), context + s, dtype=torch.long, device=engine.device)
+        model(input_ids=token, attention_mask=mask[:, :context + s + 1], position_ids=position,
+              **{engine.cache_argument: cache}, use_cache=True)
+    return clock() - start, n * steps
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.engine",
-        description="Tokens/s of the hf rollout engine versus transformers' model.generate on the "
-                    "same prompts, with mixed output lengths.",
+        description="Useful tokens/s of the hf rollout engine versus transformers' "
+                    "model.generate on the same prompts with mixed output lengths, the DUET stop "
+                    "controller's cost per token, whether time saved follows tokens saved, and "
+                    "the forward pass alone at the same batch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--preset", default="tiny", help=f"policy and sampling settings: {', '.join(PRESETS)}")
     parser.add_argument("--prompts", type=int, default=32, help="distinct training prompts")
     parser.add_argument("--samples", type=int, default=8, help="rollouts per prompt")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
+    parser.add_argument("--cut", type=float, default=0.6,
+                        help="the synthetic rule ends each row at this fraction of its natural "
+                             "length (in (0, 1))")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: the preset's)")
     parser.add_argument("--device", default=None, help="torch device (default: the preset's)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
         preset = get_preset(args.preset)
     except KeyError as exc:
@@ -78,9 +161,13 @@ def main(argv=None) -> int:
     if args.prompts < 1 or args.samples < 1 or args.repeats < 1:
         print("error: --prompts, --samples and --repeats must be at least 1", file=sys.stderr)
         return 2
-    torch.set_num_threads(preset.threads)
+    if not 0.0 < args.cut < 1.0:
+        print(f"error: --cut must lie in (0, 1), got {args.cut}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads or preset.threads)
     model, tokenizer = load_policy(initial_policy_dir(preset, progress=True))
     model.to(args.device or preset.device).eval()
+    clock = Clock(model.device)
     train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket)
     tasks = train[:args.prompts]
     engine = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
@@ -88,41 +175,58 @@ def main(argv=None) -> int:
     rows = [RowSpec(tuple(tokenizer(t.prompt)["input_ids"]), seed=1000 * i + k)
             for i, t in enumerate(tasks) for k in range(args.samples)]
     stop_rule = lengthctl.get("duet")(preset.max_new_tokens, seed=0)
+    natural = [len(g.tokens) for g in engine.generate(rows)]
+    # a row of natural length n keeps floor(F * n) sampled tokens plus the forced EOS
+    cuts = [max(0, int(args.cut * n)) for n in natural]
 
     def controlled_rows():
         """The same rows, each with a fresh DUET stop controller (they hold per-row state)."""
         return [RowSpec(r.prompt_ids, r.seed, stop_rule.row_controller(0, None, r.seed))
                 for r in rows]
+
+    def cut_rows():
+        return [RowSpec(r.prompt_ids, r.seed, CutAt(c) if c + 1 < n else None)
+                for r, c, n in zip(rows, cuts, natural)]
     prompts = [t.prompt for t in tasks]
 
     def run_generate():
-        return time_generate(model, tokenizer, prompts, args.samples, preset.max_new_tokens,
-                             preset.temperature, preset.top_p)
+        return time_generate(clock, model, tokenizer, prompts, args.samples,
+                             preset.max_new_tokens, preset.temperature, preset.top_p)
 
-    time_engine(engine, rows[:8])
+    context = int(statistics.mean(len(r.prompt_ids) for r in rows) + statistics.mean(natural) / 2)
+    time_engine(clock, engine, rows[:8])
     run_generate()
-    # interleaved, so a burst of load on a shared machine hits all three alike
-    engine_runs, controlled_runs, generate_runs = [], [], []
+    # interleaved, so a burst of load on a shared machine hits every row alike
+    runs: dict[str, list[tuple[float, int]]] = {k: [] for k in
+                                                ("engine", "duet", "cut", "generate", "forward")}
     for _ in range(args.repeats):
-        engine_runs.append(time_engine(engine, rows))
-        controlled_runs.append(time_engine(engine, controlled_rows()))
-        generate_runs.append(run_generate())
-    engine_rate = statistics.median(tok / sec for sec, tok in engine_runs)
-    controlled_rate = statistics.median(tok / sec for sec, tok in controlled_runs)
-    generate_rate = statistics.median(tok / sec for sec, tok in generate_runs)
-    lengths = [len(g.tokens) for g in engine.generate(rows)]
+        runs["engine"].append(time_engine(clock, engine, rows))
+        runs["duet"].append(time_engine(clock, engine, controlled_rows()))
+        runs["cut"].append(time_engine(clock, engine, cut_rows()))
+        runs["generate"].append(run_generate())
+        runs["forward"].append(time_forward(clock, engine, rows, context))
+    rate = {k: statistics.median(tok / sec for sec, tok in v) for k, v in runs.items()}
+    seconds = {k: statistics.median(sec for sec, _ in v) for k, v in runs.items()}
+    tokens = {k: v[0][1] for k, v in runs.items()}
+
     print(f"preset {preset.name}: {len(rows)} rollouts ({args.prompts} prompts x {args.samples}), "
-          f"max {preset.max_new_tokens} new tokens, lengths {min(lengths)}-{max(lengths)} "
-          f"(mean {statistics.mean(lengths):.1f}), device {model.device}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'engine':18s} {'useful tokens/s':>16s}")
-    print(f"{'hf engine':18s} {engine_rate:16,.0f}")
-    print(f"{'  + DUET stop rule':18s} {controlled_rate:16,.0f}   "
-          f"({controlled_runs[0][1]:,} tokens generated vs {engine_runs[0][1]:,} without it)")
-    print(f"{'model.generate':18s} {generate_rate:16,.0f}")
-    print(f"ratio (engine / generate): {engine_rate / generate_rate:.2f}x; "
-          f"DUET controller cost per token: {engine_rate / controlled_rate - 1:+.1%} "
-          f"(median of {args.repeats} repeats each)")
+          f"max {preset.max_new_tokens} new tokens, lengths {min(natural)}-{max(natural)} "
+          f"(mean {statistics.mean(natural):.1f}), device {model.device}, "
+          f"{torch.get_num_threads()} threads, {clock.name} seconds, median of {args.repeats}")
+    print(f"{'':22s} {'useful tokens/s':>16s} {'tokens':>8s} {'seconds':>8s}")
+    labels = {"engine": "hf engine", "duet": "  + DUET stop rule", "cut": f"  + cut at {args.cut:g}",
+              "generate": "model.generate", "forward": "forward only (limit)"}
+    for key, label in labels.items():
+        print(f"{label:22s} {rate[key]:16,.0f} {tokens[key]:8,d} {seconds[key]:8.3f}")
+    token_share = 1 - tokens["cut"] / tokens["engine"]
+    time_share = 1 - seconds["cut"] / seconds["engine"]
+    print(f"engine / model.generate: {rate['engine'] / rate['generate']:.2f}x "
+          f"(forward-only limit at batch {len(rows)}: {rate['forward'] / rate['generate']:.2f}x; "
+          f"the engine runs at {rate['engine'] / rate['forward']:.0%} of it)")
+    print(f"DUET controller cost per token: {rate['engine'] / rate['duet'] - 1:+.1%} "
+          f"({tokens['duet']:,} tokens generated vs {tokens['engine']:,} without it)")
+    print(f"time saved per token saved: {time_share / token_share:.2f} "
+          f"({time_share:.0%} of the seconds for {token_share:.0%} of the tokens cut)")
     return 0
 
 

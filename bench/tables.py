@@ -43,9 +43,10 @@ from scipy import stats as sps
 
 from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde_note,
                          normalised_score, prob_improvement, t_interval)
+from trainer.ledger import SHARED_RATIO
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
-PHASE_COLUMNS = ("generate", "reward", "logprob", "update", "allocate", "other")
+PHASE_COLUMNS = ("generate", "reward", "logprob", "advantage", "update", "allocate", "other")
 MISSING = "—"
 NEVER = "never"
 REFERENCE = ("grpo", 1.0)          # the reference run of speed-ups, targets and ratios
@@ -192,10 +193,31 @@ def blabel(budget: float) -> str:
     return f"b={budget:g}"
 
 
+def cpu_clocked(df: pd.DataFrame) -> bool:
+    """Whether every run recorded CPU seconds and is timed by them (CPU presets; GPU: wall)."""
+    return ("sec_clock" in df and "sec_cpu_train_seconds" in df and len(df) > 0
+            and bool((df["sec_clock"] == "cpu").all()) and df["sec_cpu_train_seconds"].notna().all())
+
+
+def seconds_column(df: pd.DataFrame, name: str) -> str:
+    """The summary column of ``name`` (``train_seconds`` or a phase) under the runs' clock."""
+    return f"sec_cpu_{name}" if cpu_clocked(df) and f"sec_cpu_{name}" in df else f"sec_{name}"
+
+
+def clock_note(df: pd.DataFrame) -> str:
+    shared = int(df["sec_shared_machine"].fillna(False).astype(bool).sum()) \
+        if "sec_shared_machine" in df else 0
+    what = ("process CPU seconds (verifier workers included), which a shared machine does not "
+            "inflate" if cpu_clocked(df) else "wall-clock seconds")
+    flag = (f"; {shared} run(s) shared the machine (wall > {SHARED_RATIO:g} x CPU per thread)"
+            if shared else "")
+    return f"Seconds are {what}{flag}"
+
+
 def per_step_seconds(df: pd.DataFrame) -> pd.Series:
     """Training seconds per step of each run (speed-ups compare per step, so that runs of
     different lengths stay comparable; equal to total seconds when steps are equal)."""
-    return df["sec_train_seconds"] / df["steps"].clip(lower=1)
+    return df[seconds_column(df, "train_seconds")] / df["steps"].clip(lower=1)
 
 
 def speedup(reference_seconds, run_seconds) -> tuple[float, float]:
@@ -222,7 +244,9 @@ def speedup_of(df: pd.DataFrame, method: str, budget: float) -> tuple[float, flo
         return float("nan"), float("nan")
     if (method, budget) == REFERENCE:
         return 1.0, float("nan")
-    return speedup(per_step_seconds(ref_runs), per_step_seconds(runs))
+    column = seconds_column(df, "train_seconds")
+    steps = lambda d: d[column] / d["steps"].clip(lower=1)  # noqa: E731 (one clock for both)
+    return speedup(steps(ref_runs), steps(runs))
 
 
 SPEEDUP_NOTE = ("speed-up = GRPO (b = 1)'s mean training seconds per step / this run's (evaluation "
@@ -396,6 +420,9 @@ def normalised_table(df: pd.DataFrame) -> Table | None:
 def speed_table(df: pd.DataFrame) -> Table:
     """Rows = method x budget: tokens, rollouts, seconds by phase, speed-up vs GRPO at b = 1."""
     display, data = [], []
+    # a phase no run spent time in is not a measured column of this sweep
+    phases = [p for p in PHASE_COLUMNS if seconds_column(df, p) in df
+              and df[seconds_column(df, p)].fillna(0).abs().sum() > 0]
     for method in method_order(df["method"]):
         for b in budgets_of(df[df["method"] == method]):
             cell = cell_runs(df, method, b)
@@ -405,13 +432,13 @@ def speed_table(df: pd.DataFrame) -> Table:
             numbers = {"method": method, "budget": b, "seeds": len(cell),
                        **_stat_columns("tokens", cell["tokens"]),
                        **_stat_columns("rollouts", cell["rollouts"])}
-            for phase in PHASE_COLUMNS:
-                column = f"sec_{phase}"
-                values = cell[column] if column in cell else []
+            for phase in phases:
+                values = cell[seconds_column(df, phase)]
                 row[f"{phase} s"] = fmt(*t_interval(values), digits=1)
                 numbers.update(_stat_columns(f"{phase}_seconds", values))
-            row["train s"] = fmt(*t_interval(cell["sec_train_seconds"]), digits=1)
-            numbers.update(_stat_columns("train_seconds", cell["sec_train_seconds"]))
+            train = cell[seconds_column(df, "train_seconds")]
+            row["train s"] = fmt(*t_interval(train), digits=1)
+            numbers.update(_stat_columns("train_seconds", train))
             mean, half = speedup_of(df, method, b)
             row["speed-up"] = MISSING if np.isnan(mean) else fmt(mean, half, digits=2) + "×"
             numbers.update(speedup_mean=mean, speedup_ci95=half)
@@ -419,8 +446,8 @@ def speed_table(df: pd.DataFrame) -> Table:
             data.append(numbers)
     return Table("speed", "Speed table: cumulative cost of each run", pd.DataFrame(display),
                  pd.DataFrame(data),
-                 f"Cells: {INTERVAL_NOTE}. Seconds by phase are wall-clock; train s = every "
-                 f"phase but evaluation; {SPEEDUP_NOTE}.")
+                 f"Cells: {INTERVAL_NOTE}. {clock_note(df)}; phases no run spent time in are "
+                 f"left out; train s = every phase but evaluation; {SPEEDUP_NOTE}.")
 
 
 # ------------------------------------------------------------------------------ cost-to-target
@@ -497,6 +524,9 @@ def cost_table(summaries: pd.DataFrame, curves: pd.DataFrame, target: float | No
     if np.isnan(target):
         return Table("cost", title, pd.DataFrame(), None,
                      "No target: GRPO at b = 1 is not in this sweep; pass --target.")
+    if cpu_clocked(summaries) and "cum_train_cpu_seconds" in curves \
+            and curves["cum_train_cpu_seconds"].notna().all():
+        curves = curves.assign(cum_train_seconds=curves["cum_train_cpu_seconds"])
     grid, upto = token_grid_averages(curves)
     ref_reached, _ = reach_costs(curves, *REFERENCE, target)
     ref_means = {name: (t_interval([h[name] for h in ref_reached])[0] if ref_reached

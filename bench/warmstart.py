@@ -20,7 +20,11 @@ def main(argv=None) -> int:
         description="Warm-start the embedded policy of a preset on worked solutions (cached), "
                     "then report its held-out accuracy per difficulty bucket.")
     parser.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default tiny)")
-    parser.add_argument("--force", action="store_true", help="retrain even if a cached copy exists")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if a cached or shipped copy exists")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the cached build, with its held-out accuracy, to "
+                             "trainer/assets/warmstart/<key>/ (the copy a fresh clone uses)")
     parser.add_argument("--samples", type=int, default=4,
                         help="samples per held-out prompt for the mean@k report (default 4)")
     args = parser.parse_args(argv)
@@ -46,7 +50,8 @@ def main(argv=None) -> int:
         previous = warm_start_hash(path)
         shutil.rmtree(path)
     try:
-        path = ensure_warm_start(preset.warm_start, previous_hash=previous)
+        path = ensure_warm_start(preset.warm_start, previous_hash=previous,
+                                 shipped=not args.force)
     except PolicyLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +68,11 @@ def main(argv=None) -> int:
           f"greedy pass@1: {result['greedy']:.3f}")
     for bucket, acc in result["buckets"].items():
         print(f"  {bucket:6s} mean@{args.samples} {acc:.3f}")
+    if args.ship:
+        from trainer.sft import ship
+        target = ship(path, preset, result, args.samples, len(held_out))
+        size = sum(f.stat().st_size for f in target.iterdir()) / 1e6
+        print(f"shipped to {target} ({size:.1f} MB)")
     return 0
 
 

@@ -1,27 +1,113 @@
-"""The length-control interface: a per-rollout controller the rollout engine calls every token.
+"""The length-control interface: stop rules that the rollout engine asks in batches.
 
 The engine asks the run's :class:`LengthController` for one :class:`RowController` per rollout
-(``None`` means "never stops early", which lets the engine skip per-token work).  Before sampling
-position ``t`` of a row the engine calls ``row.decide(t, margin, tail)``:
+(``None`` means "never stops early", which lets the engine skip all stop-rule work).  A row
+controller holds one rollout's options (threshold, random seed); the engine groups the rows of a
+generation call by :meth:`RowController.batch_key` and hands each group to the class's
+:meth:`RowController.batch`, which returns a :class:`RowBatch`: the rule for all those rows at
+once, with its state in arrays.
 
-* ``t``       tokens generated so far in this row;
-* ``margin``  top-1 minus top-2 probability of the next-token distribution (softmax of the raw
-              logits, temperature 1), or ``nan`` when the controller said it does not need it;
-* ``tail``    ``tail(k)`` decodes the last ``k`` generated tokens to text.
+Once per check position the engine calls ``batch.decide(rows, positions, history, margins)``
+for the live rows of the batch:
 
-It returns ``None`` to continue, or ``"stopped"`` / ``"aborted"``: the engine then emits EOS at
-this position (charged as one generated token, with the policy's own log-probability of EOS as
-the old log-prob) and removes the row from the batch.  Every decision may depend only on the
-row's own prefix and its own random stream, so results never depend on batch composition.
+* ``rows``       indices into the batch's controllers (the live rows);
+* ``positions``  tokens generated so far by each of those rows (the rule decides about the token
+                 at this position, before it is sampled);
+* ``history``    the generated token ids, one row per entry of ``rows`` (valid up to its
+                 position), so token-level facts are found by array lookups on ids
+                 (:meth:`TokenText.ids_containing`) rather than by decoding tails;
+* ``margins``    ``margins(k)`` returns top-1 minus top-2 probability of the next-token
+                 distribution (softmax of the raw logits, temperature 1) for the entries ``k``
+                 of ``rows``; the engine computes it only for the rows a rule asks about.
+
+It returns one code per row: :data:`CONTINUE`, :data:`STOPPED` or :data:`ABORTED` (names in
+:data:`REASONS`).  The engine then emits EOS at this position (charged as one generated token,
+with the policy's own log-probability of EOS as the old log-prob) and removes the row from the
+batch.  ``batch.next_position()`` is the first position at which any row has something to
+check, so the engine asks nothing in between.  Every decision may depend only on the row's own
+prefix and its own random stream, so results never depend on batch composition.
+
+A rule that only implements the per-row :meth:`RowController.decide` (``decide(t, margin,
+tail)``, ``tail(k)`` the decoded last ``k`` tokens) works unchanged: the default batch,
+:class:`RowwiseBatch`, asks each row in turn at every position.  The vLLM engine's logits
+processor still uses that per-row call.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Hashable, Sequence
+
+import numpy as np
+
+CONTINUE, STOPPED, ABORTED = 0, 1, 2
+REASONS = {STOPPED: "stopped", ABORTED: "aborted"}
+_CODES = {reason: code for code, reason in REASONS.items()}
+
+
+class TokenText:
+    """What a rule may know about the engine's vocabulary: each id's text, and a decoder."""
+
+    def __init__(self, pieces: Sequence[str], decode: Callable[[Sequence[int]], str]) -> None:
+        self.pieces = list(pieces)
+        self.decode = decode
+        self._containing: dict[str, np.ndarray] = {}
+
+    def ids_containing(self, chars: str) -> np.ndarray:
+        """Boolean mask over token ids: the id's own text holds at least one of ``chars``."""
+        mask = self._containing.get(chars)
+        if mask is None:
+            mask = np.fromiter((any(c in p for c in chars) for p in self.pieces), dtype=bool,
+                               count=len(self.pieces))
+            self._containing[chars] = mask
+        return mask
+
+
+class RowBatch:
+    """The stop rule of many rows at once (module docstring)."""
+
+    def __init__(self, controllers: Sequence["RowController"], text: TokenText) -> None:
+        self.controllers = list(controllers)
+        self.text = text
+
+    def next_position(self) -> int:
+        """The first position at which any row may need a decision (0: ask at every one)."""
+        return 0
+
+    def decide(self, rows: np.ndarray, positions: np.ndarray, history: np.ndarray,
+               margins: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        return np.zeros(len(rows), dtype=np.int8)
+
+    def flags(self, i: int) -> dict:
+        """Row ``i``'s flags, copied onto its rollout (e.g. saw_marker, eps_kept)."""
+        return dict(self.controllers[i].flags)
+
+
+class RowwiseBatch(RowBatch):
+    """Any per-row controller as a batch: each live row's ``decide`` at every position."""
+
+    def decide(self, rows, positions, history, margins):
+        out = np.zeros(len(rows), dtype=np.int8)
+        want = np.array([self.controllers[r].needs_margin for r in rows], dtype=bool)
+        values = np.full(len(rows), np.nan)
+        if want.any():
+            values[want] = margins(np.flatnonzero(want))
+        decode = self.text.decode
+        for k, (r, t) in enumerate(zip(rows.tolist(), positions.tolist())):
+            ids = history[k]
+
+            def tail(n: int, ids=ids, t=t) -> str:
+                return decode(ids[max(0, t - n):t].tolist()) if n > 0 else ""
+
+            reason = self.controllers[r].decide(t, float(values[k]), tail)
+            if reason is not None:
+                out[k] = _CODES[reason]
+        return out
 
 from allocators.options import Options
 
 
 class RowController:
+    """One rollout's stop rule; the per-row reference of a batch rule (module docstring)."""
+
     needs_margin: bool = False
 
     def decide(self, t: int, margin: float, tail: Callable[[int], str]) -> str | None:
@@ -37,6 +123,14 @@ class RowController:
     def flags(self) -> dict:
         """Per-row metrics copied onto the rollout's flags (e.g. saw_marker, eps_kept)."""
         return {}
+
+    def batch_key(self) -> Hashable:
+        """Rows with equal keys are decided by one batch of this class."""
+        return type(self)
+
+    @classmethod
+    def batch(cls, controllers: Sequence["RowController"], text: TokenText) -> RowBatch:
+        return RowwiseBatch(controllers, text)
 
 
 class LengthController:

@@ -72,6 +72,13 @@ Departures from the released code:
 * ``needs_margin`` is true in phase B and at positions where a marker scan is due, so that the
   engine computes the margin exactly where the released processor may use it and skips it
   elsewhere.  A ``nan`` margin (engine skipped it) counts as "not confident".
+* Evaluation: the hf engine runs the rule as :class:`DuetBatch`, array code over all live rows,
+  asked only at positions where some row has a check due, decoding only the scan windows that
+  hold a token containing one of the markers' characters (``MARKER_CHARS``; an exact filter, as
+  every match contains that character) and computing margins only for phase-B rows.  Its
+  decisions equal :class:`DuetRow`'s (the per-row reference, still used by the vLLM logits
+  processor); tests pin the two on random streams.  The released processor decodes and
+  searches every live row at every check position.
 * The per-row random stream is ``numpy.random.default_rng(row_seed)`` (released: Python
   ``random.Random(hash(("duet_eps_keep", base, step, row)))``); draws compare as released
   (abort when u >= eps_abort, ignore a firing when u < eps_len).
@@ -94,7 +101,7 @@ import numpy as np
 
 from allocators.options import Options, option
 from lengthctl import register
-from lengthctl.base import LengthController, RowController
+from lengthctl.base import ABORTED, CONTINUE, STOPPED, LengthController, RowBatch, RowController
 
 RELEASED_MAX_RESPONSE_TOKENS = 3072
 
@@ -130,6 +137,23 @@ DOMAIN_MARKERS: dict[str, tuple[str, ...]] = {
     "code": CODE_MARKERS + GENERIC_MARKERS,
     "generic": GENERIC_MARKERS + MATH_MARKERS,
 }
+# A character that every match of the marker contains (read off each regex: a literal outside
+# any optional part).  A row whose scan window holds no token with one of its markers'
+# characters cannot match, so the batched rule skips decoding it; the set is the one token-level
+# fact the rule needs, found by id lookups.  User regexes have no entry: with any of them the
+# rule decodes every due window.
+MARKER_CHARS: dict[str, str] = {
+    MATH_MARKERS[0]: "}", MATH_MARKERS[1]: "]", MATH_MARKERS[2]: "#", MATH_MARKERS[3]: "F",
+    CODE_MARKERS[0]: "`", CODE_MARKERS[1]: "`",
+    GENERIC_MARKERS[0]: ">", GENERIC_MARKERS[1]: ">", GENERIC_MARKERS[2]: "T",
+}
+
+
+def marker_chars(domain: str = "math", extra: Iterable[str] = ()) -> str | None:
+    """The characters one of which every marker match of ``domain`` holds; None with ``extra``."""
+    if tuple(extra):
+        return None
+    return "".join(sorted({MARKER_CHARS[p] for p in DOMAIN_MARKERS[domain]}))
 
 
 def compile_markers(domain: str = "math", extra: Iterable[str] = ()) -> re.Pattern:
@@ -169,10 +193,10 @@ class _Gates:
     """The constants one step's rows share (K1/K2 change only between steps)."""
 
     __slots__ = ("min_tokens", "k1", "late_gate", "check_interval", "scan_window",
-                 "hysteresis", "eps_abort", "eps_len", "markers")
+                 "hysteresis", "eps_abort", "eps_len", "markers", "marker_chars")
 
     def __init__(self, *, min_tokens, k1, late_gate, check_interval, scan_window, hysteresis,
-                 eps_abort, eps_len, markers):
+                 eps_abort, eps_len, markers, marker_chars=None):
         self.min_tokens = min_tokens
         self.k1 = k1
         self.late_gate = late_gate          # K2 + grace
@@ -182,6 +206,7 @@ class _Gates:
         self.eps_abort = eps_abort
         self.eps_len = eps_len
         self.markers = markers
+        self.marker_chars = marker_chars    # None: every due window is decoded
 
     def periodic_scan(self, t: int) -> bool:
         return t >= self.k1 and t > 0 and t % self.check_interval == 0
@@ -284,6 +309,139 @@ class DuetRow(RowController):
             self._rng = np.random.default_rng(self._seed)
         return float(self._rng.random())
 
+    # -- the batched rule ------------------------------------------------------------------
+    def batch_key(self):
+        return (DuetRow, self._gates)
+
+    @classmethod
+    def batch(cls, controllers, text) -> "DuetBatch":
+        return DuetBatch(controllers, text)
+
+
+class DuetBatch(RowBatch):
+    """:class:`DuetRow`'s state machine for many rows at once, as array code.
+
+    Positions where nothing is due are never asked (:meth:`next_position`); at a due position
+    the marker scan decodes only the windows that hold a token with one of the markers'
+    characters (``MARKER_CHARS``), margins are requested only for rows in phase B or whose scan
+    just found a marker, and each row's uniforms are drawn from its own stream in the order the
+    per-row reference draws them, so every decision equals :class:`DuetRow`'s (pinned by
+    tests/test_duet_stop.py on random streams)."""
+
+    def __init__(self, controllers, text) -> None:
+        super().__init__(controllers, text)
+        gates = controllers[0]._gates
+        if any(c._gates is not gates for c in controllers):
+            raise ValueError("duet: one batch needs rows of one step's gates")
+        self.gates = gates
+        n = len(controllers)
+        self.tau = np.array([c.tau for c in controllers], dtype=np.float64)
+        self.seeds = [c._seed for c in controllers]
+        self.phase = np.full(n, _PRE, dtype=np.int8)
+        self.run = np.zeros(n, dtype=np.int64)
+        self.marker_at = np.full(n, -1, dtype=np.int64)
+        self.rngs: dict[int, np.random.Generator] = {}
+        self.trigger = (text.ids_containing(gates.marker_chars)
+                        if gates.marker_chars is not None else None)
+        self._next = gates.min_tokens
+
+    def next_position(self) -> int:
+        return self._next
+
+    def _draw(self, row: int) -> float:
+        rng = self.rngs.get(row)
+        if rng is None:
+            rng = self.rngs[row] = np.random.default_rng(self.seeds[row])
+        return float(rng.random())
+
+    def _found(self, history, positions, due) -> np.ndarray:
+        """Which ``due`` rows hold a marker in their last ``scan_window`` tokens."""
+        g = self.gates
+        found = np.zeros(len(due), dtype=bool)
+        if not due.any():
+            return found
+        starts = np.maximum(positions - g.scan_window, 0)
+        candidates = due.copy()
+        if self.trigger is not None:
+            rows = np.flatnonzero(due)
+            lo, hi = int(starts[rows].min()), int(positions[rows].max())
+            ids = history[rows, lo:hi]              # only the columns some window covers
+            cols = np.arange(lo, hi)
+            window = (cols >= starts[rows, None]) & (cols < positions[rows, None])
+            known = ids < len(self.trigger)         # an id beyond the tokenizer: decode it
+            hits = np.where(known, self.trigger[np.where(known, ids, 0)], True) & window
+            candidates[rows] = hits.any(axis=1)
+        decode, search = self.text.decode, g.markers.search
+        for k in np.flatnonzero(candidates):
+            ids = history[k, starts[k]:positions[k]].tolist()
+            found[k] = search(decode(ids)) is not None
+        return found
+
+    def decide(self, rows, positions, history, margins):
+        g = self.gates
+        rows = np.asarray(rows, dtype=np.int64)
+        positions = np.asarray(positions, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=np.int8)
+        phase = self.phase[rows]
+        phase[(phase == _PRE) & (positions >= g.min_tokens)] = _SCAN
+        scanning = phase == _SCAN
+        periodic = (positions >= g.k1) & (positions > 0) & (positions % g.check_interval == 0)
+        late = positions >= g.late_gate
+        due = scanning & (periodic | late)
+        found = self._found(history, positions, due)
+        phase[found] = _MARKER
+        self.marker_at[rows[found]] = positions[found]
+
+        confident = np.flatnonzero(phase == _MARKER)
+        if len(confident):
+            values = np.asarray(margins(confident), dtype=np.float64)
+            crows = rows[confident]
+            # nan > tau is False: a position without a margin never counts as confident
+            run = np.where(values > self.tau[crows], self.run[crows] + 1, 0)
+            for j in np.flatnonzero(run >= g.hysteresis):
+                if self._draw(int(crows[j])) < g.eps_len:
+                    run[j] = g.hysteresis - 1
+                else:
+                    phase[confident[j]] = _STOPPED
+                    out[confident[j]] = STOPPED
+            self.run[crows] = run
+        for k in np.flatnonzero(due & late & ~found):
+            if self._draw(int(rows[k])) >= g.eps_abort:
+                phase[k] = _ABORTED
+                out[k] = ABORTED
+            else:
+                phase[k] = _LATE_KEPT
+        self.phase[rows] = phase
+        self._next = self._next_due(phase, positions)
+        return out
+
+    def _next_due(self, phase, positions) -> int:
+        """The smallest position after these at which one of these rows has a check due."""
+        g = self.gates
+        after = positions + 1
+        big = np.iinfo(np.int64).max
+        nxt = np.full(len(phase), big, dtype=np.int64)
+        nxt[phase == _MARKER] = after[phase == _MARKER]
+        pre = phase == _PRE
+        nxt[pre] = np.maximum(after[pre], g.min_tokens)
+        scan = phase == _SCAN
+        if scan.any():
+            start = np.maximum(after[scan], max(g.k1, 1))
+            periodic = -(-start // g.check_interval) * g.check_interval
+            nxt[scan] = np.minimum(periodic, np.maximum(after[scan], g.late_gate))
+        return int(nxt.min()) if len(nxt) else big
+
+    def flags(self, i: int) -> dict:
+        phase = int(self.phase[i])
+        eps_kept = phase == _LATE_KEPT
+        return {
+            "saw_marker": bool(self.marker_at[i] >= 0),
+            "marker_at": int(self.marker_at[i]) if self.marker_at[i] >= 0 else None,
+            "eps_kept": eps_kept,
+            "weight_multiplier": 1.0 / self.gates.eps_abort if eps_kept else 1.0,
+            "stop_phase": PHASE_NAMES[phase],
+        }
+
 
 @dataclass(frozen=True)
 class DuetStopOptions(Options):
@@ -370,7 +528,8 @@ class DuetStop(LengthController):
         return _Gates(min_tokens=self.min_tokens, k1=self.k1, late_gate=self.k2 + self.grace,
                       check_interval=self.check_interval, scan_window=self.scan_window,
                       hysteresis=self.hysteresis, eps_abort=self.opts.eps_abort,
-                      eps_len=self.opts.eps_len, markers=self.marker_regex)
+                      eps_len=self.opts.eps_len, markers=self.marker_regex,
+                      marker_chars=marker_chars(self.domain, self.markers))
 
     # -- per rollout ---------------------------------------------------------------------
     def row_controller(self, step: int, control: dict | None, row_seed: int) -> DuetRow:

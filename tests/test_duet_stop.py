@@ -418,3 +418,112 @@ def test_controller_and_rows_pickle_mid_run():
         if a is not None:
             break
     assert row.flags == clone.flags and row.flags["stop_phase"] == "B"
+
+
+# -- the batched rule against the per-row reference ----------------------------------------
+from lengthctl.base import REASONS, RowwiseBatch, TokenText  # noqa: E402
+from lengthctl.duet import DuetBatch, marker_chars  # noqa: E402
+
+PIECES = [FILLER, "\\boxed{", "7", "}", "1", " ", "=", "Final answer: ", "<answer>", "</answer>",
+          "#", "## Final Answer", "{", "T", "Therefore, the answer is ", "]", "\\boxed[", "`",
+          "<eos>"]
+EOS_ID = len(PIECES) - 1
+TEXT = TokenText(PIECES[:-1] + [""], lambda ids: "".join(PIECES[i] for i in ids if i != EOS_ID))
+
+
+def random_streams(rng, n_rows, max_len):
+    """Token-id streams rich in markers and near-markers, each with an EOS somewhere or none."""
+    weights = np.ones(len(PIECES) - 1)
+    weights[0] = 0.6 * max_len                          # mostly filler, markers now and then
+    streams = rng.choice(len(PIECES) - 1, size=(n_rows, max_len), p=weights / weights.sum())
+    for r in range(n_rows):
+        if rng.random() < 0.5:
+            streams[r, rng.integers(1, max_len)] = EOS_ID
+        if rng.random() < 0.5:                          # a whole \boxed{7} somewhere
+            at = rng.integers(0, max_len - 3)
+            streams[r, at:at + 3] = [1, 2, 3]
+    return streams
+
+
+def drive_batch(controllers, streams, margins, max_len):
+    """Drive the rows in lockstep like the hf engine: live rows only, only at due positions."""
+    batch = type(controllers[0]).batch(controllers, TEXT)
+    n = len(controllers)
+    finish, n_tokens = ["max_len"] * n, [max_len] * n
+    alive = np.ones(n, dtype=bool)
+    asked = 0
+    for t in range(max_len):
+        live = np.flatnonzero(alive)
+        if not len(live):
+            break
+        codes = np.zeros(len(live), dtype=np.int8)
+        if t >= batch.next_position():
+            asked += 1
+            codes = batch.decide(live, np.full(len(live), t), streams[live, :t],
+                                 lambda k, live=live, t=t: margins[live[k], t])
+        for k, r in enumerate(live):
+            if codes[k]:
+                finish[r], n_tokens[r] = REASONS[int(codes[k])], t + 1
+                alive[r] = False
+            elif streams[r, t] == EOS_ID:
+                finish[r], n_tokens[r] = "eos", t + 1
+                alive[r] = False
+    return finish, n_tokens, [batch.flags(i) for i in range(n)], asked
+
+
+@pytest.mark.parametrize("max_len, options", [
+    (32, {}), (48, {}), (128, {}), (128, {"check_interval": 3, "hysteresis": 3}),
+    (128, {"markers": [r"=\s*1"]}),                      # a user marker: no character filter
+    (400, {"eps_len": 0.5, "eps_abort": 0.5}),
+])
+def test_batched_rule_equals_the_per_row_reference_on_random_streams(max_len, options):
+    rng = np.random.default_rng(max_len + len(options))
+    controller = DuetStop(max_len, 0, **options)
+    n_rows = 120
+    streams = random_streams(rng, n_rows, max_len)
+    margins = rng.choice([0.0, 0.3, 0.6, 0.8, 0.95, float("nan")], size=(n_rows, max_len),
+                         p=[0.1, 0.1, 0.2, 0.3, 0.25, 0.05])
+    taus = rng.choice([None, 0.5, 0.7, 0.9], size=n_rows)
+    seeds = rng.integers(0, 2**31, size=n_rows)
+
+    def rows():
+        return [controller.row_controller(0, None if tau is None else {"tau": tau}, int(seed))
+                for tau, seed in zip(taus, seeds)]
+
+    finish, n_tokens, flags, asked = drive_batch(rows(), streams, margins, max_len)
+    pieces = [[PIECES[i] if i != EOS_ID else EOS for i in s] for s in streams]
+    reference = [Run(row, pieces[i], max_len, margins=lambda t, i=i: margins[i, t])
+                 for i, row in enumerate(rows())]
+    assert finish == [r.finish for r in reference]
+    assert n_tokens == [r.n_tokens for r in reference]
+    assert flags == [r.flags for r in reference]
+    assert len(set(finish)) >= 3, "the streams should exercise several outcomes"
+    # the per-row adapter is the same rule asked at every position
+    wrapped = RowwiseBatch(rows(), TEXT)
+    assert isinstance(wrapped, RowwiseBatch)
+    if not options.get("markers") and options.get("check_interval") is None:
+        assert asked < max_len, "the batch should skip positions where nothing is due"
+
+
+def test_marker_characters_cover_every_builtin_marker():
+    for domain in ("math", "code", "generic"):
+        chars = marker_chars(domain)
+        for text in ("\\boxed{12}", "\\boxed[3]", "## Final Answer", "Final answer: 7",
+                     "<answer>4</answer>", "Therefore, the answer is 5", "```py\nx\n```"):
+            if find_marker(text, domain):
+                assert any(c in text for c in chars), (domain, text)
+    assert marker_chars("math", [r"\d+"]) is None
+
+
+def test_batch_decodes_only_windows_holding_a_marker_character():
+    decoded = []
+    text = TokenText(TEXT.pieces, lambda ids: decoded.append(list(ids)) or TEXT.decode(ids))
+    controller = DuetStop(128, 0)
+    rows = [controller.row_controller(0, None, s) for s in range(4)]
+    batch = DuetBatch(rows, text)
+    history = np.zeros((4, 60), dtype=np.int64)
+    history[2, 50:53] = [1, 2, 3]                        # only row 2 holds "}" at t = 60
+    codes = batch.decide(np.arange(4), np.full(4, 60), history, lambda k: np.full(len(k), 0.0))
+    assert len(decoded) == 1 and decoded[0][6:9] == [1, 2, 3]     # the window 44..59
+    assert batch.flags(2)["saw_marker"] and not batch.flags(0)["saw_marker"]
+    assert codes.tolist() == [0, 0, 0, 0]

@@ -116,3 +116,44 @@ def test_top_p_and_greedy_paths():
     wide = HFEngine(model, tok, max_new_tokens=12, top_p=1.0)
     assert any(not np.array_equal(g.tokens, a[0].tokens)
                for g in wide.generate([RowSpec(prompts[0], s) for s in range(8)]))
+
+
+def test_duet_batch_in_the_engine_equals_asking_each_row_every_position(smoke_policy):
+    """The batched DUET rule (asked only at due positions, margins only where it needs them)
+    gives the rows the per-row reference gives when asked at every position, in any layout."""
+    import lengthctl
+    from lengthctl.base import RowwiseBatch
+    from lengthctl.duet import DuetRow
+
+    class PerRow(DuetRow):
+        __slots__ = ()
+
+        def batch_key(self):
+            return PerRow
+
+        @classmethod
+        def batch(cls, controllers, text):
+            return RowwiseBatch(controllers, text)
+
+    model, tok = smoke_policy
+    prompts = [tuple(tok(p)["input_ids"]) for p in ["1 + 2 =\n", "35 + 94 + 16 =\n", "7 - 8 =\n"]]
+    rule = lengthctl.get("duet")(40, seed=0, min_tokens=2)
+
+    def rows(cls):
+        out = []
+        for i in range(24):
+            row = rule.row_controller(0, {"tau": (0.3, 0.6, 0.9)[i % 3]}, 7 * i)
+            row.__class__ = cls if cls is PerRow else row.__class__
+            out.append(RowSpec(prompts[i % 3], seed=11 * i, controller=row))
+        return out
+
+    engine = HFEngine(model, tok, max_new_tokens=40)
+    batched = engine.generate(rows(DuetRow))
+    reference = engine.generate(rows(PerRow))
+    uncompacted = engine.generate(rows(DuetRow), compact=False)
+    split = HFEngine(model, tok, max_new_tokens=40, max_batch_rows=5).generate(rows(DuetRow))
+    assert len({g.finish for g in batched}) >= 2
+    for other in (reference, uncompacted, split):
+        for a, b in zip(batched, other):
+            assert np.array_equal(a.tokens, b.tokens) and a.finish == b.finish
+            assert a.flags == b.flags

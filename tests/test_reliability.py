@@ -80,7 +80,7 @@ def test_resume_removes_temp_files_a_killed_write_left(finished_smoke_run, tmp_p
 @pytest.mark.skipif("ALLOCBENCH_TEST_CACHE" in __import__("os").environ,
                     reason="ALLOCBENCH_TEST_CACHE asks for a reused cache")
 def test_each_test_session_has_its_own_cache(tmp_path_factory):
-    from trainer.sft import cache_root
+    from trainer.cache import cache_root
     assert cache_root().resolve().is_relative_to(tmp_path_factory.getbasetemp().resolve())
 
 

@@ -1,5 +1,8 @@
 """Tasks (disjoint splits, worked solutions), the verifier pool (timeouts, crashes), the ledger."""
+import time
+
 import numpy as np
+import pytest
 
 from allocators.base import Rollout
 from trainer.ledger import Ledger
@@ -87,3 +90,45 @@ def test_phases_charge_their_own_clock_even_when_the_body_raises(monkeypatch):
     ledger.begin_step()
     assert ledger.step_record()["seconds"]["generate"] == 0.0
     assert ledger.cumulative_seconds["generate"] == 2.5
+
+
+def _spin(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_ledger_charges_cpu_seconds_of_children_and_nested_phases_once():
+    import subprocess
+    import sys
+    import time as _time
+
+    from trainer.ledger import shared_machine
+    ledger = Ledger()
+    ledger.begin_step()
+    outer = _time.perf_counter()
+    with ledger.phase("generate"):
+        _spin(0.2)
+        with ledger.phase("logprob"):          # e.g. the vLLM engine's recompute
+            _spin(0.3)
+    outer = _time.perf_counter() - outer
+    with ledger.phase("reward"):              # a child process burning CPU, as a verifier does
+        subprocess.run([sys.executable, "-c",
+                        "import time\nend = time.process_time() + 0.4\n"
+                        "while time.process_time() < end: pass"], check=True)
+    with ledger.phase("other"):
+        _time.sleep(0.3)                       # waiting costs wall seconds, not CPU seconds
+    rec = ledger.step_record()
+    cpu = rec["cpu_seconds"]
+    assert 0.18 <= cpu["generate"] < 0.29 and 0.28 <= cpu["logprob"] < 0.45
+    assert cpu["reward"] >= 0.38
+    assert cpu["other"] < 0.05 <= rec["seconds"]["other"] - 0.25
+    wall = ledger.cumulative_seconds                # the inner phase is not charged twice
+    assert outer - 0.5 < wall["generate"] + wall["logprob"] <= outer
+    assert rec["cum_train_cpu_seconds"] == pytest.approx(sum(cpu.values()), abs=1e-3)
+    timing = ledger.timing(threads=1)
+    assert timing["clock"] == "cpu" and timing["cpu_logprob"] == pytest.approx(cpu["logprob"], abs=1e-3)
+    assert shared_machine(10.0, 4.0, threads=2) and not shared_machine(10.0, 19.0, threads=2)
+    with pytest.raises(ValueError):
+        with ledger.phase("logprobs"):
+            pass

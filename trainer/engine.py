@@ -4,9 +4,13 @@ What it guarantees (DESIGN.md §5):
 
 * any number of rollouts per prompt; each prompt is prefilled once and its cache rows are
   replicated for its rollouts;
-* a per-token length controller (``lengthctl``) may end any row, which then emits EOS with the
-  policy's own log-probability of EOS and finishes as ``stopped`` or ``aborted``;
-* finished rows leave the batch and the KV cache at once, so time follows generated tokens;
+* a length controller (``lengthctl``) may end any row, which then emits EOS with the policy's
+  own log-probability of EOS and finishes as ``stopped`` or ``aborted``; it is asked once per
+  check position for all live rows of a rule at once (:class:`lengthctl.base.RowBatch`: arrays
+  of rows, positions and token ids in, one decision per row out), and only at the positions it
+  checks, with the margin computed only for the rows it asks about;
+* finished rows leave the batch and the KV cache once they are more than ``compact_fraction``
+  of it, so time follows generated tokens;
 * every row samples from its own random stream (seeded per row, one uniform per position,
   inverse-CDF sampling), so what a row generates does not depend on which rows share its batch,
   on compaction or on the batch size;
@@ -17,13 +21,15 @@ What it guarantees (DESIGN.md §5):
 from __future__ import annotations
 
 import inspect
+
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-from lengthctl.base import RowController
+from lengthctl.base import REASONS, RowBatch, RowController, TokenText
 
 
 @dataclass
@@ -43,6 +49,55 @@ class Generation:
     flags: dict = field(default_factory=dict)
 
 
+# finish codes of the bookkeeping arrays; 0 means still generating
+_FINISH = {1: "eos", 2: "max_len", 3: REASONS[1], 4: REASONS[2]}
+_EOS, _MAX_LEN, _RULE = 1, 2, 2          # a rule's code c finishes as _RULE + c
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A KV-cache layer that writes each step into a buffer sized for the whole generation.
+
+    ``DynamicLayer`` concatenates the cache with every new token (a copy of the whole cache per
+    step and layer); here a step writes one slot and the attention reads a view of the filled
+    part.  Compaction copies only the filled part of the kept rows."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__()
+        self.extra = extra
+        self.length = 0
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            b, h, t, d = key_states.shape
+            self._k = key_states.new_empty((b, h, t + self.extra, d))
+            self._v = value_states.new_empty((b, h, t + self.extra, d))
+        n = key_states.shape[-2]
+        self._k[:, :, self.length:self.length + n].copy_(key_states)
+        self._v[:, :, self.length:self.length + n].copy_(value_states)
+        self.length += n
+        self.keys = self._k[:, :, :self.length]
+        self.values = self._v[:, :, :self.length]
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.length == 0:
+            return
+        for name in ("_k", "_v"):
+            old = getattr(self, name)
+            new = old.new_empty((len(indices),) + old.shape[1:])
+            new[:, :, :self.length].copy_(old[:, :, :self.length].index_select(0, indices))
+            setattr(self, name, new)
+        self.keys = self._k[:, :, :self.length]
+        self.values = self._v[:, :, :self.length]
+
+
+class _PreallocatedCache(DynamicCache):
+    def __init__(self, extra: int) -> None:
+        super().__init__()
+        self.layer_class_to_replicate = lambda: _PreallocatedLayer(extra)
+
+
 def cache_argument(model) -> str:
     """The keyword a model's ``forward`` takes its KV cache by: ``cache`` from transformers 5.x
     on (``past_key_values`` still works there but warns that it goes in 5.40), ``past_key_values``
@@ -53,7 +108,7 @@ def cache_argument(model) -> str:
 
 class HFEngine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.0):
+                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
         self.model = model
         self.tokenizer = tokenizer
         self.cache_argument = cache_argument(model)
@@ -61,15 +116,29 @@ class HFEngine:
         self.temperature = float(temperature)
         self.top_p = float(top_p)
         self.max_batch_rows = int(max_batch_rows)
-        # compact once this fraction of the batch has finished (0 = as soon as any row finishes)
+        # compact once more than this fraction of the batch has finished (0 = as soon as any row
+        # finishes): a compaction copies the cache, a finished row left in costs its forward share
         self.compact_fraction = float(compact_fraction)
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
+        self._text: TokenText | None = None
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def text(self) -> TokenText:
+        """Each token id's text, for stop rules (built on first use)."""
+        if self._text is None:
+            size = max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
+            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
+                                                 skip_special_tokens=True)
+            pieces += [""] * (size - len(pieces))
+            self._text = TokenText(pieces, lambda ids: self.tokenizer.decode(
+                ids, skip_special_tokens=True))
+        return self._text
 
     def generate(self, rows: list[RowSpec], *, compact: bool = True) -> list[Generation]:
         """Generate every row; ``compact=False`` keeps finished rows in the batch (for tests)."""
@@ -99,13 +168,17 @@ class HFEngine:
             ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = DynamicCache()
+        cache = _PreallocatedCache(self.max_new_tokens)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                             **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :]
         expand = torch.tensor([index_of[r.prompt_ids] for r in rows], device=self.device)
         cache.batch_select_indices(expand)
-        return logits[expand].float(), mask[expand], positions[expand, -1], cache
+        # the mask is preallocated too: a step fills one column instead of concatenating one
+        full = torch.ones((len(rows), width + self.max_new_tokens), dtype=torch.long,
+                          device=self.device)
+        full[:, :width] = mask[expand]
+        return logits[expand].float(), full, width, positions[expand, -1], cache
 
     def _sample(self, logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse-CDF sample per row with its own uniform; returns (tokens, log-probs).
@@ -131,87 +204,109 @@ class HFEngine:
             tokens = pick.squeeze(-1)
         return tokens, logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
+    def _rule_batches(self, rows: list[RowSpec]) -> list[tuple[RowBatch, np.ndarray]]:
+        """One batch per stop rule among the rows, with the chunk rows it decides."""
+        groups: dict = {}
+        for i, r in enumerate(rows):
+            if r.controller is not None:
+                groups.setdefault(r.controller.batch_key(), []).append(i)
+        batches = []
+        for members in groups.values():
+            controllers = [rows[i].controller for i in members]
+            batches.append((type(controllers[0]).batch(controllers, self.text),
+                            np.asarray(members, dtype=np.int64)))
+        return batches
+
     @torch.no_grad()
     def _generate_chunk(self, rows: list[RowSpec], compact: bool) -> list[Generation]:
-        n = len(rows)
-        logits, mask, last_pos, cache = self._prefill(rows)
+        n, limit = len(rows), self.max_new_tokens
+        logits, mask, width, last_pos, cache = self._prefill(rows)
         uniforms = self._uniforms(rows)
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] = [[] for _ in range(n)]
-        finish: list[str | None] = [None] * n
-        active = list(range(n))                      # row index of each batch position
-        alive = torch.ones(n, dtype=torch.bool)      # per batch position: still generating
-        controllers = [r.controller for r in rows]
-        any_controller = any(c is not None for c in controllers)
+        # bookkeeping in numpy: one device-to-host copy of the step's tokens, no per-row Python
+        history = np.full((n, limit), self.pad_id, dtype=np.int64)
+        logprobs = np.zeros((n, limit), dtype=np.float32)
+        finish = np.zeros(n, dtype=np.int8)
+        lengths = np.zeros(n, dtype=np.int64)
+        batches = self._rule_batches(rows)
+        batch_of = np.full(n, -1, dtype=np.int64)       # chunk row -> its rule batch
+        local = np.zeros(n, dtype=np.int64)             # chunk row -> index in that batch
+        for b, (_, members) in enumerate(batches):
+            batch_of[members] = b
+            local[members] = np.arange(len(members))
+        active = np.arange(n)                           # chunk row of each batch position
+        active_dev = torch.arange(n, device=self.device)
+        alive = np.ones(n, dtype=bool)                  # per batch position
 
-        for t in range(self.max_new_tokens):
-            forced = self._controller_decisions(t, logits, active, alive, controllers, tokens) \
-                if any_controller else {}
-            step_tokens, step_logp = self._sample(logits, uniforms[active, t])
-            if forced:
-                pos = torch.tensor(list(forced), device=self.device)
+        for t in range(limit):
+            forced = self._decisions(t, batches, batch_of, local, active, alive, logits, history) \
+                if batches else None
+            step_tokens, step_logp = self._sample(logits, uniforms[active_dev, t])
+            if forced is not None and forced.any():
+                pos = torch.from_numpy(np.flatnonzero(forced)).to(self.device)
                 eos_logp = torch.log_softmax(logits[pos] / (self.temperature or 1.0),
                                              dim=-1)[:, self.eos_id]
                 step_tokens[pos] = self.eos_id
-                step_logp[pos] = eos_logp
-            tok_list, lp_list = step_tokens.tolist(), step_logp.tolist()
-            finished_now = []
-            for b, row in enumerate(active):
-                if not alive[b]:
-                    continue
-                tokens[row].append(tok_list[b])
-                logprobs[row].append(lp_list[b])
-                if b in forced:
-                    finish[row] = forced[b]
-                elif tok_list[b] == self.eos_id:
-                    finish[row] = "eos"
-                elif t + 1 == self.max_new_tokens:
-                    finish[row] = "max_len"
-                if finish[row] is not None:
-                    alive[b] = False
-                    finished_now.append(b)
-            if not bool(alive.any()):
+                step_logp[pos] = eos_logp.to(step_logp.dtype)
+            tok = step_tokens.cpu().numpy()
+            live = np.flatnonzero(alive)
+            row = active[live]
+            history[row, t] = tok[live]
+            lengths[row] = t + 1
+            logprobs[row, t] = step_logp.float().cpu().numpy()[live]
+            code = np.where(tok[live] == self.eos_id, _EOS, 0).astype(np.int8)
+            if t + 1 == limit:
+                code[code == 0] = _MAX_LEN
+            if forced is not None:
+                ruled = forced[live] > 0
+                code[ruled] = _RULE + forced[live][ruled]
+            finish[row] = code
+            alive[live] = code == 0
+            if not alive.any():
                 break
-            dead = int((~alive).sum())
-            if compact and dead and dead > self.compact_fraction * len(active):
-                keep = alive.nonzero().squeeze(-1)
-                cache.batch_select_indices(keep.to(self.device))
-                mask, last_pos = mask[keep.to(mask.device)], last_pos[keep.to(last_pos.device)]
-                step_tokens = step_tokens[keep.to(step_tokens.device)]
-                active = [active[i] for i in keep.tolist()]
-                alive = torch.ones(len(active), dtype=torch.bool)
+            dead = len(alive) - int(alive.sum())
+            if compact and dead > self.compact_fraction * len(alive):
+                keep = np.flatnonzero(alive)
+                keep_dev = torch.from_numpy(keep).to(self.device)
+                cache.batch_select_indices(keep_dev)
+                mask, last_pos = mask[keep_dev], last_pos[keep_dev]
+                step_tokens = step_tokens[keep_dev]
+                active, active_dev = active[keep], active_dev[keep_dev]
+                alive = np.ones(len(active), dtype=bool)
             last_pos = last_pos + 1
-            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype,
-                                               device=mask.device)], dim=-1)
-            logits = self.model(input_ids=step_tokens.unsqueeze(-1), attention_mask=mask,
+            logits = self.model(input_ids=step_tokens.unsqueeze(-1),
+                                attention_mask=mask[:, :width + t + 1],
                                 position_ids=last_pos.unsqueeze(-1),
                                 **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :].float()
 
-        return [Generation(np.asarray(tokens[i], dtype=np.int64),
-                           np.asarray(logprobs[i], dtype=np.float32), finish[i] or "max_len",
-                           dict(controllers[i].flags) if controllers[i] is not None else {})
-                for i in range(n)]
+        out = []
+        for i in range(n):
+            flags = batches[batch_of[i]][0].flags(int(local[i])) if batch_of[i] >= 0 else {}
+            out.append(Generation(history[i, :lengths[i]].copy(), logprobs[i, :lengths[i]].copy(),
+                                  _FINISH[int(finish[i])], flags))
+        return out
 
-    def _controller_decisions(self, t, logits, active, alive, controllers, tokens) -> dict[int, str]:
-        """Ask each live row's controller whether to end it here: {batch position: reason}."""
-        live = [(b, row) for b, row in enumerate(active)
-                if alive[b] and controllers[row] is not None]
-        if not live:
-            return {}
-        want_margin = [b for b, row in live if controllers[row].needs_margin]
-        margins = {}
-        if want_margin:
-            top2 = torch.softmax(logits[want_margin], dim=-1).topk(2, dim=-1).values
-            margins = dict(zip(want_margin, (top2[:, 0] - top2[:, 1]).tolist()))
-        decisions = {}
-        for b, row in live:
-            row_tokens = tokens[row]
+    def _decisions(self, t, batches, batch_of, local, active, alive, logits, history):
+        """Each rule batch's codes for its live rows at position ``t``, per batch position."""
+        forced = None
+        live = np.flatnonzero(alive)
+        owner = batch_of[active[live]]
+        for b, (batch, _) in enumerate(batches):
+            if t < batch.next_position():
+                continue
+            sel = live[owner == b]                      # batch positions of this rule's rows
+            if not len(sel):
+                continue
+            chunk_rows = active[sel]
 
-            def tail(k: int, row_tokens=row_tokens) -> str:
-                return self.tokenizer.decode(row_tokens[-k:] if k > 0 else [],
-                                             skip_special_tokens=True)
+            def margins(k, sel=sel):
+                index = torch.from_numpy(sel[np.asarray(k, dtype=np.int64)]).to(logits.device)
+                top2 = torch.softmax(logits.index_select(0, index), dim=-1).topk(2, dim=-1).values
+                return (top2[:, 0] - top2[:, 1]).double().cpu().numpy()
 
-            reason = controllers[row].decide(t, margins.get(b, float("nan")), tail)
-            if reason is not None:
-                decisions[b] = reason
-        return decisions
+            codes = batch.decide(local[chunk_rows], np.full(len(sel), t, dtype=np.int64),
+                                 history[chunk_rows, :t], margins)
+            if codes.any():
+                if forced is None:
+                    forced = np.zeros(len(active), dtype=np.int8)
+                forced[sel] = codes
+        return forced

@@ -1,8 +1,17 @@
-"""The budget ledger: planned and realised tokens and rollouts, and wall-clock by phase.
+"""The budget ledger: planned and realised tokens and rollouts, and seconds by phase.
 
 Every generated token is charged: pilot rollouts, groups that dynamic sampling throws away, and
 aborted rollouts up to the abort point (DESIGN.md §3).  Phases are the fixed set of DESIGN.md §4;
-training wall-clock (for speed-ups) is everything but ``evaluate``.
+training seconds (for speed-ups) are everything but ``evaluate``.  ``logprob`` holds old-policy
+log-probs recomputed by the trainer's model (the vLLM engine's recompute path; the hf engine's
+come with sampling, so its runs charge 0 there); ``advantage`` the group-normalised advantages.
+
+Each phase is charged twice: wall seconds, and CPU seconds of this process plus its child
+processes (the verifier pool's workers, live ones read through psutil).  On a machine shared with
+other work the wall seconds absorb the load and the CPU seconds do not, so speed ratios on CPU
+presets use CPU seconds; :func:`shared_machine` flags a run whose wall seconds exceed its CPU
+seconds per thread by more than :data:`SHARED_RATIO`.  A phase may run inside another (the
+engine's recompute inside ``generate``): its seconds are charged to it and not to the outer one.
 
 The one exception to charging is the controls' pass-rate estimation (``trainer.estimates``):
 its rollouts, tokens and seconds are kept apart under ``unbilled`` and enter no cumulative
@@ -10,11 +19,37 @@ cost, no phase and no training seconds.
 """
 from __future__ import annotations
 
+import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-PHASES = ("allocate", "generate", "reward", "logprob", "update", "evaluate", "other")
+import psutil
+
+PHASES = ("allocate", "generate", "reward", "logprob", "advantage", "update", "evaluate", "other")
+SHARED_RATIO = 1.5      # wall / (CPU / threads) above this: the run waited for the CPU
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process, its live children and its reaped ones."""
+    own = time.process_time()
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = own + reaped.ru_utime + reaped.ru_stime
+    try:
+        for child in psutil.Process().children(recursive=True):
+            try:
+                times = child.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass                       # a worker that ended meanwhile
+    except psutil.Error:
+        pass
+    return total
+
+
+def shared_machine(wall: float, cpu: float, threads: int) -> bool:
+    """Whether a CPU run's wall seconds show that it shared the machine (module docstring)."""
+    return cpu > 0 and wall > SHARED_RATIO * cpu / max(1, threads)
 
 
 @dataclass
@@ -27,6 +62,7 @@ class StepCharge:
     unbilled_rollouts: int = 0
     unbilled_tokens: int = 0
     unbilled_seconds: float = 0.0
+    cpu_seconds: dict = field(default_factory=lambda: {p: 0.0 for p in PHASES})
 
 
 class Ledger:
@@ -41,22 +77,35 @@ class Ledger:
         self.cumulative_planned_rollouts = 0
         self.cumulative_planned_tokens = 0.0
         self.cumulative_seconds = {p: 0.0 for p in PHASES}
+        self.cumulative_cpu_seconds = {p: 0.0 for p in PHASES}
         self.current = StepCharge()
+        self._open: list[list[float]] = []    # per open phase: seconds of phases inside it
 
     def begin_step(self) -> None:
         self.current = StepCharge()
 
     @contextmanager
     def phase(self, name: str):
-        start = time.perf_counter()
+        if name not in PHASES:
+            raise ValueError(f"unknown ledger phase {name!r}; phases: {', '.join(PHASES)}")
+        start, start_cpu = time.perf_counter(), cpu_seconds()
+        inner = [0.0, 0.0]
+        self._open.append(inner)
         try:
             yield
         finally:
-            self.charge_seconds(name, time.perf_counter() - start)
+            self._open.pop()
+            wall, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+            if self._open:                 # the enclosing phase does not charge these again
+                self._open[-1][0] += wall
+                self._open[-1][1] += cpu
+            self.charge_seconds(name, wall - inner[0], cpu - inner[1])
 
-    def charge_seconds(self, name: str, seconds: float) -> None:
+    def charge_seconds(self, name: str, seconds: float, cpu: float = 0.0) -> None:
         self.current.seconds[name] += seconds
         self.cumulative_seconds[name] += seconds
+        self.current.cpu_seconds[name] += cpu
+        self.cumulative_cpu_seconds[name] += cpu
 
     def plan(self, rollouts: int, tokens: float) -> None:
         self.current.planned_rollouts += int(rollouts)
@@ -84,6 +133,20 @@ class Ledger:
     def training_seconds(self) -> float:
         return sum(v for k, v in self.cumulative_seconds.items() if k != "evaluate")
 
+    def training_cpu_seconds(self) -> float:
+        return sum(v for k, v in self.cumulative_cpu_seconds.items() if k != "evaluate")
+
+    def timing(self, threads: int, device: str = "cpu") -> dict:
+        """A run's seconds: wall and CPU by phase, and which of the two its speed ratios use."""
+        wall, cpu = self.training_seconds(), self.training_cpu_seconds()
+        on_cpu = str(device).startswith("cpu")
+        return {"train_seconds": round(wall, 3),
+                **{k: round(v, 3) for k, v in self.cumulative_seconds.items()},
+                "cpu_train_seconds": round(cpu, 3),
+                **{f"cpu_{k}": round(v, 3) for k, v in self.cumulative_cpu_seconds.items()},
+                "clock": "cpu" if on_cpu else "wall",
+                "shared_machine": bool(on_cpu and shared_machine(wall, cpu, threads))}
+
     def step_record(self) -> dict:
         c = self.current
         return {
@@ -96,7 +159,9 @@ class Ledger:
             "cum_planned_rollouts": self.cumulative_planned_rollouts,
             "cum_planned_tokens": round(self.cumulative_planned_tokens, 1),
             "seconds": {k: round(v, 4) for k, v in c.seconds.items()},
+            "cpu_seconds": {k: round(v, 4) for k, v in c.cpu_seconds.items()},
             "cum_train_seconds": round(self.training_seconds(), 4),
+            "cum_train_cpu_seconds": round(self.training_cpu_seconds(), 4),
             "cum_seconds": {k: round(v, 4) for k, v in self.cumulative_seconds.items()},
             "unbilled": {"rollouts": c.unbilled_rollouts, "tokens": c.unbilled_tokens,
                          "seconds": round(c.unbilled_seconds, 4)},

@@ -279,6 +279,8 @@ class Run:
                                            weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.engine = self._make_engine()
+        if hasattr(self.engine, "phase"):
+            self.engine.phase = self.ledger.phase    # the engine charges its recompute to logprob
         self.verifier = VerifierPool(p.verifier_workers, p.verifier_timeout)
         self.loss_cfg = LossConfig(p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.temperature)
         self.metrics: list[dict] = []
@@ -388,6 +390,11 @@ class Run:
                                 dict(gen.flags)))
         self.ledger.charge(rows)
         return rows
+
+    def _advantages(self, groups: list[list[Rollout]]):
+        with self.ledger.phase("advantage"):
+            return assign_advantages(groups, normalize_std=self.p.normalize_std,
+                                     **self.allocator.advantage_options())
 
     def _recompute_then_update(self, groups: list[list[Rollout]], step: int) -> dict:
         """Pilot-Commit's stale rows get their old log-probs from the current policy (charged to
@@ -512,9 +519,7 @@ class Run:
             generate=lambda requests, round_index: self._sample(requests, step, round_index,
                                                                 budget),
             score=self._score,
-            advantages=lambda groups: assign_advantages(groups,
-                                                        normalize_std=self.p.normalize_std,
-                                                        **self.allocator.advantage_options()),
+            advantages=self._advantages,
             update=lambda groups: self._recompute_then_update(groups, step),
             max_rounds=self.p.max_rounds, phase=self.ledger.phase,
             # controls only: unbilled, untrained pass-rate estimates before the plan
@@ -578,7 +583,9 @@ class Run:
         extra = {"sets": results} if len(results) > 1 else {}
         return {"step": step, "cum_tokens": self.ledger.cumulative_tokens,
                 "cum_rollouts": self.ledger.cumulative_rollouts,
-                "cum_train_seconds": round(self.ledger.training_seconds(), 4), **first, **extra}
+                "cum_train_seconds": round(self.ledger.training_seconds(), 4),
+                "cum_train_cpu_seconds": round(self.ledger.training_cpu_seconds(), 4),
+                **first, **extra}
 
     # ------------------------------------------------------------------ driver -----------
     def execute(self) -> dict:
@@ -691,8 +698,7 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
                             / max(1e-9, float(np.mean([m.get("mean_length", 0.0)
                                                        for m in metrics])))) if metrics else 0.0,
         "truncation_by_bucket": truncation_by_bucket(metrics),
-        "timing": {"train_seconds": round(ledger.training_seconds(), 3),
-                   **{k: round(v, 3) for k, v in ledger.cumulative_seconds.items()},
+        "timing": {**ledger.timing(spec.preset.threads, spec.preset.device),
                    "unbilled": round(ledger.unbilled_seconds, 3)},
     }
 

@@ -8,9 +8,19 @@ config.  Later runs with the same config reuse it.  ``python -m bench.warmstart 
 builds it from the command line and reports its held-out accuracy per difficulty bucket.  The
 sha256 of its weights is stored beside it and checked on load; ``--force`` rebuilds and reports
 whether the new weights equal the old ones.
+
+A first run should start at once, so built copies ship with the code: ``trainer/assets/
+warmstart/<config key>/`` holds a warm start (safetensors weights, config, tokenizer) with
+``warmstart.json`` recording its training config, the SHA-256 of its files and its held-out
+accuracy when it was shipped.  On a cache miss :func:`ensure_warm_start` copies a shipped copy
+whose key matches (after checking its hashes) instead of training; any preset whose config key
+has a shipped copy gets it, and a changed config trains as before.  ``python -m bench.warmstart
+--force`` retrains into the cache regardless; ``--ship`` then replaces the shipped copy with the
+cache's build (run it after changing the default warm start, then commit the directory).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,6 +39,11 @@ from trainer.provenance import environment, weights_sha256
 from trainer.tasks import DEFAULT_BUCKETS, build_pool, build_splits
 
 SFT_SEED = 2_000_000_000
+
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "warmstart"
+HASHED_FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                "tokenizer_config.json")
 
 
 def warm_start_dir(cfg: WarmStartConfig) -> Path:
@@ -103,14 +118,49 @@ def warm_start_hash(path: Path) -> str | None:
     return json.loads(info.read_text()).get("weights_sha256") if info.is_file() else None
 
 
-def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
-                      previous_hash: str | None = None) -> Path:
-    """The cached warm-start directory for ``cfg``, training it first if absent.
+def shipped_dir(cfg: WarmStartConfig) -> Path:
+    return ASSETS / cfg.key()
 
-    The sha256 of its weights is stored beside them at build and checked on every load: a
-    cached policy whose bytes changed is refused (:class:`PolicyLoadError`, one line).  Given
-    ``previous_hash`` (a rebuild), a build that comes out different says so: the same config
-    and seed gave other weights, so results made with the old build will not reproduce."""
+
+def file_hashes(path: Path) -> dict[str, str]:
+    return {name: hashlib.sha256((path / name).read_bytes()).hexdigest()
+            for name in HASHED_FILES if (path / name).is_file()}
+
+
+class ShippedWarmStartError(RuntimeError):
+    """A shipped warm start whose files do not match their recorded hashes."""
+
+
+def _install_shipped(cfg: WarmStartConfig, path: Path) -> bool:
+    """Copy the shipped warm start of ``cfg`` into the cache at ``path``; False if none ships."""
+    source = shipped_dir(cfg)
+    if not (source / "warmstart.json").is_file():
+        return False
+    info = json.loads((source / "warmstart.json").read_text())
+    if file_hashes(source) != info.get("sha256"):
+        raise ShippedWarmStartError(f"shipped warm start {source} does not match its recorded "
+                                    "SHA-256; restore it from git or rebuild with "
+                                    "`python -m bench.warmstart --force --ship`")
+    import shutil
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(source, tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return True
+
+
+def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
+                      previous_hash: str | None = None, shipped: bool = True) -> Path:
+    """The cached warm-start directory for ``cfg``: the shipped copy on a cache miss where one
+    exists (``shipped=False`` skips it), else trained first.
+
+    The sha256 of its weights is stored beside them and checked on every load: a cached policy
+    whose bytes changed is refused (:class:`PolicyLoadError`, one line).  Given ``previous_hash``
+    (a rebuild), a build that comes out different says so: the same config and seed gave other
+    weights, so results made with the old build will not reproduce."""
     path = warm_start_dir(cfg)
     if (path / "warmstart.json").is_file():
         info = json.loads((path / "warmstart.json").read_text())
@@ -121,18 +171,21 @@ def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
         elif info["weights_sha256"] != actual:
             raise PolicyLoadError(f"warm start {path} has weights of sha256 {actual[:16]}, not "
                                   f"the {info['weights_sha256'][:16]} it was built with; "
-                                  f"rebuild it (python -m trainer.sft --force)")
+                                  f"rebuild it (python -m bench.warmstart --force)")
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    if shipped and _install_shipped(cfg, path):
+        log(f"warm start: using the shipped policy {cfg.key()} (cached at {path})")
+        return path
     log(f"warm start: training the embedded policy ({cfg.steps} steps), cached at {path}")
     start = time.perf_counter()
     model, tokenizer = train_warm_start(cfg, progress)
     seconds = time.perf_counter() - start
     save_policy(model, tokenizer, path)
     digest = weights_sha256(path)
-    info = {"config": asdict(cfg), "train_seconds": round(seconds, 1),
+    info = {"config": asdict(cfg), "key": cfg.key(), "train_seconds": round(seconds, 1),
             "parameters": sum(p.numel() for p in model.parameters()), "weights_sha256": digest,
-            "environment": environment()}
+            "sha256": file_hashes(path), "environment": environment()}
     _write_info(path, info)
     if previous_hash is not None and previous_hash != digest:
         log(f"warning: the rebuilt warm start differs from the previous build (sha256 "
@@ -149,3 +202,26 @@ def initial_policy_dir(preset, progress: bool = False, log=print) -> Path:
     if preset.model_dir is not None:
         return Path(preset.model_dir)
     return ensure_warm_start(preset.warm_start, progress=progress, log=log)
+
+
+def ship(path: Path, preset, result: dict, samples: int, prompts: int) -> Path:
+    """Copy the warm start at ``path`` to the assets with its hashes and held-out accuracy."""
+    import shutil
+    info = json.loads((path / "warmstart.json").read_text())
+    info["sha256"] = file_hashes(path)
+    info["held_out"] = {"samples": samples, "temperature": preset.temperature,
+                        "max_new_tokens": preset.max_new_tokens, "seed": 0,
+                        "prompts": prompts,
+                        "mean_at_k": result["mean_at_k"], "greedy": result["greedy"]}
+    target = shipped_dir(preset.warm_start)
+    tmp = target.with_name(target.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for name in HASHED_FILES:
+        shutil.copy2(path / name, tmp / name)
+    (tmp / "warmstart.json").write_text(json.dumps(info, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target

@@ -62,6 +62,7 @@ this runs without CUDA; ``tests/test_gpu.py`` exercises it where vLLM and a GPU 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -313,6 +314,8 @@ class VLLMEngine:
         self.temperature, self.top_p = float(temperature), float(top_p)
         self.dtype, self.old_logprobs = dtype, old_logprobs
         self.sleep_level, self.recompute_tokens = int(sleep_level), int(recompute_tokens)
+        # the loop sets this to its ledger's phase timer, so the recompute is charged to logprob
+        self.phase = lambda name: contextlib.nullcontext()
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
@@ -366,7 +369,8 @@ class VLLMEngine:
             for key in keys:
                 if key is not None:
                     ROWS.pop(key, None)
-        self._recompute(rows, generations)
+        with self.phase("logprob"):
+            self._recompute(rows, generations)
         return generations
 
     def _generation(self, completion, key: str | None) -> Generation:

@@ -1,0 +1,79 @@
+"""The warm starts shipped in trainer/assets: they match their recorded hashes, a cache miss
+installs them instead of training, a tampered copy is refused, and (slow, opt-in) rebuilding the
+default one reproduces its recorded held-out accuracy within sampling noise."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+
+from bench.presets import get_preset
+from trainer import sft
+from trainer.policy import load_policy
+
+
+def shipped_presets():
+    return [name for name in ("smoke", "tiny")
+            if (sft.shipped_dir(get_preset(name).warm_start) / "warmstart.json").is_file()]
+
+
+def test_the_default_preset_ships_its_warm_start():
+    assert "tiny" in shipped_presets()
+
+
+@pytest.mark.parametrize("name", shipped_presets())
+def test_shipped_copy_matches_its_hashes_and_is_what_a_run_starts_from(name, tmp_path, monkeypatch):
+    preset = get_preset(name)
+    source = sft.shipped_dir(preset.warm_start)
+    info = json.loads((source / "warmstart.json").read_text())
+    assert info["config"] == json.loads(json.dumps(sft.asdict(preset.warm_start)))
+    assert sft.file_hashes(source) == info["sha256"] and "model.safetensors" in info["sha256"]
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
+    messages = []
+    path = sft.initial_policy_dir(preset, log=messages.append)
+    assert path == sft.warm_start_dir(preset.warm_start) and str(tmp_path) in str(path)
+    assert "shipped" in messages[0]
+    assert (path / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
+    model, tokenizer = load_policy(path)
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    assert sft.initial_policy_dir(preset, log=messages.append) == path and len(messages) == 1
+
+
+def test_a_tampered_shipped_copy_is_refused(tmp_path, monkeypatch):
+    preset = get_preset(shipped_presets()[0])
+    assets = tmp_path / "assets"
+    shutil.copytree(sft.shipped_dir(preset.warm_start), assets / preset.warm_start.key())
+    weights = assets / preset.warm_start.key() / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    monkeypatch.setattr(sft, "ASSETS", assets)
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(sft.ShippedWarmStartError, match="SHA-256"):
+        sft.ensure_warm_start(preset.warm_start, log=lambda *a: None)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("ALLOCBENCH_SLOW") != "1",
+                    reason="rebuilds the tiny warm start: ~10 min on 2 idle cores (more on a "
+                           "busy box); run with ALLOCBENCH_SLOW=1")
+def test_rebuilding_the_default_warm_start_reproduces_its_held_out_accuracy(tmp_path, monkeypatch):
+    import torch
+    from trainer.evaluate import evaluate_policy
+    from trainer.tasks import build_splits
+    preset = get_preset("tiny")
+    recorded = json.loads((sft.shipped_dir(preset.warm_start) / "warmstart.json").read_text())
+    held = recorded["held_out"]
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
+    path = sft.ensure_warm_start(preset.warm_start, progress=False, shipped=False)
+    model, tokenizer = load_policy(path)
+    torch.set_num_threads(preset.warm_start.threads)
+    _, held_out = build_splits(preset.warm_start.train_per_bucket, preset.warm_start.eval_per_bucket)
+    result = evaluate_policy(model, tokenizer, held_out, samples=held["samples"],
+                             temperature=held["temperature"],
+                             max_new_tokens=held["max_new_tokens"], seed=held["seed"])
+    # two independent mean@k estimates over the same prompts: 4 standard errors of a difference
+    p = (result["mean_at_k"] + held["mean_at_k"]) / 2
+    se = math.sqrt(2 * p * (1 - p) / (held["prompts"] * held["samples"]))
+    assert abs(result["mean_at_k"] - held["mean_at_k"]) < 4 * se + 1e-9
