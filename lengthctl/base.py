@@ -80,6 +80,11 @@ class RowBatch:
         """Row ``i``'s flags, copied onto its rollout (e.g. saw_marker, eps_kept)."""
         return dict(self.controllers[i].flags)
 
+    def weight(self, i: int) -> float:
+        """Row ``i``'s advantage-weight multiplier when generation ends (a batch rule keeps its
+        rows' state itself, so the per-row controllers' own ``weight`` may be stale)."""
+        return float(self.controllers[i].weight)
+
 
 class RowwiseBatch(RowBatch):
     """Any per-row controller as a batch: each live row's ``decide`` at every position."""

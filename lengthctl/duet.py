@@ -438,9 +438,11 @@ class DuetBatch(RowBatch):
             "saw_marker": bool(self.marker_at[i] >= 0),
             "marker_at": int(self.marker_at[i]) if self.marker_at[i] >= 0 else None,
             "eps_kept": eps_kept,
-            "weight_multiplier": 1.0 / self.gates.eps_abort if eps_kept else 1.0,
             "stop_phase": PHASE_NAMES[phase],
         }
+
+    def weight(self, i: int) -> float:
+        return 1.0 / self.gates.eps_abort if int(self.phase[i]) == _LATE_KEPT else 1.0
 
 
 @dataclass(frozen=True)
@@ -529,7 +531,7 @@ class DuetStop(LengthController):
                       check_interval=self.check_interval, scan_window=self.scan_window,
                       hysteresis=self.hysteresis, eps_abort=self.opts.eps_abort,
                       eps_len=self.opts.eps_len, markers=self.marker_regex,
-                      marker_chars=marker_chars(self.domain, self.markers))
+                      marker_chars=marker_chars(self.opts.domain, self.opts.markers))
 
     # -- per rollout ---------------------------------------------------------------------
     def row_controller(self, step: int, control: dict | None, row_seed: int) -> DuetRow:

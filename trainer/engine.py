@@ -47,6 +47,7 @@ class Generation:
     logprobs: np.ndarray
     finish: str
     flags: dict = field(default_factory=dict)
+    weight: float = 1.0           # the length controller's multiplier on the row's weight
 
 
 # finish codes of the bookkeeping arrays; 0 means still generating
@@ -280,9 +281,11 @@ class HFEngine:
 
         out = []
         for i in range(n):
-            flags = batches[batch_of[i]][0].flags(int(local[i])) if batch_of[i] >= 0 else {}
+            batch = batches[batch_of[i]][0] if batch_of[i] >= 0 else None
+            flags = batch.flags(int(local[i])) if batch is not None else {}
+            weight = batch.weight(int(local[i])) if batch is not None else 1.0
             out.append(Generation(history[i, :lengths[i]].copy(), logprobs[i, :lengths[i]].copy(),
-                                  _FINISH[int(finish[i])], flags))
+                                  _FINISH[int(finish[i])], flags, weight))
         return out
 
     def _decisions(self, t, batches, batch_of, local, active, alive, logits, history):

@@ -383,7 +383,7 @@ class Run:
         rows = []
         for (req, group), spec, gen in zip(owners, specs, generations):
             # the length controller may reweight its row (DUET: 1 / eps_abort when kept by chance)
-            row_weight = spec.controller.weight if spec.controller is not None else 1.0
+            row_weight = gen.weight
             rows.append(Rollout(req.pid, group, req.tag, step, round_index, gen.tokens,
                                 gen.logprobs, gen.finish, 0.0,
                                 min(req.weight * row_weight, self.p.max_rollout_weight),

@@ -390,8 +390,9 @@ class VLLMEngine:
                 tokens.append(self.eos_id)
                 logprobs.append(float("nan"))
         flags = dict(state.controller.flags) if state is not None else {}
+        weight = float(state.controller.weight) if state is not None else 1.0
         return Generation(np.asarray(tokens, dtype=np.int64),
-                          np.asarray(logprobs, dtype=np.float32), finish, flags)
+                          np.asarray(logprobs, dtype=np.float32), finish, flags, weight)
 
     def _engine_logprobs(self, completion, tokens: list[int]) -> list[float]:
         if self.old_logprobs != "engine" or completion.logprobs is None:
