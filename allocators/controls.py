@@ -54,10 +54,13 @@ as reference rows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, Request, check_count_bounds
+from allocators.options import Options, option
 
 
 def expected_signal_groups(pass_rate, counts) -> float:
@@ -128,23 +131,30 @@ def anti_oracle_counts(pass_rate, total: int, *, n_min: int = 2, n_max: int = 12
     return counts
 
 
+@dataclass(frozen=True)
+class ControlOptions(Options):
+    estimate_rollouts: int = option(16, "unbilled rollouts per candidate for the pass-rate "
+                                    "estimate", ge=1)
+    n_min: int = option(2, "fewest rollouts per prompt", ge=1)
+    n_max: int | None = option(None, "most rollouts per prompt; null = 16 G capped at "
+                               "C - (M - 1) n_min", ge=1)
+
+
 class PassRateControl(Allocator):
     """Shared part of the two controls: unbilled estimates in, counts within the bounds out."""
 
     control = True
     counts_fn = staticmethod(oracle_counts)
+    Options = ControlOptions
 
-    def __init__(self, setting, *, estimate_rollouts: int = 16, n_min: int = 2,
-                 n_max: int | None = None, **options) -> None:
+    def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
-        if int(estimate_rollouts) < 1:
-            raise ValueError(f"{self.name}: estimate_rollouts must be at least 1, "
-                             f"got {estimate_rollouts}")
-        self.wants_pass_rate_estimates = int(estimate_rollouts)
+        o = self.opts
+        self.wants_pass_rate_estimates = o.estimate_rollouts
         total, m = setting.rollouts_per_step, setting.prompts_per_step
-        self.n_min = int(n_min)
+        self.n_min = o.n_min
         cap = total - (m - 1) * self.n_min
-        self.n_max = int(n_max) if n_max is not None else max(self.n_min,
+        self.n_max = o.n_max if o.n_max is not None else max(self.n_min,
                                                               min(16 * setting.group_size, cap))
         check_count_bounds(self.name, m, total, self.n_min, self.n_max)
         self._estimates: dict[int, float] = {}
@@ -165,8 +175,8 @@ class PassRateControl(Allocator):
         return [Request(c.pid, int(n)) for c, n in zip(candidates, counts)]
 
     def resolved_options(self) -> dict:
-        return {"estimate_rollouts": self.wants_pass_rate_estimates, "n_min": self.n_min,
-                "n_max": self.n_max, "objective": "expected groups with non-zero advantage"}
+        return {**super().resolved_options(), "n_max": self.n_max,
+                "objective": "expected groups with non-zero advantage"}
 
 
 @register("oracle")

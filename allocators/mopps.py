@@ -57,11 +57,13 @@ Departures:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, round_half_up
+from allocators.options import Options, option
 
 STRATEGIES = ("topk", "threshold", "uniform")
 
@@ -106,29 +108,34 @@ def beta_update(alpha, beta, successes, trials, *, decay: float = 1.0, prior_alp
             decay * beta + (1.0 - decay) * prior_beta + failures)
 
 
+@dataclass(frozen=True)
+class MoPPSOptions(Options):
+    candidate_ratio: float = option(16.0, "candidates drawn per step, as a multiple of M "
+                                    "(capped at the pool)", ge=1)
+    strategy: str = option("topk", "selection rule: topk (draws nearest target), threshold "
+                           "(draws inside [lower, upper]) or uniform (MoPPS off)",
+                           choices=STRATEGIES)
+    target: float = option(0.5, "topk: the pass rate the selected draws should be near",
+                           ge=0, le=1)
+    lower: float = option(0.3, "threshold: lowest draw inside the band", ge=0, le=1)
+    upper: float = option(0.7, "threshold: highest draw inside the band", ge=0, le=1)
+    decay: float = option(1.0, "posterior decay toward the prior per update (1 = none)",
+                          ge=0, le=1)
+    prior_alpha: float = option(1.0, "Beta prior alpha_0", gt=0)
+    prior_beta: float = option(1.0, "Beta prior beta_0", gt=0)
+    success_threshold: float = option(1.0, "a reward at or above this counts as a success")
+
+
 @register("mopps")
 class MoPPS(Allocator):
-    def __init__(self, setting, *, candidate_ratio: float = 16.0, strategy: str = "topk",
-                 target: float = 0.5, lower: float = 0.3, upper: float = 0.7,
-                 decay: float = 1.0, prior_alpha: float = 1.0, prior_beta: float = 1.0,
-                 success_threshold: float = 1.0, **unknown) -> None:
-        super().__init__(setting, **unknown)
-        if strategy not in STRATEGIES:
-            raise ValueError(f"mopps: strategy must be one of {STRATEGIES}, got {strategy!r}")
-        if candidate_ratio < 1.0:
-            raise ValueError(f"mopps: candidate_ratio must be >= 1, got {candidate_ratio}")
-        if not 0.0 <= decay <= 1.0 or prior_alpha <= 0 or prior_beta <= 0:
-            raise ValueError("mopps: need 0 <= decay <= 1 and positive prior parameters")
+    Options = MoPPSOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
         self.group_size = round_half_up(setting.budget_fraction * setting.group_size)
         if self.group_size < 1:
             raise ValueError(f"mopps: budget fraction {setting.budget_fraction} gives no rollout "
                              f"per prompt at G = {setting.group_size}")
-        self.candidate_ratio = float(candidate_ratio)
-        self.strategy, self.target = strategy, float(target)
-        self.lower, self.upper = float(lower), float(upper)
-        self.decay = float(decay)
-        self.prior_alpha, self.prior_beta = float(prior_alpha), float(prior_beta)
-        self.success_threshold = float(success_threshold)
         self.pool_size = int(setting.pool_size)
         self.rng = np.random.default_rng(setting.seed)
         self.alpha: dict[int, float] = {}
@@ -138,17 +145,18 @@ class MoPPS(Allocator):
         self.pool_size = len(pool)
 
     def candidates_per_step(self) -> int:
-        wanted = math.ceil(self.candidate_ratio * self.setting.prompts_per_step)
+        wanted = math.ceil(self.opts.candidate_ratio * self.setting.prompts_per_step)
         wanted = max(wanted, self.setting.prompts_per_step)
         return min(wanted, self.pool_size) if self.pool_size else wanted
 
     def plan(self, step, candidates, stats, budget):
+        o = self.opts
         pids = [c.pid for c in candidates]
-        alpha = [self.alpha.get(p, self.prior_alpha) for p in pids]
-        beta = [self.beta.get(p, self.prior_beta) for p in pids]
+        alpha = [self.alpha.get(p, o.prior_alpha) for p in pids]
+        beta = [self.beta.get(p, o.prior_beta) for p in pids]
         k = min(self.setting.prompts_per_step, len(pids))
-        chosen, theta = mopps_select(alpha, beta, k, self.rng, strategy=self.strategy,
-                                     target=self.target, lower=self.lower, upper=self.upper)
+        chosen, theta = mopps_select(alpha, beta, k, self.rng, strategy=o.strategy,
+                                     target=o.target, lower=o.lower, upper=o.upper)
         self.step_metrics = {"candidates": len(pids), "selected": int(k),
                              "theta_selected_mean": float(theta[chosen].mean()) if k else 0.0,
                              "theta_candidates_mean": float(theta.mean()) if len(pids) else 0.0,
@@ -156,21 +164,19 @@ class MoPPS(Allocator):
         return [Request(pids[i], self.group_size) for i in chosen.tolist()]
 
     def observe(self, step, groups, stats):
+        o = self.opts
         for group in groups:
             kept = [r for r in group if r.kept]
             if not kept:
                 continue
             pid = kept[0].pid
-            successes = sum(r.reward >= self.success_threshold for r in kept)
-            a, b = beta_update(self.alpha.get(pid, self.prior_alpha),
-                               self.beta.get(pid, self.prior_beta), successes, len(kept),
-                               decay=self.decay, prior_alpha=self.prior_alpha,
-                               prior_beta=self.prior_beta)
+            successes = sum(r.reward >= o.success_threshold for r in kept)
+            a, b = beta_update(self.alpha.get(pid, o.prior_alpha),
+                               self.beta.get(pid, o.prior_beta), successes, len(kept),
+                               decay=o.decay, prior_alpha=o.prior_alpha,
+                               prior_beta=o.prior_beta)
             self.alpha[pid], self.beta[pid] = float(a), float(b)
 
     def resolved_options(self) -> dict:
-        return {"group_size": self.group_size, "candidate_ratio": self.candidate_ratio,
-                "candidates_per_step": self.candidates_per_step(), "strategy": self.strategy,
-                "target": self.target, "lower": self.lower, "upper": self.upper,
-                "decay": self.decay, "prior_alpha": self.prior_alpha,
-                "prior_beta": self.prior_beta, "success_threshold": self.success_threshold}
+        return {**super().resolved_options(), "group_size": self.group_size,
+                "candidates_per_step": self.candidates_per_step()}

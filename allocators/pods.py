@@ -45,10 +45,13 @@ Departures:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, Request, Rollout, group_rows, round_half_up
+from allocators.options import Options, option
 
 RULES = ("max_variance", "random")
 
@@ -75,25 +78,32 @@ def pods_select(rewards, m: int) -> np.ndarray:
     return np.sort(chosen)
 
 
+@dataclass(frozen=True)
+class PODSOptions(Options):
+    keep_fraction: float = option(0.5, "trained rows m as a fraction of the generated n "
+                                  "(at least 2)", gt=0, le=1)
+    rollouts_per_prompt: int | None = option(None, "rollouts n per prompt; null = "
+                                             "round_half_up(b*G), uniform GRPO's group", ge=1)
+    train_per_prompt: int | None = option(None, "trained rows m per prompt (wins over "
+                                          "keep_fraction)", ge=2)
+    rule: str = option("max_variance", "down-sampling rule: max_variance (the paper) or "
+                       "random (a seeded uniform subset, a control)", choices=RULES)
+
+
 @register("pods")
 class PODS(Allocator):
-    def __init__(self, setting, *, keep_fraction: float = 0.5, rollouts_per_prompt: int | None = None,
-                 train_per_prompt: int | None = None, rule: str = "max_variance",
-                 **unknown) -> None:
-        super().__init__(setting, **unknown)
-        if rule not in RULES:
-            raise ValueError(f"pods: rule must be one of {RULES}, got {rule!r}")
-        if not 0.0 < keep_fraction <= 1.0:
-            raise ValueError(f"pods: keep_fraction must be in (0, 1], got {keep_fraction}")
-        self.n = (int(rollouts_per_prompt) if rollouts_per_prompt is not None
+    Options = PODSOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
+        self.n = (o.rollouts_per_prompt if o.rollouts_per_prompt is not None
                   else round_half_up(setting.budget_fraction * setting.group_size))
-        self.m = (int(train_per_prompt) if train_per_prompt is not None
-                  else max(2, round_half_up(keep_fraction * self.n)))
+        self.m = (o.train_per_prompt if o.train_per_prompt is not None
+                  else max(2, round_half_up(o.keep_fraction * self.n)))
         if not 2 <= self.m <= self.n:
             raise ValueError(f"pods: need 2 <= m <= n, got n = {self.n}, m = {self.m} (raise the "
                              f"budget fraction or set rollouts_per_prompt/train_per_prompt)")
-        self.keep_fraction = float(keep_fraction)
-        self.rule = rule
         self.rng = np.random.default_rng(setting.seed)
 
     def plan(self, step, candidates, stats, budget):
@@ -106,7 +116,7 @@ class PODS(Allocator):
             rewards = [r.reward for r in kept]
             if len(kept) <= self.m:
                 chosen = list(range(len(kept)))
-            elif self.rule == "max_variance":
+            elif self.opts.rule == "max_variance":
                 chosen = pods_select(rewards, self.m).tolist()
             else:
                 chosen = sorted(self.rng.choice(len(kept), size=self.m, replace=False).tolist())
@@ -120,5 +130,5 @@ class PODS(Allocator):
         return groups
 
     def resolved_options(self) -> dict:
-        return {"rollouts_per_prompt": self.n, "train_per_prompt": self.m,
-                "keep_fraction": self.keep_fraction, "rule": self.rule}
+        return {**super().resolved_options(), "rollouts_per_prompt": self.n,
+                "train_per_prompt": self.m}

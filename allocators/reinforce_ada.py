@@ -56,6 +56,7 @@ Departures:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -63,6 +64,7 @@ import numpy as np
 from allocators import register
 from allocators.base import BASELINE_REWARDS_FLAG, Allocator, Request, Rollout, round_half_up
 from allocators.dapo import RowCursor
+from allocators.options import Options, option
 
 CHOICES = ("balanced", "positive_focused")
 
@@ -111,27 +113,35 @@ def ada_select(positive: Sequence[bool], keep: int, *, finished: bool,
     return np.concatenate([pos[:k_pos], neg[:k_neg]]).astype(np.int64)
 
 
+@dataclass(frozen=True)
+class ReinforceAdaOptions(Options):
+    round_repeat: int | None = option(None, "rollouts per active prompt per round; null = "
+                                      "round_half_up(b*G), uniform GRPO's group", ge=1)
+    keep: int | None = option(None, "trained rows per prompt (wins over keep_fraction)", ge=2)
+    keep_fraction: float = option(0.5, "trained rows as a fraction of round_repeat (at "
+                                  "least 2)", gt=0, le=1)
+    max_rounds: int = option(4, "sampling rounds per step, round 0 included", ge=1)
+    positive_threshold: float = option(0.7, "a reward above this counts as positive")
+    choice: str = option("balanced", "exit and down-sampling rule: balanced (keep/2 of each "
+                         "kind) or positive_focused (one positive)", choices=CHOICES)
+    global_stat: bool = option(True, "advantage mean/std over every row the prompt drew this "
+                               "step, not only the trained ones")
+
+
 @register("reinforce-ada")
 class ReinforceAda(Allocator):
-    def __init__(self, setting, *, round_repeat: int | None = None, keep: int | None = None,
-                 keep_fraction: float = 0.5, max_rounds: int = 4,
-                 positive_threshold: float = 0.7, choice: str = "balanced",
-                 global_stat: bool = True, **unknown) -> None:
-        super().__init__(setting, **unknown)
-        if choice not in CHOICES:
-            raise ValueError(f"reinforce-ada: choice must be one of {CHOICES}, got {choice!r}")
-        self.round_repeat = (int(round_repeat) if round_repeat is not None
+    Options = ReinforceAdaOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
+        self.round_repeat = (o.round_repeat if o.round_repeat is not None
                              else round_half_up(setting.budget_fraction * setting.group_size))
-        self.keep = (int(keep) if keep is not None
-                     else max(2, round_half_up(keep_fraction * self.round_repeat)))
-        if self.round_repeat < 1 or self.keep < 2 or max_rounds < 1:
-            raise ValueError(f"reinforce-ada: need round_repeat >= 1, keep >= 2, max_rounds >= 1; "
-                             f"got {self.round_repeat}, {self.keep}, {max_rounds}")
-        self.keep_fraction = float(keep_fraction)
-        self.max_rounds = int(max_rounds)
-        self.positive_threshold = float(positive_threshold)
-        self.choice = choice
-        self.global_stat = bool(global_stat)
+        self.keep = (o.keep if o.keep is not None
+                     else max(2, round_half_up(o.keep_fraction * self.round_repeat)))
+        if self.round_repeat < 1 or self.keep < 2:
+            raise ValueError(f"reinforce-ada: need round_repeat >= 1, keep >= 2; "
+                             f"got {self.round_repeat}, {self.keep}")
         self.reset_step_state()
 
     def reset_step_state(self) -> None:
@@ -151,7 +161,7 @@ class ReinforceAda(Allocator):
     def follow_up(self, step, round_index, rollouts, ctx):
         self.absorb(step, rollouts)
         active = [pid for pid in self.order if not self.finished[pid]]
-        if not active or round_index >= min(self.max_rounds, ctx.max_rounds):
+        if not active or round_index >= min(self.opts.max_rounds, ctx.max_rounds):
             return []
         self.step_metrics["rounds"] = round_index + 1
         return [Request(pid, self.round_repeat, tag="ada") for pid in active]
@@ -163,10 +173,10 @@ class ReinforceAda(Allocator):
             rows = self.cache[pid]
             if not rows:
                 continue
-            positive = [r.reward > self.positive_threshold for r in rows]
+            positive = [r.reward > self.opts.positive_threshold for r in rows]
             chosen = [rows[i] for i in ada_select(positive, self.keep, finished=self.finished[pid],
-                                                  choice=self.choice).tolist()]
-            if self.global_stat:
+                                                  choice=self.opts.choice).tolist()]
+            if self.opts.global_stat:
                 pool = tuple(float(r.reward) for r in rows)
                 for r in chosen:
                     r.flags[BASELINE_REWARDS_FLAG] = pool
@@ -189,12 +199,10 @@ class ReinforceAda(Allocator):
                 touched.append(row.pid)
         for pid in dict.fromkeys(touched):
             rows = self.cache[pid]
-            n_pos = sum(r.reward > self.positive_threshold for r in rows)
-            if ada_finished(n_pos, len(rows) - n_pos, self.keep, self.choice):
+            n_pos = sum(r.reward > self.opts.positive_threshold for r in rows)
+            if ada_finished(n_pos, len(rows) - n_pos, self.keep, self.opts.choice):
                 self.finished[pid] = True
 
     def resolved_options(self) -> dict:
-        return {"round_repeat": self.round_repeat, "keep": self.keep,
-                "keep_fraction": self.keep_fraction, "max_rounds": self.max_rounds,
-                "positive_threshold": self.positive_threshold, "choice": self.choice,
-                "global_stat": self.global_stat}
+        return {**super().resolved_options(), "round_repeat": self.round_repeat,
+                "keep": self.keep}

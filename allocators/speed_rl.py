@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -68,6 +69,7 @@ import numpy as np
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
 from allocators.dapo import RowCursor
+from allocators.options import Options, option
 
 SCREEN, CONTINUE = "screen", "continue"
 
@@ -92,21 +94,31 @@ def speed_split(n: int, *, screen_fraction: float = 4.0 / 24.0, min_screen: int 
     return int(n_init), int(n_cont)
 
 
+@dataclass(frozen=True)
+class SpeedRLOptions(Options):
+    screen_fraction: float = option(4.0 / 24.0, "screening rollouts as a fraction of the "
+                                    "group (the released 4 of 24)", gt=0, le=1)
+    min_screen: int = option(2, "fewest screening rollouts per prompt", ge=1)
+    screen_size: int | None = option(None, "screening rollouts per prompt (wins over the "
+                                     "fraction)", ge=2)
+    continue_size: int | None = option(None, "continuation rollouts per qualified prompt; "
+                                       "null = the rest of the group", ge=1)
+    candidate_multiplier: float = option(4.0, "fresh prompts screened per round, as a multiple "
+                                         "of M (capped at the pool)", gt=0)
+    max_rounds: int = option(10, "rounds per step, round 0 included", ge=1)
+
+
 @register("speed-rl")
 class SpeedRL(Allocator):
-    def __init__(self, setting, *, screen_fraction: float = 4.0 / 24.0, min_screen: int = 2,
-                 screen_size: int | None = None, continue_size: int | None = None,
-                 candidate_multiplier: float = 4.0, max_rounds: int = 10, **unknown) -> None:
-        super().__init__(setting, **unknown)
-        if candidate_multiplier <= 0 or max_rounds < 1:
-            raise ValueError("speed-rl: candidate_multiplier and max_rounds must be positive")
+    Options = SpeedRLOptions
+
+    def __init__(self, setting, **options) -> None:
+        super().__init__(setting, **options)
+        o = self.opts
         self.group_size = round_half_up(setting.budget_fraction * setting.group_size)
-        self.n_init, self.n_cont = speed_split(self.group_size, screen_fraction=screen_fraction,
-                                               min_screen=min_screen, screen_size=screen_size,
-                                               continue_size=continue_size)
-        self.screen_fraction, self.min_screen = float(screen_fraction), int(min_screen)
-        self.candidate_multiplier = float(candidate_multiplier)
-        self.max_rounds = int(max_rounds)
+        self.n_init, self.n_cont = speed_split(self.group_size, screen_fraction=o.screen_fraction,
+                                               min_screen=o.min_screen, screen_size=o.screen_size,
+                                               continue_size=o.continue_size)
         self.pool_size = int(setting.pool_size)
         # cross-step state: qualified screens awaiting continuation, completed groups (FIFO)
         self.waiting: deque[list[Rollout]] = deque()
@@ -119,7 +131,7 @@ class SpeedRL(Allocator):
         self.pool_size = len(pool)
 
     def fresh_per_round(self) -> int:
-        wanted = math.ceil(self.candidate_multiplier * self.setting.prompts_per_step)
+        wanted = math.ceil(self.opts.candidate_multiplier * self.setting.prompts_per_step)
         return min(wanted, self.pool_size) if self.pool_size else wanted
 
     def candidates_per_step(self) -> int:
@@ -142,7 +154,7 @@ class SpeedRL(Allocator):
             return []
         if len(self.ready) >= self.setting.prompts_per_step:
             return []
-        if round_index >= min(self.max_rounds, ctx.max_rounds):
+        if round_index >= min(self.opts.max_rounds, ctx.max_rounds):
             return []
         requests = self.round_requests(round_index, ctx.draw(self.fresh_per_round()))
         if requests:
@@ -192,7 +204,6 @@ class SpeedRL(Allocator):
         self.step_metrics["qualified"] = self.step_metrics.get("qualified", 0) + int(qualified.sum())
 
     def resolved_options(self) -> dict:
-        return {"group_size": self.group_size, "n_init": self.n_init, "n_cont": self.n_cont,
-                "screen_fraction": self.screen_fraction, "min_screen": self.min_screen,
-                "candidate_multiplier": self.candidate_multiplier,
-                "fresh_per_round": self.fresh_per_round(), "max_rounds": self.max_rounds}
+        return {**super().resolved_options(), "group_size": self.group_size,
+                "n_init": self.n_init, "n_cont": self.n_cont,
+                "fresh_per_round": self.fresh_per_round()}
