@@ -46,8 +46,10 @@ def test_a_speed_rl_step_that_trains_from_its_queue_generates_nothing(smoke_pres
     run = Run(RunSpec("speed-rl", 1.0, 0, preset), tmp_path / "speed", log=lambda *a: None)
     run.setup()
     # groups sampled by the policy (as if completed in an earlier step) fill the queue
-    rows = run._generate([Request(pid, 8) for pid in range(preset.prompts_per_step)], 0, 0,
-                         run._budget())
+    rows = run._sample([Request(pid, 8) for pid in range(preset.prompts_per_step)], 0, 0,
+                       run._budget())
+    for row, reward in zip(rows, run._score(rows)):
+        row.reward = reward
     run.allocator.ready.extend(group_rows(rows))
     assert run.allocator.candidates_per_step() == 0
     record = run.train_step(1)
