@@ -238,9 +238,9 @@ def test_the_length_controllers_row_weight_multiplies_the_rollout_weight_capped(
     import lengthctl.duet
     from bench.presets import with_overrides
     preset = with_overrides(smoke_preset, steps=1, max_rollout_weight=50.0)
-    # every fifth row reweighted by its controller; the cap must bind on the large ones
-    monkeypatch.setattr(lengthctl.duet.DuetRow, "weight",
-                        property(lambda row: 80.0 if row._seed % 5 == 0 else 3.0))
+    # every fifth row reweighted by its (batched) stop rule; the cap must bind on the large ones
+    monkeypatch.setattr(lengthctl.duet.DuetBatch, "weight",
+                        lambda batch, i: 80.0 if batch.controllers[i]._seed % 5 == 0 else 3.0)
     trained = []
     real = Run._update
 
