@@ -98,7 +98,7 @@ def test_killing_the_coordinator_ends_its_workers_and_no_summary_appears(smoke_p
     out = tmp_path / "sweep"
     coordinator = subprocess.Popen(
         [sys.executable, "-m", "bench.run", "--preset", "smoke", "--methods", "grpo",
-         "--budgets", "1", "--steps", "400", "--embedding", "hashed", "--no-plots",
+         "--budgets", "1", "--steps", "400", "--no-plots",
          "--out", str(out)], cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
