@@ -17,8 +17,8 @@ when a method it would have registered is asked for.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
+from allocators._discovery import import_submodules
+
 
 from allocators.base import Allocator
 
@@ -44,14 +44,7 @@ def _discover() -> None:
     global _DISCOVERED
     if _DISCOVERED:
         return
-    for module in pkgutil.iter_modules(__path__):
-        if module.name == "base" or module.name.startswith("_"):
-            continue
-        name = f"{__name__}.{module.name}"
-        try:
-            importlib.import_module(name)
-        except Exception as exc:        # one broken method must not hide the others
-            _IMPORT_ERRORS[name] = f"{type(exc).__name__}: {exc}"
+    _IMPORT_ERRORS.update(import_submodules(__name__, __path__))
     _DISCOVERED = True
 
 
