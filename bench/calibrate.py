@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.executors import EXECUTORS, SweepProgress
-from bench.presets import PRESETS, get_preset, with_overrides
+from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset
+from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from bench.report import build, update_sweep_file
-from bench.run import HelpFormatter, UsageError, load_config_file, parse_ints
+from bench.run import HelpFormatter, UsageError, execute, load_config_file, locked, parse_ints
 from bench.stats import t_interval
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
 from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
@@ -226,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "calibration gate (learning, budget sensitivity, headroom, negative "
                     "control) with the regime diagnostics; exit 1 when a criterion fails.",
         formatter_class=HelpFormatter)
-    parser.add_argument("--preset", default="tiny", help=f"run preset: {', '.join(PRESETS)}")
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"run preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     parser.add_argument("--seeds", default="0,1,2",
                         help="comma-separated integer seeds (intervals need at least 2)")
     parser.add_argument("--out", default=None,
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON file overriding preset fields and per-method options, as in "
                              "bench.run (e.g. {\"method_options\": {\"oracle\": "
                              "{\"estimate_rollouts\": 32}}})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, after --config (repeatable), as in bench.run: "
+                             "preset.FIELD=V, METHOD.OPTION=V, method.OPTION=V")
     parser.add_argument("--with-duet", action="store_true",
                         help="also run duet-abort at b = 1 for the stop-rule diagnostic (read "
                              "whenever present, run only with this flag)")
@@ -251,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args) -> tuple[list[RunSpec], Path]:
     preset = get_preset(args.preset)
-    config = load_config_file(args.config)
-    if config.get("preset"):
-        preset = with_overrides(preset, **config["preset"])
+    methods = [m for m, _ in RUNS] + [DUET_RUN[0]]
+    config = apply_sets(load_config_file(args.config), args.set, methods)
+    check_method_options(config, methods)
+    preset = checked_preset(preset, config["preset"])
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1")
@@ -281,25 +286,21 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     try:
         specs, out = plan(args)
-    except (UsageError, RunError) as exc:
+    except (UsageError, ConfigError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
+    return locked(out, lambda: gate_sweep(args, specs, out, started))
+
+
+def gate_sweep(args, specs: list[RunSpec], out: Path, started: float) -> int:
+    """Run the gate's runs into ``out`` (held by :func:`bench.run.locked`), then judge it."""
     update_sweep_file(out)
-    progress = SweepProgress(specs)
-    try:
-        outcome = EXECUTORS[args.executor](specs, out, progress, jobs=args.jobs)
-    except KeyboardInterrupt:
-        progress.close()
-        print("interrupted: finished runs are kept; re-run the same command to resume",
-              file=sys.stderr)
+    outcome = execute(specs, out, args.executor, jobs=args.jobs)
+    if outcome is None:
         return 130
-    progress.close()
-    for error in outcome.errors:
-        print(f"error: {error}", file=sys.stderr)
     try:
         build(out, with_plots=not args.no_plots)
         gate, _, text = judge(out)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import lengthctl
-from bench.presets import PRESETS, get_preset
+from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 from lengthctl.base import CONTINUE, STOPPED, RowBatch, RowController
 from trainer.engine import HFEngine, RowSpec
 from trainer.policy import load_policy
@@ -138,7 +138,8 @@ def _parser() -> argparse.ArgumentParser:
                     "controller's cost per token, whether time saved follows tokens saved, and "
                     "the forward pass alone at the same batch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--preset", default="tiny", help=f"policy and sampling settings: {', '.join(PRESETS)}")
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"policy and sampling settings: {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     parser.add_argument("--prompts", type=int, default=32, help="distinct training prompts")
     parser.add_argument("--samples", type=int, default=8, help="rollouts per prompt")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
     model, tokenizer = load_policy(initial_policy_dir(preset, progress=True))
     model.to(args.device or preset.device).eval()
     clock = Clock(model.device)
-    train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket)
+    train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket, preset.task_mix)
     tasks = train[:args.prompts]
     engine = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
                       temperature=preset.temperature, top_p=preset.top_p)

@@ -101,7 +101,8 @@ def task_sets(preset, extra_files) -> dict[str, list]:
     try:
         if preset.train_data is None:
             from trainer.tasks import build_splits
-            sets["held_out"] = build_splits(preset.train_per_bucket, preset.eval_per_bucket)[1]
+            sets["held_out"] = build_splits(preset.train_per_bucket, preset.eval_per_bucket,
+                                             preset.task_mix)[1]
         else:
             for name, tasks in load_eval_sets(preset.eval_data).items():
                 sets[name] = tasks[:preset.eval_limit]

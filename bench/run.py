@@ -28,12 +28,12 @@ from bench import paper_tables
 from bench.executors import EXECUTORS, SweepProgress
 from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
     load_config_file
-from bench.presets import PRESETS, get_preset, with_overrides
+from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from bench.report import build, update_sweep_file
 from bench.tables import SweepError
 from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
-from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+from trainer.loop import RunError, RunSpec, check_run_dir, check_task_mix, validate_spec
 from trainer.tracking import TrackingError, check_backends
 
 DEFAULT_METHODS = "all"
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"round(b*M*G) rollouts per step, token methods b*M*G*mean-length "
                              f"tokens; default {DEFAULT_BUDGETS}, or the table's with --table")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
-    parser.add_argument("--preset", default="tiny",
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
                         help=f"run preset: {', '.join(f'{k} ({v.description})' for k, v in PRESETS.items())}")
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>); one sub-directory per run")
@@ -243,6 +243,7 @@ def plan_sweep(args) -> Plan:
     config = apply_sets(load_config_file(args.config), args.set, methods)
     check_method_options(config, methods)
     preset = checked_preset(preset, config["preset"])
+    check_task_mix(preset)
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1")
@@ -311,16 +312,44 @@ def main(argv=None) -> int:
         return 2
     for note in plan.skipped:
         print(f"skipped (infeasible): {note}", file=sys.stderr)
+    return locked(plan.out, lambda: sweep(args, plan, started))
+
+
+def locked(out: Path, body) -> int:
+    """``body()`` while this process holds the sweep directory ``out`` (:class:`DirLock`): two
+    sweeps writing one directory is refused in one line, as is a directory that cannot be
+    written (finished runs stay on disk); both exit 2."""
     try:
-        with DirLock(plan.out, "sweep directory"):
-            return sweep(args, plan, started)
+        with DirLock(out, "sweep directory"):
+            return body()
     except DirLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:       # no permission, no space, ...: finished runs stay on disk
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write the sweep directory {plan.out} "
+        print(f"error: cannot write the sweep directory {out} "
               f"({exc.strerror or exc}{where}); finished runs are kept", file=sys.stderr)
     return 2
+
+
+def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None = None,
+            ray_address: str | None = None, after=None):
+    """Run ``specs`` into ``out`` (held by :func:`locked`) with ``executor``, finished runs
+    reused; ``after(progress)`` runs once when every run succeeded.  Prints each failed run's
+    error.  Returns the executor's outcome, or None when interrupted (finished runs kept)."""
+    progress = SweepProgress(specs, disable=not specs)
+    try:
+        outcome = EXECUTORS[executor](specs, out, progress, jobs=jobs, ray_address=ray_address)
+        if not outcome.errors and after is not None:
+            after(progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print("interrupted: finished runs are kept; re-run the same command to resume",
+              file=sys.stderr)
+        return None
+    progress.close()
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return outcome
 
 
 def sweep(args, plan: Plan, started: float) -> int:
@@ -332,24 +361,18 @@ def sweep(args, plan: Plan, started: float) -> int:
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    progress = SweepProgress(plan.specs, disable=not plan.specs)
-    try:
-        outcome = EXECUTORS[args.executor](plan.specs, out, progress, jobs=args.jobs,
-                                           ray_address=args.ray_address)
-        if not outcome.errors:
-            if plan.table is not None and plan.table.measure is not None:
-                progress.describe(f"measuring {plan.table.name}")
-                plan.table.measure(out)
-            if args.overhead:
-                measure_overhead(out, progress)
-    except KeyboardInterrupt:
-        progress.close()
-        print("interrupted: finished runs are kept; re-run the same command to resume",
-              file=sys.stderr)
+
+    def measure(progress):
+        if plan.table is not None and plan.table.measure is not None:
+            progress.describe(f"measuring {plan.table.name}")
+            plan.table.measure(out)
+        if args.overhead:
+            measure_overhead(out, progress)
+
+    outcome = execute(plan.specs, out, args.executor, jobs=args.jobs,
+                      ray_address=args.ray_address, after=measure)
+    if outcome is None:
         return 130
-    progress.close()
-    for error in outcome.errors:
-        print(f"error: {error}", file=sys.stderr)
     try:
         report = build(out, with_plots=not args.no_plots)
     except SweepError as exc:

@@ -11,7 +11,7 @@ import json
 import shutil
 import sys
 
-from bench.presets import PRESETS, get_preset
+from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 
 
 def main(argv=None) -> int:
@@ -19,7 +19,8 @@ def main(argv=None) -> int:
         prog="python -m bench.warmstart",
         description="Warm-start the embedded policy of a preset on worked solutions (cached), "
                     "then report its held-out accuracy per difficulty bucket.")
-    parser.add_argument("--preset", default="tiny", help=f"one of {', '.join(PRESETS)} (default tiny)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET,
+                        help=f"one of {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if a cached or shipped copy exists")
     parser.add_argument("--ship", action="store_true",
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
     info = json.loads((path / "warmstart.json").read_text())
     model, tokenizer = load_policy(path)
     torch.set_num_threads(preset.warm_start.threads)
-    _, held_out = build_splits(preset.warm_start.train_per_bucket, preset.warm_start.eval_per_bucket)
+    _, held_out = build_splits(preset.warm_start.train_per_bucket,
+                               preset.warm_start.eval_per_bucket, preset.warm_start.task_mix)
     result = evaluate_policy(model, tokenizer, held_out, samples=args.samples,
                              temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
                              seed=0)

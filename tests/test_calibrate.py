@@ -112,3 +112,16 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert err.startswith("error: unknown preset") and "\n" not in err
     assert calibrate.main(["--seeds", "a,b", "--out", str(tmp_path)]) == 2
     assert "--seeds must be" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_directory_another_sweep_holds_and_checks_set(tmp_path, capsys):
+    from trainer.dirlock import DirLock
+    good = make_sweep(tmp_path / "good", spec_configs=True)
+    args = ["--preset", "smoke", "--executor", "serial", "--no-plots", "--out", str(good)]
+    with DirLock(good, "sweep directory"):
+        assert calibrate.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err and "sweep directory" in err
+    assert calibrate.main(args + ["--set", "oracle.estimate_rollouts=0"]) == 2
+    assert "estimate_rollouts" in capsys.readouterr().err
+    assert calibrate.main(args) == 0          # the lock went with its holder

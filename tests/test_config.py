@@ -33,6 +33,16 @@ def test_warm_start_key_follows_the_values():
     assert WarmStartConfig(steps=501).key() != base.key()
 
 
+def test_a_task_mix_other_than_the_warm_starts_is_refused_before_any_work(capsys):
+    from bench.run import main
+    assert WarmStartConfig(task_mix="noisy_chain").key() != WarmStartConfig().key()
+    code = main(["--preset", "smoke", "--set", "preset.task_mix=noisy_chain", "--out", "/nonexistent/x"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "differs from the warm start's" in err
+    assert main(["--preset", "smoke", "--set", "preset.task_mix=nope"]) == 2
+    assert "task_mix" in capsys.readouterr().err
+
+
 def test_warmstart_command_reports_the_smoke_policy_and_refuses_bad_presets(capsys, smoke_policy):
     assert warmstart_main(["--preset", "smoke", "--samples", "1"]) == 0
     out = capsys.readouterr().out

@@ -8,18 +8,22 @@ import shutil
 
 import pytest
 
-from bench.presets import get_preset
+from bench.presets import DEFAULT_PRESET, get_preset
 from trainer import sft
+from trainer.config import WarmStartConfig
 from trainer.policy import load_policy
 
 
 def shipped_presets():
-    return [name for name in ("smoke", "tiny")
+    return [name for name in ("smoke", "tiny", "noisy-chain")
             if (sft.shipped_dir(get_preset(name).warm_start) / "warmstart.json").is_file()]
 
 
-def test_the_default_preset_ships_its_warm_start():
-    assert "tiny" in shipped_presets()
+def test_the_default_preset_and_the_committed_results_presets_ship_their_warm_starts():
+    assert DEFAULT_PRESET == "noisy-chain"
+    assert {"tiny", DEFAULT_PRESET} <= set(shipped_presets())
+    # adding the task_mix field kept the first default's key (and so its shipped copy) valid
+    assert get_preset("tiny").warm_start.key() == "9f3d4987bcc3c440"
 
 
 @pytest.mark.parametrize("name", shipped_presets())
@@ -27,7 +31,7 @@ def test_shipped_copy_matches_its_hashes_and_is_what_a_run_starts_from(name, tmp
     preset = get_preset(name)
     source = sft.shipped_dir(preset.warm_start)
     info = json.loads((source / "warmstart.json").read_text())
-    assert info["config"] == json.loads(json.dumps(sft.asdict(preset.warm_start)))
+    assert WarmStartConfig.from_dict(info["config"]) == preset.warm_start
     assert sft.file_hashes(source) == info["sha256"] and "model.safetensors" in info["sha256"]
     monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
     messages = []
@@ -56,20 +60,21 @@ def test_a_tampered_shipped_copy_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("ALLOCBENCH_SLOW") != "1",
-                    reason="rebuilds the tiny warm start: ~10 min on 2 idle cores (more on a "
-                           "busy box); run with ALLOCBENCH_SLOW=1")
+                    reason="rebuilds the default warm start: ~9 min on 2 idle cores (more on "
+                           "a busy box); run with ALLOCBENCH_SLOW=1")
 def test_rebuilding_the_default_warm_start_reproduces_its_held_out_accuracy(tmp_path, monkeypatch):
     import torch
     from trainer.evaluate import evaluate_policy
     from trainer.tasks import build_splits
-    preset = get_preset("tiny")
+    preset = get_preset(DEFAULT_PRESET)
     recorded = json.loads((sft.shipped_dir(preset.warm_start) / "warmstart.json").read_text())
     held = recorded["held_out"]
     monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
     path = sft.ensure_warm_start(preset.warm_start, progress=False, shipped=False)
     model, tokenizer = load_policy(path)
     torch.set_num_threads(preset.warm_start.threads)
-    _, held_out = build_splits(preset.warm_start.train_per_bucket, preset.warm_start.eval_per_bucket)
+    _, held_out = build_splits(preset.warm_start.train_per_bucket,
+                               preset.warm_start.eval_per_bucket, preset.warm_start.task_mix)
     result = evaluate_policy(model, tokenizer, held_out, samples=held["samples"],
                              temperature=held["temperature"],
                              max_new_tokens=held["max_new_tokens"], seed=held["seed"])

@@ -29,6 +29,42 @@ def test_worked_solution_is_a_chain_of_partial_sums_that_scores_one():
     assert report.rewards.tolist() == [1.0] * len(train)
 
 
+def test_noisy_chain_solutions_err_at_their_rate_and_the_check_line_keeps_the_answer():
+    from trainer.tasks import get_mix
+    expression = "3 + 4 - 5 + 1 - 2"
+    exact = worked_solution(expression)
+    rng = np.random.default_rng(0)
+    assert worked_solution(expression, rng, 0.0, 0.0) == exact
+    checked = worked_solution(expression, rng, 0.0, 1.0)
+    assert checked == exact + "\ncheck 3+4-5+1-2=1"
+    always_wrong = [worked_solution(expression, rng, 1.0, 0.0) for _ in range(50)]
+    # every step miswritten: each written partial sum differs from the one its line implies
+    for text in always_wrong:
+        for line in text.split("\n")[:-1]:
+            left, written = line.rsplit("=", 1)
+            assert eval(left) != int(written)
+    # each of the 4 steps is miswritten with probability 0.3, independently
+    steps = [line for _ in range(1000) for line in
+             worked_solution(expression, rng, 0.3, 0.0).split("\n")[:-1]]
+    miswritten = np.mean([eval(line.rsplit("=", 1)[0]) != int(line.rsplit("=", 1)[1])
+                          for line in steps])
+    assert len(steps) == 4000 and abs(miswritten - 0.3) < 0.025
+    mix = get_mix("noisy_chain")
+    from trainer.tasks import build_pool
+    # two one-digit terms have 200 distinct questions: a balanced warm start cycles them
+    t2 = mix.buckets[:1]
+    assert len(build_pool(300, t2)) == 200
+    cycled = build_pool(300, t2, cycle=True)
+    assert len(cycled) == 300 and len({t.prompt for t in cycled}) == 200
+    train, held_out = build_splits(30, 10, "noisy_chain")
+    assert {t.bucket for t in train} == {b.name for b in mix.buckets}
+    assert not {t.prompt for t in train} & {t.prompt for t in held_out}
+    with VerifierPool(workers=1) as pool:
+        report = pool.score([(t.scorer, worked_solution(t.prompt.rstrip(" =\n"), rng, 0.0, 1.0),
+                              t.gold) for t in train])
+    assert report.rewards.tolist() == [1.0] * len(train)
+
+
 def test_extract_boxed_takes_the_last_balanced_box():
     assert extract_boxed("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
     assert extract_boxed("\\boxed{12") is None

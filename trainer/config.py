@@ -18,6 +18,11 @@ from dataclasses import asdict, dataclass, field, fields
 
 from allocators.options import option
 
+# The embedded task mixes (defined in ``trainer.tasks``, which checks this list against them;
+# named here so that the options below can declare their choices without importing
+# reasoning-gym).
+TASK_MIXES = ("chain_sum", "noisy_chain")
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -45,9 +50,20 @@ class WarmStartConfig:
     eval_per_bucket: int = 50
     seed: int = 0
     threads: int = 2
+    task_mix: str = "chain_sum"          # trainer.tasks.MIXES: the worked solutions it learns
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        data = asdict(self)
+        if data["task_mix"] == "chain_sum":
+            # the field came after the first warm starts shipped; leaving its original value
+            # out of the hash keeps their keys (and the shipped copies and caches) valid
+            del data["task_mix"]
+        else:
+            # the mix's definition (buckets, error rates, check rate), not only its name, so
+            # that editing a mix cannot reuse a warm start trained on the old one
+            from trainer.tasks import get_mix
+            data["task_mix"] = asdict(get_mix(self.task_mix))
+        text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
@@ -65,6 +81,8 @@ class Preset:
     warm_start: WarmStartConfig | None          # the embedded policy, built and cached on first use
     model_dir: str | None = option(None, "a Hugging Face model directory to load instead of "
                                    "the embedded policy (wins if set)")
+    task_mix: str = option("chain_sum", "embedded tasks: the task mix (trainer.tasks.MIXES); "
+                           "must equal the warm start's", choices=TASK_MIXES)
     train_per_bucket: int = option(400, "embedded tasks: training prompts per difficulty "
                                    "bucket", ge=1)
     eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1)

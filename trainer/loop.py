@@ -113,6 +113,7 @@ def validate_spec(spec: RunSpec) -> None:
                        f"it must cover")
     if p.model_dir is not None:
         check_model_dir(p.model_dir)
+    check_task_mix(p)
     check_real_inputs(p)
     try:
         allocator = cls(setting, **spec.method_options)
@@ -123,6 +124,14 @@ def validate_spec(spec: RunSpec) -> None:
         raise RunError(exc.args[0]) from None
     except (TypeError, ValueError) as exc:
         raise RunError(f"{spec.method} at budget {spec.budget:g}: {exc}") from None
+
+
+def check_task_mix(p) -> None:
+    """An embedded policy is tested on the task mix it was warm-started for."""
+    if p.model_dir is None and p.warm_start is not None and p.warm_start.task_mix != p.task_mix:
+        raise RunError(f"preset task_mix {p.task_mix!r} differs from the warm start's "
+                       f"({p.warm_start.task_mix!r}): the policy would be tested on tasks it was "
+                       f"not warm-started for")
 
 
 def check_model_dir(path: str) -> None:
@@ -217,7 +226,8 @@ class Run:
         GSM8K schema, math-verify rewards), else the embedded chain_sum mix."""
         p = self.p
         if p.train_data is None:
-            self.train_tasks, self.held_out = build_splits(p.train_per_bucket, p.eval_per_bucket)
+            self.train_tasks, self.held_out = build_splits(p.train_per_bucket, p.eval_per_bucket,
+                                                           p.task_mix)
             self.eval_sets = {"held_out": self.held_out}
         else:
             try:

@@ -36,7 +36,7 @@ from trainer.cache import cache_root
 from trainer.config import WarmStartConfig
 from trainer.policy import PolicyLoadError, build_model, build_tokenizer, load_policy, save_policy
 from trainer.provenance import environment, weights_sha256
-from trainer.tasks import DEFAULT_BUCKETS, build_pool, build_splits
+from trainer.tasks import build_pool, build_splits, get_mix, worked_solution
 
 SFT_SEED = 2_000_000_000
 
@@ -52,13 +52,21 @@ def warm_start_dir(cfg: WarmStartConfig) -> Path:
 
 def _examples(cfg: WarmStartConfig, tokenizer) -> list[tuple[list[int], int]]:
     """(prompt+solution+EOS ids, prompt length) for every warm-start example."""
-    _, held_out = build_splits(cfg.train_per_bucket, cfg.eval_per_bucket)
-    tasks = build_pool(cfg.examples_per_bucket, DEFAULT_BUCKETS, SFT_SEED,
-                       exclude=frozenset(t.prompt for t in held_out))
+    mix = get_mix(cfg.task_mix)
+    _, held_out = build_splits(cfg.train_per_bucket, cfg.eval_per_bucket, cfg.task_mix)
+    tasks = build_pool(cfg.examples_per_bucket, mix.buckets, SFT_SEED,
+                       exclude=frozenset(t.prompt for t in held_out), cycle=mix.balanced)
+    rates = {b.name: b.step_error_rate for b in mix.buckets}
     out = []
-    for t in tasks:
+    for i, t in enumerate(tasks):
+        solution = t.solution
+        if rates[t.bucket] > 0 or mix.check_rate > 0:
+            # one stream per example: the noise of example i does not depend on the others
+            rng = np.random.default_rng([cfg.seed, SFT_SEED, i])
+            solution = worked_solution(t.prompt.rstrip(" =\n"), rng, rates[t.bucket],
+                                       mix.check_rate)
         p = tokenizer(t.prompt)["input_ids"]
-        r = tokenizer(t.solution)["input_ids"] + [tokenizer.eos_token_id]
+        r = tokenizer(solution)["input_ids"] + [tokenizer.eos_token_id]
         out.append((p + r, len(p)))
     return out
 

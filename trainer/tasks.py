@@ -1,4 +1,20 @@
-"""The embedded task mix: reasoning-gym ``chain_sum`` at several difficulty levels.
+"""The embedded task mixes: reasoning-gym ``chain_sum`` at several difficulty levels.
+
+Two mixes (:data:`MIXES`, chosen by ``Preset.task_mix`` and ``WarmStartConfig.task_mix``):
+
+* ``chain_sum`` (preset ``tiny``, the first default): two- and three-term sums of one- and
+  two-digit numbers with exact worked solutions.  Measured (issue 14): little headroom, the
+  2-digit buckets never move under RL, responses of near-constant length.
+* ``noisy_chain`` (preset ``noisy-chain``, the default): two- to five-term sums of one-digit
+  numbers whose warm-start solutions carry *injected step errors* at a known per-bucket rate
+  and an optional check line after the answer.  The warm start therefore samples correct
+  answers often but not reliably (it has learnt to err at that rate while its greedy answer is
+  nearly always right), which is the headroom RLVR exploits on real models: sharpening toward
+  what the policy already samples.  Difficulty follows the number of steps at which an error
+  can happen and the bucket's error rate, from nearly always solved (``t2``) to nearly never
+  (``t5``).  The check line (``check 3+4-5=2``, written with probability ``check_rate``) makes
+  response length vary within a prompt and puts tokens after the answer marker for DUET's stop
+  rule to cut; with the preset's length limit it truncates part of the hardest bucket.
 
 Each difficulty bucket is a ``chain_sum`` configuration (number of terms x digits per term).  The
 prompt is the generator's expression followed by `` =`` and a newline (the generator's English
@@ -28,6 +44,8 @@ from dataclasses import dataclass
 
 import reasoning_gym
 
+from trainer.config import TASK_MIXES
+
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_000_000
 BUCKET_SEED_STRIDE = 10_000_000
@@ -38,6 +56,18 @@ class Bucket:
     name: str
     terms: int
     digits: int
+    step_error_rate: float = 0.0     # warm-start solutions: chance each partial sum is miswritten
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    name: str
+    buckets: tuple[Bucket, ...]
+    check_rate: float = 0.0          # warm-start solutions: chance of a check line after the answer
+    # warm start: a bucket with fewer distinct questions than examples_per_bucket (two one-digit
+    # terms: 200) repeats them, with fresh noise, so that every bucket weighs the same; without
+    # it that bucket is under-learnt (noisy_chain's first build: t2 sampled 0.55 correct)
+    balanced: bool = False
 
 
 # Easy to hard for a ~1M-parameter policy after a few minutes of warm start.
@@ -47,6 +77,24 @@ DEFAULT_BUCKETS = (
     Bucket("t2d2", 2, 2),
     Bucket("t3d2", 3, 2),
 )
+
+# Warm-start pass rates these rates aim at (measured ones in the preset's warmstart.json):
+# t2 ~0.97, t3 ~0.7, t4 ~0.35, t5 ~0.1 -- a mix of nearly always, in between and nearly never.
+NOISY_BUCKETS = (
+    Bucket("t2", 2, 1, 0.02),
+    Bucket("t3", 3, 1, 0.15),
+    Bucket("t4", 4, 1, 0.30),
+    Bucket("t5", 5, 1, 0.45),
+)
+
+MIXES = {m.name: m for m in [
+    TaskMix("chain_sum", DEFAULT_BUCKETS),
+    TaskMix("noisy_chain", NOISY_BUCKETS, check_rate=0.5, balanced=True),
+]}
+assert tuple(MIXES) == TASK_MIXES, "trainer.config.TASK_MIXES must name every mix"
+
+# A miswritten partial sum is off by one or two (a slip) or by ten (a carry error).
+ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
 
 
 @dataclass(frozen=True)
@@ -61,17 +109,27 @@ class Task:
     gold: dict               # what the scorer needs besides the response (picklable)
 
 
-def worked_solution(expression: str) -> str:
-    """Left-to-right partial sums of a ``chain_sum`` expression, ending in ``\\boxed{}``."""
+def worked_solution(expression: str, rng=None, step_error_rate: float = 0.0,
+                    check_rate: float = 0.0) -> str:
+    """Left-to-right partial sums of a ``chain_sum`` expression, ending in ``\\boxed{}``.
+
+    Given a numpy ``rng``, each partial sum is miswritten with probability ``step_error_rate``
+    (off by one of :data:`ERROR_OFFSETS`) and the chain goes on from the miswritten value, as a
+    careless solver's would, so the boxed answer is wrong; with probability ``check_rate`` a
+    check line restating the expression and the boxed value follows the answer."""
     tokens = expression.split()
     total = int(tokens[0])
     lines = []
     for op, term in zip(tokens[1::2], tokens[2::2]):
         value = int(term)
         new_total = total + value if op == "+" else total - value
+        if rng is not None and rng.random() < step_error_rate:
+            new_total += int(rng.choice(ERROR_OFFSETS))
         lines.append(f"{total}{op}{value}={new_total}")
         total = new_total
     lines.append(f"\\boxed{{{total}}}")
+    if rng is not None and rng.random() < check_rate:
+        lines.append(f"check {expression.replace(' ', '')}={total}")
     return "\n".join(lines)
 
 
@@ -107,15 +165,25 @@ def _distinct_tasks(bucket: Bucket, index: int, seed_base: int, wanted: int,
 
 
 def build_pool(per_bucket: int, buckets=DEFAULT_BUCKETS, seed_base: int = TRAIN_SEED,
-               exclude: frozenset[str] = frozenset()) -> list[Task]:
-    """``per_bucket`` distinct prompts of each bucket, interleaved, none of them in ``exclude``."""
+               exclude: frozenset[str] = frozenset(), cycle: bool = False) -> list[Task]:
+    """``per_bucket`` distinct prompts of each bucket, interleaved, none of them in ``exclude``;
+    with ``cycle``, a bucket with fewer distinct questions repeats them up to ``per_bucket``."""
     per = [_distinct_tasks(b, i, seed_base, per_bucket, exclude) for i, b in enumerate(buckets)]
+    if cycle:
+        per = [list(itertools.islice(itertools.cycle(row), per_bucket)) for row in per]
     return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
 
 
-def build_splits(train_per_bucket: int, eval_per_bucket: int, buckets=DEFAULT_BUCKETS
+def get_mix(name: str) -> TaskMix:
+    if name not in MIXES:
+        raise KeyError(f"unknown task mix {name!r}; known: {', '.join(MIXES)}")
+    return MIXES[name]
+
+
+def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum"
                  ) -> tuple[list[Task], list[Task]]:
-    """The seeded training pool and the held-out set, disjoint by construction."""
+    """The seeded training pool and the held-out set of ``mix``, disjoint by construction."""
+    buckets = get_mix(mix).buckets
     # Held-out first: the 2-term one-digit bucket has only 200 distinct questions, and a training
     # pool drawn first would leave none of them for evaluation.
     held_out = build_pool(eval_per_bucket, buckets, EVAL_SEED)
