@@ -14,8 +14,14 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config
+from transformers.utils import logging as hf_logging
 
 from trainer.config import Architecture
+
+# Loading and saving the small policies is instant; transformers' per-shard bars are noise.  Set
+# here, where models load, not in trainer/__init__: the torch-free parts of trainer (run specs,
+# run-directory files) must not pay for importing transformers.
+hf_logging.disable_progress_bar()
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
 
