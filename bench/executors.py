@@ -45,26 +45,62 @@ class Outcome:
     errors: list[str] = field(default_factory=list)            # "run name: one-line error"
 
 
+class StepBar(tqdm):
+    """tqdm whose rate and remaining time count from ``timed_from`` (time, steps), the first
+    step a run reported, and are left out until a step has followed it.
+
+    tqdm's own rate starts at the bar's creation, so its first estimate divides the whole sweep
+    by the start-up (spawning workers, importing torch, building the warm start): hundreds of
+    hours for a sweep of a few.  Finished runs read back from disk are not steps either."""
+
+    WITHOUT_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    timed_from: tuple[float, float] | None = None
+
+    def start_timing(self) -> None:
+        """Count the rate from here on (the first call only)."""
+        if self.timed_from is None and hasattr(self, "unit"):
+            self.timed_from = (self._time(), self.n)
+
+    @property
+    def format_dict(self):
+        fields = super().format_dict
+        # a bar made disabled has no fields; close() sets disable too but draws the last line
+        if self.disable and not hasattr(self, "unit"):
+            return fields
+        if self.timed_from is None or self.n <= self.timed_from[1]:
+            fields["bar_format"] = self.WITHOUT_ESTIMATE
+        else:
+            started, steps = self.timed_from
+            fields["rate"] = (self.n - steps) / max(self._time() - started, 1e-9)
+        return fields
+
+
 class SweepProgress:
     """The sweep's one progress bar, in training steps over every run; runs report the steps
     they have done (absolute, so a resumed run jumps to where it is)."""
 
-    def __init__(self, specs: list[RunSpec], disable: bool = False):
+    def __init__(self, specs: list[RunSpec], disable: bool = False, file=None):
         self.total = {s.run_name(): s.preset.steps for s in specs}
         self.done = dict.fromkeys(self.total, 0)
-        self.bar = tqdm(total=sum(self.total.values()), desc="sweep", unit="step",
-                        dynamic_ncols=True, disable=disable)
+        self.bar = StepBar(total=sum(self.total.values()), desc="sweep", unit="step",
+                           dynamic_ncols=True, disable=disable, file=file)
 
     def set_steps(self, name: str, steps: int, accuracy: float | None = None,
                   tokens: int | None = None) -> None:
-        steps = min(steps, self.total[name])
+        """Run ``name`` has trained ``steps`` steps (reported by the run as it goes)."""
         if accuracy is not None:     # before the update, which redraws the bar with it
             self.bar.set_postfix(run=name, acc=f"{accuracy:.3f}", tok=tokens, refresh=False)
-        self.bar.update(steps - self.done[name])
-        self.done[name] = steps
+        self._advance(name, steps)
+        self.bar.start_timing()
 
     def finish(self, name: str) -> None:
-        self.set_steps(name, self.total[name])
+        """Run ``name`` is done, whether it just trained or was read back finished."""
+        self._advance(name, self.total[name])
+
+    def _advance(self, name: str, steps: int) -> None:
+        steps = min(steps, self.total[name])
+        self.bar.update(steps - self.done[name])
+        self.done[name] = steps
 
     def describe(self, text: str) -> None:
         self.bar.set_description(text)
