@@ -15,7 +15,9 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -180,14 +182,36 @@ def _parent_method(cls) -> str | None:
     return None
 
 
+ROLE = re.compile(r":[\w.]+(?::[\w.]+)?:`([^`]+)`")       # :func:`x`, :py:class:`x`
+LITERAL = re.compile(r"``(.+?)``")
+
+
+def _role_text(match: re.Match) -> str:
+    """What Sphinx would print for a role: the title of ``title <target>``, the last part of
+    ``~a.b.c``, else the target as written."""
+    text = match.group(1)
+    titled = re.fullmatch(r"(.+?)\s*<[^<>]+>", text)
+    if titled:
+        return titled.group(1)
+    return text[1:].rsplit(".", 1)[-1] if text.startswith("~") else text
+
+
+def summary(cls) -> str:
+    """The first paragraph of the docstring of ``cls`` (else of its module) on one line, as a
+    reader sees it: its first line alone stops mid-sentence when the summary wraps, and reST
+    markup is noise on a terminal."""
+    doc = inspect.cleandoc(cls.__doc__ or sys.modules[cls.__module__].__doc__ or "")
+    first = " ".join(doc.split("\n\n")[0].split())
+    return LITERAL.sub(r"\1", ROLE.sub(_role_text, first))
+
+
 def list_everything() -> str:
     lines = ["methods (name, length control, or 'ablation' / 'control' = not in --methods all), "
              "with their options (--set METHOD.OPTION=V):"]
     for name in allocators.available():
         cls = allocators.get(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         kind = "ablation" if cls.ablation else "control" if cls.control else cls.length_control
-        lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
+        lines.append(f"  {name:20s} {kind:9s} {summary(cls)}")
         parent = _parent_method(cls)
         if parent is not None:
             inherited = allocators.get(parent).Options.names()
@@ -197,8 +221,7 @@ def list_everything() -> str:
     lines.append("length controls, with their options (--set METHOD.length.OPTION=V):")
     for name in lengthctl.available():
         cls = lengthctl.get(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:20s} {doc[0] if doc else ''}")
+        lines.append(f"  {name:20s} {summary(cls)}")
         lines += _option_lines(cls.Options, "")
     for module, error in {**allocators.import_errors(), **lengthctl.import_errors()}.items():
         lines.append(f"  (not loaded: {module}: {error})")
