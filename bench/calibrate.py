@@ -44,7 +44,7 @@ from bench.report import build, update_sweep_file
 from bench.run import HelpFormatter, UsageError, execute, load_config_file, locked, parse_ints
 from bench.stats import t_interval
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
-from trainer.loop import RunError, RunSpec, check_run_dir, validate_spec
+from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 LEARNING_GAIN = 0.10

@@ -4,7 +4,9 @@ Fully offline.  The run's policy is a Hugging Face directory: ``RUN_DIR/policy``
 it at the end of a run); for a run without one -- unfinished, or from before the loop saved it --
 it is rebuilt from the run's starting weights (the preset's ``model_dir``, or the embedded warm
 start named by ``config.json``, rebuilt if not cached) and the model ``state_dict`` of
-``RUN_DIR/checkpoint.pt``, then saved there.
+``RUN_DIR/checkpoint.pt``, then saved there.  Either is first checked against the sha256 that
+training stored with it (the checkpoint's trailer, the policy's ``allocbench-weights.json``): a
+corrupt file is refused in one line rather than evaluated.
 
 Every task set is exported to JSONL in a temporary folder with a generated lm-eval task YAML
 (``dataset_path: json`` + ``dataset_kwargs.data_files``, ``output_type: generate_until``, the
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 from trainer.data import DataError, export_tasks_jsonl, load_eval_sets, load_tasks
-from trainer.rundir import atomic_write_json, read_json
+from trainer.rundir import CheckpointError, atomic_write_json, read_json, verify_checkpoint
 
 
 class EvalError(RuntimeError):
@@ -68,15 +70,24 @@ def _preset(config: dict):
 
 
 def policy_dir(run_dir: Path, preset, log=print) -> Path:
-    """``RUN_DIR/policy``, rebuilt from the starting weights + ``checkpoint.pt`` if absent."""
+    """``RUN_DIR/policy``, rebuilt from the starting weights + ``checkpoint.pt`` if absent;
+    either is refused when its bytes differ from the checksum training stored with it."""
+    from trainer.policy import PolicyLoadError, load_policy, save_policy, verify_policy
     target = run_dir / "policy"
     if (target / "config.json").is_file():
+        try:
+            verify_policy(target)
+        except PolicyLoadError as exc:
+            raise EvalError(str(exc)) from None
         return target
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
         raise EvalError(f"{run_dir} has neither a saved policy (policy/) nor checkpoint.pt")
+    try:
+        verify_checkpoint(checkpoint)
+    except CheckpointError as exc:
+        raise EvalError(str(exc)) from None
     import torch
-    from trainer.policy import PolicyLoadError, load_policy, save_policy
     from trainer.sft import initial_policy_dir
     start = initial_policy_dir(preset, log=log)
     try:

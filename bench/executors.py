@@ -23,15 +23,20 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from trainer.lifetime import die_with_parent
-from trainer.features import FeatureError
-from trainer.loop import Run, RunError, RunSpec
-from trainer.policy import PolicyLoadError
 from trainer.rundir import read_summary
+from trainer.spec import RunError, RunSpec
 
-# errors of a run's inputs or files (OSError: no space, no permission): reported in one line,
-# never with a traceback, and the other runs' results are kept
-RUN_ERRORS = (RunError, PolicyLoadError, FeatureError, OSError)
 POLL_SECONDS = 0.5
+
+
+def run_errors() -> tuple[type[BaseException], ...]:
+    """Errors of a run's inputs or files (OSError: no space, no permission): reported in one
+    line, never with a traceback, and the other runs' results are kept.  Imported when runs
+    start, not with this module: two of them live beside torch, and ``bench.run`` needs the
+    executors' names and the progress bar before it knows that its arguments are good."""
+    from trainer.features import FeatureError
+    from trainer.policy import PolicyLoadError
+    return RunError, PolicyLoadError, FeatureError, OSError
 
 
 @dataclass
@@ -40,26 +45,62 @@ class Outcome:
     errors: list[str] = field(default_factory=list)            # "run name: one-line error"
 
 
+class StepBar(tqdm):
+    """tqdm whose rate and remaining time count from ``timed_from`` (time, steps), the first
+    step a run reported, and are left out until a step has followed it.
+
+    tqdm's own rate starts at the bar's creation, so its first estimate divides the whole sweep
+    by the start-up (spawning workers, importing torch, building the warm start): hundreds of
+    hours for a sweep of a few.  Finished runs read back from disk are not steps either."""
+
+    WITHOUT_ESTIMATE = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    timed_from: tuple[float, float] | None = None
+
+    def start_timing(self) -> None:
+        """Count the rate from here on (the first call only)."""
+        if self.timed_from is None and hasattr(self, "unit"):
+            self.timed_from = (self._time(), self.n)
+
+    @property
+    def format_dict(self):
+        fields = super().format_dict
+        # a bar made disabled has no fields; close() sets disable too but draws the last line
+        if self.disable and not hasattr(self, "unit"):
+            return fields
+        if self.timed_from is None or self.n <= self.timed_from[1]:
+            fields["bar_format"] = self.WITHOUT_ESTIMATE
+        else:
+            started, steps = self.timed_from
+            fields["rate"] = (self.n - steps) / max(self._time() - started, 1e-9)
+        return fields
+
+
 class SweepProgress:
     """The sweep's one progress bar, in training steps over every run; runs report the steps
     they have done (absolute, so a resumed run jumps to where it is)."""
 
-    def __init__(self, specs: list[RunSpec], disable: bool = False):
+    def __init__(self, specs: list[RunSpec], disable: bool = False, file=None):
         self.total = {s.run_name(): s.preset.steps for s in specs}
         self.done = dict.fromkeys(self.total, 0)
-        self.bar = tqdm(total=sum(self.total.values()), desc="sweep", unit="step",
-                        dynamic_ncols=True, disable=disable)
+        self.bar = StepBar(total=sum(self.total.values()), desc="sweep", unit="step",
+                           dynamic_ncols=True, disable=disable, file=file)
 
     def set_steps(self, name: str, steps: int, accuracy: float | None = None,
                   tokens: int | None = None) -> None:
-        steps = min(steps, self.total[name])
+        """Run ``name`` has trained ``steps`` steps (reported by the run as it goes)."""
         if accuracy is not None:     # before the update, which redraws the bar with it
             self.bar.set_postfix(run=name, acc=f"{accuracy:.3f}", tok=tokens, refresh=False)
-        self.bar.update(steps - self.done[name])
-        self.done[name] = steps
+        self._advance(name, steps)
+        self.bar.start_timing()
 
     def finish(self, name: str) -> None:
-        self.set_steps(name, self.total[name])
+        """Run ``name`` is done, whether it just trained or was read back finished."""
+        self._advance(name, self.total[name])
+
+    def _advance(self, name: str, steps: int) -> None:
+        steps = min(steps, self.total[name])
+        self.bar.update(steps - self.done[name])
+        self.done[name] = steps
 
     def describe(self, text: str) -> None:
         self.bar.set_description(text)
@@ -80,6 +121,8 @@ def one_line(exc: BaseException) -> str:
 def run_serial(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, **_options) -> Outcome:
     """One run after another in this process; stops at the first run that fails (as the runner
     always has), keeping the finished runs."""
+    from trainer.loop import Run
+    errors = run_errors()
     outcome = Outcome()
     for spec in specs:
         name = spec.run_name()
@@ -92,7 +135,7 @@ def run_serial(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, **_
         try:
             outcome.summaries[name] = Run(spec, Path(out_dir) / name, log=progress.log,
                                           progress=on_step).execute()
-        except RUN_ERRORS as exc:
+        except errors as exc:
             outcome.errors.append(f"{name}: {one_line(exc)}")
             return outcome
         progress.finish(name)
@@ -116,6 +159,8 @@ def _worker(spec: RunSpec, run_dir: str, messages, parent_pid: int) -> None:
     """One run in a spawned process; everything it has to say goes through ``messages``.  It
     ends with its coordinator (:mod:`trainer.lifetime`), so no orphan finishes a run."""
     die_with_parent(parent_pid)
+    from trainer.loop import Run
+    errors = run_errors()
     name = spec.run_name()
 
     def on_step(record, last_eval):
@@ -126,7 +171,7 @@ def _worker(spec: RunSpec, run_dir: str, messages, parent_pid: int) -> None:
         summary = Run(spec, Path(run_dir), log=lambda text: messages.put(("log", name, str(text))),
                       progress=on_step).execute()
         messages.put(("done", name, summary))
-    except RUN_ERRORS as exc:
+    except errors as exc:
         messages.put(("error", name, one_line(exc)))
     except KeyboardInterrupt:
         messages.put(("error", name, "interrupted"))
@@ -158,6 +203,8 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
     threads.  A failing run is reported and the others go on."""
     import multiprocessing
 
+    from trainer.loop import Run
+    errors = run_errors()
     if not specs:
         return Outcome()
     jobs = jobs or default_jobs(max(s.preset.threads for s in specs))
@@ -171,7 +218,7 @@ def run_local(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
         elif (run_dir / "summary.json").is_file():
             try:
                 outcome.summaries[spec.run_name()] = Run(spec, run_dir).execute()
-            except RUN_ERRORS as exc:
+            except errors as exc:
                 outcome.errors.append(f"{spec.run_name()}: {one_line(exc)}")
             progress.finish(spec.run_name())
         else:
@@ -243,11 +290,12 @@ def run_ray(specs: list[RunSpec], out_dir: Path, progress: SweepProgress, *,
     """Each run as a Ray task (:mod:`bench.ray_executor`), on a local instance or ``ray_address``;
     progress advances per finished run.  Finished runs are on disk whatever fails."""
     from bench.ray_executor import run_on_ray
+    errors = run_errors()
     outcome = Outcome()
     try:
         outcome.summaries = run_on_ray(specs, out_dir, ray_address,
                                        lambda spec, summary: progress.finish(spec.run_name()))
-    except RUN_ERRORS as exc:
+    except errors as exc:
         outcome.errors.append(str(exc))
         for spec in specs:
             summary_path = Path(out_dir) / spec.run_name() / "summary.json"

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from trainer.loop import RunError, RunSpec
+from trainer.spec import RunError, RunSpec
 
 FORWARDED_ENV = ("ALLOCBENCH_CACHE", "ALLOCBENCH_MODELS", "ALLOCBENCH_DATA", "HF_HUB_OFFLINE",
                  "HF_DATASETS_OFFLINE", "HF_HOME")

@@ -15,26 +15,32 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+# Nothing imported here loads torch, pandas or matplotlib: a bad argument is answered at once.
+# The tables (bench.paper_tables, bench.report) are imported where they are used, the loop
+# itself by the executors when a run starts.
 import allocators
 import lengthctl
 from allocators.options import describe, plain
-from bench import paper_tables
 from bench.executors import EXECUTORS, SweepProgress
 from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
     load_config_file
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
-from bench.report import build, update_sweep_file
-from bench.tables import SweepError
 from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
-from trainer.loop import RunError, RunSpec, check_run_dir, check_task_mix, validate_spec
+from trainer.spec import RunError, RunSpec, check_run_dir, check_task_mix, validate_spec
 from trainer.tracking import TrackingError, check_backends
+
+if TYPE_CHECKING:
+    from bench.paper_tables import PaperTable
 
 DEFAULT_METHODS = "all"
 DEFAULT_BUDGETS = "1.0,0.5"
@@ -176,14 +182,36 @@ def _parent_method(cls) -> str | None:
     return None
 
 
+ROLE = re.compile(r":[\w.]+(?::[\w.]+)?:`([^`]+)`")       # :func:`x`, :py:class:`x`
+LITERAL = re.compile(r"``(.+?)``")
+
+
+def _role_text(match: re.Match) -> str:
+    """What Sphinx would print for a role: the title of ``title <target>``, the last part of
+    ``~a.b.c``, else the target as written."""
+    text = match.group(1)
+    titled = re.fullmatch(r"(.+?)\s*<[^<>]+>", text)
+    if titled:
+        return titled.group(1)
+    return text[1:].rsplit(".", 1)[-1] if text.startswith("~") else text
+
+
+def summary(cls) -> str:
+    """The first paragraph of the docstring of ``cls`` (else of its module) on one line, as a
+    reader sees it: its first line alone stops mid-sentence when the summary wraps, and reST
+    markup is noise on a terminal."""
+    doc = inspect.cleandoc(cls.__doc__ or sys.modules[cls.__module__].__doc__ or "")
+    first = " ".join(doc.split("\n\n")[0].split())
+    return LITERAL.sub(r"\1", ROLE.sub(_role_text, first))
+
+
 def list_everything() -> str:
     lines = ["methods (name, length control, or 'ablation' / 'control' = not in --methods all), "
              "with their options (--set METHOD.OPTION=V):"]
     for name in allocators.available():
         cls = allocators.get(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
         kind = "ablation" if cls.ablation else "control" if cls.control else cls.length_control
-        lines.append(f"  {name:20s} {kind:9s} {doc[0] if doc else ''}")
+        lines.append(f"  {name:20s} {kind:9s} {summary(cls)}")
         parent = _parent_method(cls)
         if parent is not None:
             inherited = allocators.get(parent).Options.names()
@@ -193,8 +221,7 @@ def list_everything() -> str:
     lines.append("length controls, with their options (--set METHOD.length.OPTION=V):")
     for name in lengthctl.available():
         cls = lengthctl.get(name)
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:20s} {doc[0] if doc else ''}")
+        lines.append(f"  {name:20s} {summary(cls)}")
         lines += _option_lines(cls.Options, "")
     for module, error in {**allocators.import_errors(), **lengthctl.import_errors()}.items():
         lines.append(f"  (not loaded: {module}: {error})")
@@ -212,13 +239,14 @@ class Plan:
     preset: Preset
     specs: list
     skipped: list
-    table: paper_tables.PaperTable | None
+    table: PaperTable | None
     out: Path
 
 
-def table_methods(table: paper_tables.PaperTable, skipped: list) -> list[str]:
+def table_methods(table: PaperTable, skipped: list) -> list[str]:
     """The table's methods that this checkout implements; the others are noted (their cells
     print —)."""
+    from bench import paper_tables
     missing = paper_tables.missing_methods(table.methods)
     skipped += [f"{m}: not implemented in this harness (its cells print —)" for m in missing]
     return [m for m in table.methods if m not in missing]
@@ -226,7 +254,13 @@ def table_methods(table: paper_tables.PaperTable, skipped: list) -> list[str]:
 
 def plan_sweep(args) -> Plan:
     """Every check that needs no work, raising UsageError/RunError/KeyError (one line each)."""
-    table = paper_tables.get_table(args.table) if args.table else None
+    # plain values first: their errors need neither the tables nor the method modules loaded
+    seeds = parse_ints(args.seeds, "--seeds")
+    budgets = None if args.budgets is None else parse_floats(args.budgets, "--budgets")
+    table = None
+    if args.table:
+        from bench import paper_tables
+        table = paper_tables.get_table(args.table)
     if args.jobs is not None and args.executor != "local":
         raise UsageError("--jobs applies to --executor local")
     if args.ray_address is not None and args.executor != "ray":
@@ -248,12 +282,9 @@ def plan_sweep(args) -> Plan:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1")
         preset = with_overrides(preset, steps=args.steps)
-    if table is not None and args.budgets is None:
-        budgets = list(table.budgets)
-    else:
-        budgets = parse_floats(DEFAULT_BUDGETS if args.budgets is None else args.budgets,
-                               "--budgets")
-    seeds = parse_ints(args.seeds, "--seeds")
+    if budgets is None:
+        budgets = list(table.budgets) if table is not None else \
+            parse_floats(DEFAULT_BUDGETS, "--budgets")
     if table is not None and not table.trains:
         methods = []                        # e.g. coba-table4: timing only, nothing trained
     try:
@@ -299,6 +330,7 @@ def main(argv=None) -> int:
         print(list_everything())
         return 0
     if args.table == "list":
+        from bench import paper_tables
         print("paper tables (python -m bench.run --table NAME):\n" + paper_tables.list_tables())
         return 0
     started = time.perf_counter()
@@ -355,6 +387,8 @@ def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None 
 def sweep(args, plan: Plan, started: float) -> int:
     """Run the plan's runs into its directory (held locked by :func:`main`), then write and
     print the tables."""
+    from bench.report import build, update_sweep_file
+    from bench.tables import SweepError
     out = plan.out
     try:
         update_sweep_file(out, table=plan.table.name if plan.table else None, target=args.target)

@@ -149,3 +149,33 @@ def test_a_full_disk_mid_sweep_fails_that_run_in_one_line_and_keeps_the_finished
                    f"'{out / 'grpo__b0.5__s0' / 'checkpoint.pt'}'"], err
     assert json.loads((out / "grpo__b1__s0" / "summary.json").read_text())["steps"] == 4
     assert not (out / "grpo__b0.5__s0" / "summary.json").exists()
+
+
+# main() in a fresh interpreter, then which heavy libraries it had to load to say no (the method
+# modules it imports to know the names bring scipy and pandas: allowed, they take a second)
+MAIN_THEN_MODULES = """
+import sys
+from bench.run import main
+code = main(sys.argv[1:])
+print(repr((code, sorted({"torch", "transformers", "matplotlib"} & set(sys.modules)))))
+"""
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--budgets", "2", "budget fraction 2.0 is outside (0, 1]"),
+    ("--seeds", "a", "--seeds must be comma-separated integers, got 'a'"),
+    ("--methods", "nope", "unknown method 'nope'"),
+    ("--preset", "nope", "unknown preset 'nope'"),
+    ("--set", "foo", "--set 'foo': expected KEY=VALUE"),
+])
+def test_an_argument_error_is_told_before_torch_is_loaded(tmp_path, option, value, says):
+    """Issue 18: a typo took the seconds torch needs to load before its one-line answer."""
+    options = {**dict(zip(SMOKE[::2], SMOKE[1::2])), "--out": str(tmp_path / "o"), option: value}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", MAIN_THEN_MODULES,
+                             *[a for pair in options.items() for a in pair]],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], result.stderr
+    assert result.stdout.strip() == repr((2, []))
+    assert nothing_trained(tmp_path / "o")

@@ -10,7 +10,7 @@ from trainer.data import build_prompt
 from trainer.engine import HFEngine, RowSpec
 from trainer.loop import RunSpec
 from trainer.policy import load_policy
-from trainer.rundir import atomic_write_json, read_json
+from trainer.rundir import atomic_torch_save, atomic_write_json, read_json
 from trainer.verifier import MATH_VERIFY, REASONING_GYM
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (extra 'eval')")
@@ -28,7 +28,7 @@ def run_dir(smoke_preset, smoke_policy, tmp_path):
                       {"run": RunSpec("grpo", 1.0, 0, smoke_preset).config()})
     state = {k: v.clone() for k, v in model.state_dict().items()}
     state["model.norm.weight"] += 0.01
-    torch.save({"model": state, "next_step": 2}, folder / "checkpoint.pt")
+    atomic_torch_save(folder / "checkpoint.pt", {"model": state, "next_step": 2})
     return folder
 
 

@@ -143,6 +143,29 @@ def test_list_shows_every_option_with_its_default_and_range():
     assert "refit_every=10" in text                                  # DUET's length control
 
 
+def test_list_prints_each_summary_whole_and_without_rest_markup():
+    text = list_everything()
+    assert "``" not in text and ":func:" not in text and ":class:" not in text
+    assert "  coba                 max_len   CoBA-RL in the shared loop: one round, counts from " \
+           "coba_counts.\n" in text
+    # these summaries wrap in their docstrings: the first line alone stopped mid-sentence
+    assert "counts from knapsack_counts (None options = the §10 scaling of the released " \
+           "value).\n" in text
+    assert "prompts whose pilot pass rate lies in an informative band (ALGORITHMS.md §5).\n" in text
+
+
+def test_a_summary_keeps_the_text_sphinx_would_show():
+    from bench.run import summary
+
+    class Documented:
+        """Counts from :func:`~allocators.coba.coba_counts`, see :class:`the options <Opts>`
+        and ``kappa``.
+
+        Not this paragraph."""
+
+    assert summary(Documented) == "Counts from coba_counts, see the options and kappa."
+
+
 # ------------------------------------------------------------------------------ the CLI
 def _refused(capsys, out: Path, argv) -> str:
     """bench.run refuses ``argv`` with exit code 2, one line, and trains nothing."""

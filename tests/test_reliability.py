@@ -50,6 +50,47 @@ def test_a_checkpoint_with_flipped_bytes_in_a_tensor_is_refused_in_one_line(fini
     assert not (out / "summary.json").exists()
 
 
+def _eval_refuses(run_dir: Path, capsys) -> str:
+    """``python -m bench.eval RUN_DIR`` exits 2 with one line and writes nothing."""
+    from bench.eval import main
+    assert main([str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in captured.err
+    assert not (run_dir / "lm_eval.json").exists()
+    return err[0]
+
+
+def test_eval_refuses_a_checkpoint_with_flipped_bytes_in_a_tensor(finished_smoke_run, tmp_path,
+                                                                   capsys):
+    import shutil
+    _, finished, _ = finished_smoke_run
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    shutil.rmtree(out / "policy")               # as a run from before the loop saved it
+    _flip_inside_largest_tensor(out / "checkpoint.pt")
+    message = _eval_refuses(out, capsys)
+    assert "corrupt" in message and "checkpoint.pt" in message
+    assert not (out / "policy").exists()        # nothing rebuilt from the bad bytes
+
+
+def test_eval_refuses_a_saved_policy_whose_weights_changed(finished_smoke_run, tmp_path, capsys):
+    import shutil
+
+    from trainer.policy import verify_policy
+    _, finished, _ = finished_smoke_run
+    verify_policy(finished / "policy")          # as training saved it: passes
+    out = tmp_path / "run"
+    shutil.copytree(finished, out)
+    weights = out / "policy" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2                     # past the header: inside a tensor
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    weights.write_bytes(bytes(data))
+    message = _eval_refuses(out, capsys)
+    assert "corrupt" in message and str(out / "policy") in message
+
+
 def test_a_truncated_checkpoint_is_refused_in_one_line(finished_smoke_run, tmp_path):
     import shutil
     preset, finished, _ = finished_smoke_run

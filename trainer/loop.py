@@ -26,7 +26,6 @@ import json
 import math
 import subprocess
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +33,9 @@ import torch
 
 import allocators
 import lengthctl
-from allocators.options import OptionError, check_instance
 from allocators.base import (RECOMPUTE_OLD_LOGPROBS, PromptInfo, PromptStats, Request, Rollout,
                              Setting, StepBudget, group_rows)
-from trainer.config import Preset
-from trainer.data import DataError, check_data_file, load_eval_sets, load_tasks
+from trainer.data import DataError, load_eval_sets, load_tasks
 from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import HFEngine, RowSpec
 from trainer.estimates import estimate_pass_rates
@@ -48,9 +45,10 @@ from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_o
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
 from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_json,
-                            atomic_write_jsonl, read_checkpoint, read_json, read_jsonl,
+                            atomic_write_jsonl, read_checkpoint, read_jsonl,
                             read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
+from trainer.spec import DTYPE_NAMES, RunError, RunSpec, check_run_dir, validate_spec
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
@@ -58,30 +56,6 @@ from trainer.step import StepResult, run_step
 from trainer.tasks import build_splits
 from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
-
-
-class RunError(RuntimeError):
-    """A problem with the run's inputs, reported as a one-line error."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    method: str
-    budget: float
-    seed: int
-    preset: Preset
-    method_options: dict = field(default_factory=dict)
-    length_options: dict = field(default_factory=dict)
-    # experiment trackers (trainer.tracking); not part of the run's identity or config
-    log_to: tuple[str, ...] = field(default=(), compare=False)
-
-    def config(self) -> dict:
-        return {"method": self.method, "budget": self.budget, "seed": self.seed,
-                "preset": self.preset.to_dict(), "method_options": self.method_options,
-                "length_options": self.length_options}
-
-    def run_name(self) -> str:
-        return f"{self.method}__b{self.budget:g}__s{self.seed}"
 
 
 def git_commit() -> str:
@@ -92,91 +66,7 @@ def git_commit() -> str:
         return "unknown"
 
 
-def validate_spec(spec: RunSpec) -> None:
-    """Errors a user can fix, raised before any work (one line each)."""
-    try:
-        check_instance(spec.preset, "preset")     # every field's declared type and range
-    except OptionError as exc:
-        raise RunError(str(exc)) from None
-    if not 0.0 < spec.budget <= 1.0:
-        raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
-    try:
-        cls = allocators.get(spec.method)
-    except KeyError as exc:
-        raise RunError(exc.args[0]) from None
-    p = spec.preset
-    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
-                      spec.seed)
-    if setting.rollouts_per_step < p.prompts_per_step:
-        raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
-                       f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
-                       f"it must cover")
-    if p.model_dir is not None:
-        check_model_dir(p.model_dir)
-    check_task_mix(p)
-    check_real_inputs(p)
-    try:
-        allocator = cls(setting, **spec.method_options)
-        lengthctl.get(cls.length_control)(
-            p.max_new_tokens, spec.seed,
-            **{**allocator.length_control_options(), **spec.length_options})
-    except KeyError as exc:
-        raise RunError(exc.args[0]) from None
-    except (TypeError, ValueError) as exc:
-        raise RunError(f"{spec.method} at budget {spec.budget:g}: {exc}") from None
-
-
-def check_task_mix(p) -> None:
-    """An embedded policy is tested on the task mix it was warm-started for."""
-    if p.model_dir is None and p.warm_start is not None and p.warm_start.task_mix != p.task_mix:
-        raise RunError(f"preset task_mix {p.task_mix!r} differs from the warm start's "
-                       f"({p.warm_start.task_mix!r}): the policy would be tested on tasks it was "
-                       f"not warm-started for")
-
-
-def check_model_dir(path: str) -> None:
-    """Fail early, in one line, on a missing or unreadable model directory."""
-    from transformers import AutoConfig
-    folder = Path(path)
-    if not folder.is_dir():
-        raise RunError(f"model directory {str(folder)!r} does not exist")
-    try:
-        AutoConfig.from_pretrained(folder, local_files_only=True)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise RunError(f"cannot load model from {str(folder)!r}: {first}") from None
-
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-ENGINES = ("hf", "vllm")
-
-
-def check_real_inputs(p) -> None:
-    """Data files, dtype, device and engine of a preset, checked before any work (one line each)."""
-    if p.train_data is not None:
-        if not p.eval_data:
-            raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
-        for path in (p.train_data, *p.eval_data):
-            try:
-                check_data_file(path)
-            except DataError as exc:
-                raise RunError(str(exc)) from None
-    elif p.eval_data:
-        raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
-                       f"mix has its own held-out set")
-    if p.dtype not in DTYPES:
-        raise RunError(f"unknown dtype {p.dtype!r}; choose one of {', '.join(DTYPES)}")
-    if p.engine not in ENGINES:
-        raise RunError(f"unknown engine {p.engine!r}; choose one of {', '.join(ENGINES)}")
-    if str(p.device).startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"preset {p.name!r} wants device {p.device!r} but CUDA is not available "
-                       f"(override it with --config '{{\"preset\": {{\"device\": \"cpu\"}}}}')")
-    if p.engine == "vllm":
-        from trainer.vllm_engine import VLLMUnavailable, check_vllm
-        try:
-            check_vllm(p.device)
-        except VLLMUnavailable as exc:
-            raise RunError(str(exc)) from None
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 def compute_dtype(p) -> torch.dtype:
@@ -189,20 +79,6 @@ def compute_dtype(p) -> torch.dtype:
             not torch.cuda.is_bf16_supported():
         return torch.float32
     return dtype
-
-
-def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
-    """Refuse a run directory that holds a run of another config (nothing in it is touched)."""
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.is_file():
-        return
-    try:
-        old = read_json(config_path)
-    except json.JSONDecodeError:
-        raise RunError(f"{config_path} is not valid JSON; move the directory away") from None
-    if old.get("run") != spec.config():
-        raise RunError(f"{run_dir} holds a run with a different config; "
-                       f"use another --out or delete it")
 
 
 class Run:

@@ -3,10 +3,12 @@
 The embedded default is a small Qwen3-architecture model over a character-level tokenizer built
 here with the ``tokenizers`` library (printable ASCII plus newline, and ``<|pad|>``,
 ``<|endoftext|>``), so nothing is downloaded.  Real presets load any local Hugging Face model
-directory with ``HF_HUB_OFFLINE=1`` semantics (``local_files_only``).
+directory with ``HF_HUB_OFFLINE=1`` semantics (``local_files_only``).  :func:`save_policy` stores
+the sha256 of the weights beside them, so that a reader (``bench.eval``) can refuse changed bytes.
 """
 from __future__ import annotations
 
+import json
 import os
 import string
 from pathlib import Path
@@ -14,10 +16,18 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3Config
+from transformers.utils import logging as hf_logging
 
 from trainer.config import Architecture
+from trainer.provenance import weights_sha256
+
+# Loading and saving the small policies is instant; transformers' per-shard bars are noise.  Set
+# here, where models load, not in trainer/__init__: the torch-free parts of trainer (run specs,
+# run-directory files) must not pay for importing transformers.
+hf_logging.disable_progress_bar()
 
 PAD, EOS = "<|pad|>", "<|endoftext|>"
+CHECKSUM_FILE = "allocbench-weights.json"
 
 
 class PolicyLoadError(RuntimeError):
@@ -67,7 +77,8 @@ def load_policy(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
 
 
 def save_policy(model, tokenizer, path: str | os.PathLike) -> None:
-    """Write model + tokenizer into ``path`` atomically (temp dir, then rename)."""
+    """Write model + tokenizer into ``path`` atomically (temp dir, then rename), with the
+    sha256 of the weights (:func:`verify_policy`)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     if tmp.exists():
@@ -75,10 +86,26 @@ def save_policy(model, tokenizer, path: str | os.PathLike) -> None:
         shutil.rmtree(tmp)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    (tmp / CHECKSUM_FILE).write_text(json.dumps({"weights_sha256": weights_sha256(tmp)}) + "\n")
     if path.exists():
         import shutil
         shutil.rmtree(path)
     os.replace(tmp, path)
+
+
+def verify_policy(path: str | os.PathLike) -> None:
+    """Raise :class:`PolicyLoadError` when the weights in ``path`` are not the ones
+    :func:`save_policy` wrote; a directory saved by other tools (no record) passes."""
+    record = Path(path) / CHECKSUM_FILE
+    if not record.is_file():
+        return
+    try:
+        stored = json.loads(record.read_text())["weights_sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise PolicyLoadError(f"policy {str(path)!r} has an unreadable {CHECKSUM_FILE}") from None
+    if weights_sha256(Path(path)) != stored:
+        raise PolicyLoadError(f"policy {str(path)!r} is corrupt (sha256 of its weights does not "
+                              f"match the one stored when it was saved)")
 
 
 def count_parameters(model) -> int:

@@ -18,8 +18,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 
 def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
@@ -93,6 +91,7 @@ def _sha256(path: Path, length: int) -> str:
 
 def atomic_torch_save(path: Path, obj) -> None:
     """torch.save, then the checksum trailer, then the rename."""
+    import torch        # here, not above: reading a run's JSON files must not load torch
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -127,6 +126,7 @@ def verify_checkpoint(path: Path) -> None:
 
 def read_checkpoint(path: Path):
     """The verified contents of a checkpoint written by :func:`atomic_torch_save`."""
+    import torch
     verify_checkpoint(path)
     try:
         return torch.load(path, weights_only=False)

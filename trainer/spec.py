@@ -1,0 +1,147 @@
+"""What one run is (:class:`RunSpec`: method, budget fraction, seed, preset, options) and the
+checks a user's inputs get before any work, each failing in one line (:class:`RunError`).
+
+Kept apart from :mod:`trainer.loop` and free of torch at import, so that ``python -m bench.run``
+answers a bad argument at once instead of after the seconds torch takes to load; torch is asked
+only about a CUDA device, and the data reader only when a preset names data files.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import allocators
+import lengthctl
+from allocators.base import Setting
+from allocators.options import OptionError, check_instance
+from trainer.config import Preset
+from trainer.rundir import read_json
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+ENGINES = ("hf", "vllm")
+
+
+class RunError(RuntimeError):
+    """A problem with the run's inputs, reported as a one-line error."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    method: str
+    budget: float
+    seed: int
+    preset: Preset
+    method_options: dict = field(default_factory=dict)
+    length_options: dict = field(default_factory=dict)
+    # experiment trackers (trainer.tracking); not part of the run's identity or config
+    log_to: tuple[str, ...] = field(default=(), compare=False)
+
+    def config(self) -> dict:
+        return {"method": self.method, "budget": self.budget, "seed": self.seed,
+                "preset": self.preset.to_dict(), "method_options": self.method_options,
+                "length_options": self.length_options}
+
+    def run_name(self) -> str:
+        return f"{self.method}__b{self.budget:g}__s{self.seed}"
+
+
+def validate_spec(spec: RunSpec) -> None:
+    """Errors a user can fix, raised before any work (one line each)."""
+    try:
+        check_instance(spec.preset, "preset")     # every field's declared type and range
+    except OptionError as exc:
+        raise RunError(str(exc)) from None
+    if not 0.0 < spec.budget <= 1.0:
+        raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
+    try:
+        cls = allocators.get(spec.method)
+    except KeyError as exc:
+        raise RunError(exc.args[0]) from None
+    p = spec.preset
+    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
+                      spec.seed)
+    if setting.rollouts_per_step < p.prompts_per_step:
+        raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
+                       f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
+                       f"it must cover")
+    if p.model_dir is not None:
+        check_model_dir(p.model_dir)
+    check_task_mix(p)
+    check_real_inputs(p)
+    try:
+        allocator = cls(setting, **spec.method_options)
+        lengthctl.get(cls.length_control)(
+            p.max_new_tokens, spec.seed,
+            **{**allocator.length_control_options(), **spec.length_options})
+    except KeyError as exc:
+        raise RunError(exc.args[0]) from None
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{spec.method} at budget {spec.budget:g}: {exc}") from None
+
+
+def check_task_mix(p) -> None:
+    """An embedded policy is tested on the task mix it was warm-started for."""
+    if p.model_dir is None and p.warm_start is not None and p.warm_start.task_mix != p.task_mix:
+        raise RunError(f"preset task_mix {p.task_mix!r} differs from the warm start's "
+                       f"({p.warm_start.task_mix!r}): the policy would be tested on tasks it was "
+                       f"not warm-started for")
+
+
+def check_model_dir(path: str) -> None:
+    """Fail early, in one line, on a missing or unreadable model directory."""
+    from transformers import AutoConfig
+    folder = Path(path)
+    if not folder.is_dir():
+        raise RunError(f"model directory {str(folder)!r} does not exist")
+    try:
+        AutoConfig.from_pretrained(folder, local_files_only=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise RunError(f"cannot load model from {str(folder)!r}: {first}") from None
+
+
+def check_real_inputs(p) -> None:
+    """Data files, dtype, device and engine of a preset, checked before any work (one line each)."""
+    if p.train_data is not None:
+        if not p.eval_data:
+            raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
+        from trainer.data import DataError, check_data_file     # reasoning_gym: seconds to load
+        for path in (p.train_data, *p.eval_data):
+            try:
+                check_data_file(path)
+            except DataError as exc:
+                raise RunError(str(exc)) from None
+    elif p.eval_data:
+        raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
+                       f"mix has its own held-out set")
+    if p.dtype not in DTYPE_NAMES:
+        raise RunError(f"unknown dtype {p.dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
+    if p.engine not in ENGINES:
+        raise RunError(f"unknown engine {p.engine!r}; choose one of {', '.join(ENGINES)}")
+    if str(p.device).startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise RunError(f"preset {p.name!r} wants device {p.device!r} but CUDA is not "
+                           f"available (override it with --config "
+                           f"'{{\"preset\": {{\"device\": \"cpu\"}}}}')")
+    if p.engine == "vllm":
+        from trainer.vllm_engine import VLLMUnavailable, check_vllm
+        try:
+            check_vllm(p.device)
+        except VLLMUnavailable as exc:
+            raise RunError(str(exc)) from None
+
+
+def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
+    """Refuse a run directory that holds a run of another config (nothing in it is touched)."""
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        return
+    try:
+        old = read_json(config_path)
+    except json.JSONDecodeError:
+        raise RunError(f"{config_path} is not valid JSON; move the directory away") from None
+    if old.get("run") != spec.config():
+        raise RunError(f"{run_dir} holds a run with a different config; "
+                       f"use another --out or delete it")
