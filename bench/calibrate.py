@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset
-from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
+from bench.overrides import ConfigError
+from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bench.report import build, update_sweep_file
-from bench.run import HelpFormatter, UsageError, execute, load_config_file, locked, parse_ints
+from bench.run import HelpFormatter, UsageError, configure, execute, locked, parse_ints
 from bench.stats import t_interval
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
 from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
@@ -256,13 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def plan(args) -> tuple[list[RunSpec], Path]:
     preset = get_preset(args.preset)
     methods = [m for m, _ in RUNS] + [DUET_RUN[0]]
-    config = apply_sets(load_config_file(args.config), args.set, methods)
-    check_method_options(config, methods)
-    preset = checked_preset(preset, config["preset"])
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UsageError("--steps must be at least 1")
-        preset = with_overrides(preset, steps=args.steps)
+    preset, config = configure(preset, args, methods)
     if args.jobs is not None and (args.jobs < 1 or args.executor != "local"):
         raise UsageError("--jobs is a positive count for --executor local")
     seeds = parse_ints(args.seeds, "--seeds")

@@ -274,14 +274,7 @@ def plan_sweep(args) -> Plan:
         methods = table_methods(table, skipped)
     else:
         methods = resolve_methods(DEFAULT_METHODS if args.methods is None else args.methods)
-    config = apply_sets(load_config_file(args.config), args.set, methods)
-    check_method_options(config, methods)
-    preset = checked_preset(preset, config["preset"])
-    check_task_mix(preset)
-    if args.steps is not None:
-        if args.steps < 1:
-            raise UsageError("--steps must be at least 1")
-        preset = with_overrides(preset, steps=args.steps)
+    preset, config = configure(preset, args, methods)
     if budgets is None:
         budgets = list(table.budgets) if table is not None else \
             parse_floats(DEFAULT_BUDGETS, "--budgets")
@@ -312,6 +305,20 @@ def plan_sweep(args) -> Plan:
     for spec in specs:
         check_run_dir(spec, out / spec.run_name())
     return Plan(preset, specs, skipped, table, out)
+
+
+def configure(preset: Preset, args, methods: list[str]) -> tuple[Preset, dict]:
+    """``preset`` and the sweep's config after ``--config``, ``--set`` and ``--steps`` (every
+    value checked, one-line errors), as both ``bench.run`` and ``bench.calibrate`` read them."""
+    config = apply_sets(load_config_file(args.config), args.set, methods)
+    check_method_options(config, methods)
+    preset = checked_preset(preset, config["preset"])
+    check_task_mix(preset)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError("--steps must be at least 1")
+        preset = with_overrides(preset, steps=args.steps)
+    return preset, config
 
 
 def measure_overhead(out: Path, progress: SweepProgress) -> None:

@@ -59,12 +59,10 @@ def _examples(cfg: WarmStartConfig, tokenizer) -> list[tuple[list[int], int]]:
     rates = {b.name: b.step_error_rate for b in mix.buckets}
     out = []
     for i, t in enumerate(tasks):
-        solution = t.solution
-        if rates[t.bucket] > 0 or mix.check_rate > 0:
-            # one stream per example: the noise of example i does not depend on the others
-            rng = np.random.default_rng([cfg.seed, SFT_SEED, i])
-            solution = worked_solution(t.prompt.rstrip(" =\n"), rng, rates[t.bucket],
-                                       mix.check_rate)
+        # one stream per example: the noise of example i does not depend on the others (at
+        # zero rates the solution is the exact one, so chain_sum's warm start is unchanged)
+        rng = np.random.default_rng([cfg.seed, SFT_SEED, i])
+        solution = worked_solution(t.prompt.rstrip(" =\n"), rng, rates[t.bucket], mix.check_rate)
         p = tokenizer(t.prompt)["input_ids"]
         r = tokenizer(solution)["input_ids"] + [tokenizer.eos_token_id]
         out.append((p + r, len(p)))
