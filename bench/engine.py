@@ -65,7 +65,7 @@ class _CutBatch(RowBatch):
     def next_position(self) -> int:
         return int(self.at.min())
 
-    def decide(self, rows, positions, history, margins):
+    def decide(self, rows, positions, history, margins, logprobs=None):
         return np.where(positions >= self.at[rows], STOPPED, CONTINUE).astype(np.int8)
 
 

@@ -7,8 +7,8 @@ generation call by :meth:`RowController.batch_key` and hands each group to the c
 :meth:`RowController.batch`, which returns a :class:`RowBatch`: the rule for all those rows at
 once, with its state in arrays.
 
-Once per check position the engine calls ``batch.decide(rows, positions, history, margins)``
-for the live rows of the batch:
+Once per check position the engine calls ``batch.decide(rows, positions, history, margins,
+logprobs=logprobs)`` for the live rows of the batch:
 
 * ``rows``       indices into the batch's controllers (the live rows);
 * ``positions``  tokens generated so far by each of those rows (the rule decides about the token
@@ -19,6 +19,10 @@ for the live rows of the batch:
 * ``margins``    ``margins(k)`` returns top-1 minus top-2 probability of the next-token
                  distribution (softmax of the raw logits, temperature 1) for the entries ``k``
                  of ``rows``; the engine computes it only for the rows a rule asks about.
+* ``logprobs``   ``logprobs(k)`` returns the sampled tokens' log-probabilities (the old-policy
+                 log-probs the row will carry, one row per entry ``k`` of ``rows``, valid up to
+                 its position); copied only for the rows a rule asks about (ARRoL's features;
+                 added with ARRoL, issue 16 -- a rule that needs none ignores it).
 
 It returns one code per row: :data:`CONTINUE`, :data:`STOPPED` or :data:`ABORTED` (names in
 :data:`REASONS`).  The engine then emits EOS at this position (charged as one generated token,
@@ -73,7 +77,8 @@ class RowBatch:
         return 0
 
     def decide(self, rows: np.ndarray, positions: np.ndarray, history: np.ndarray,
-               margins: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+               margins: Callable[[np.ndarray], np.ndarray],
+               logprobs: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         return np.zeros(len(rows), dtype=np.int8)
 
     def flags(self, i: int) -> dict:
@@ -89,7 +94,7 @@ class RowBatch:
 class RowwiseBatch(RowBatch):
     """Any per-row controller as a batch: each live row's ``decide`` at every position."""
 
-    def decide(self, rows, positions, history, margins):
+    def decide(self, rows, positions, history, margins, logprobs=None):
         out = np.zeros(len(rows), dtype=np.int8)
         want = np.array([self.controllers[r].needs_margin for r in rows], dtype=bool)
         values = np.full(len(rows), np.nan)
@@ -148,8 +153,11 @@ class LengthController:
         self.max_response_tokens = max_response_tokens
         self.seed = seed
 
-    def row_controller(self, step: int, control: dict | None, row_seed: int) -> RowController | None:
-        """A controller for one rollout; ``control`` is the allocator's per-prompt options."""
+    def row_controller(self, step: int, control: dict | None, row_seed: int,
+                       group: int | None = None) -> RowController | None:
+        """A controller for one rollout; ``control`` is the allocator's per-prompt options,
+        ``group`` the loop's group id of the row (rows of one request share it; a rule that
+        decides per group, ARRoL's, reads it; added with ARRoL, issue 16)."""
         return None
 
     def step_metrics(self, rollouts: list) -> dict:

@@ -377,7 +377,7 @@ class DuetBatch(RowBatch):
             found[k] = search(decode(ids)) is not None
         return found
 
-    def decide(self, rows, positions, history, margins):
+    def decide(self, rows, positions, history, margins, logprobs=None):
         g = self.gates
         rows = np.asarray(rows, dtype=np.int64)
         positions = np.asarray(positions, dtype=np.int64)
@@ -534,7 +534,8 @@ class DuetStop(LengthController):
                       marker_chars=marker_chars(self.opts.domain, self.opts.markers))
 
     # -- per rollout ---------------------------------------------------------------------
-    def row_controller(self, step: int, control: dict | None, row_seed: int) -> DuetRow:
+    def row_controller(self, step: int, control: dict | None, row_seed: int,
+                       group: int | None = None) -> DuetRow:
         tau = self.default_tau if not control or control.get("tau") is None else control["tau"]
         tau = float(tau)
         if math.isnan(tau):

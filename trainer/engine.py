@@ -8,7 +8,8 @@ What it guarantees (DESIGN.md §5):
   own log-probability of EOS and finishes as ``stopped`` or ``aborted``; it is asked once per
   check position for all live rows of a rule at once (:class:`lengthctl.base.RowBatch`: arrays
   of rows, positions and token ids in, one decision per row out), and only at the positions it
-  checks, with the margin computed only for the rows it asks about;
+  checks, with the margin computed, and the sampled tokens' log-probs so far copied, only for
+  the rows it asks about (ARRoL's quality head reads the latter);
 * finished rows leave the batch and the KV cache once they are more than ``compact_fraction``
   of it, so time follows generated tokens;
 * every row samples from its own random stream (seeded per row, one uniform per position,
@@ -239,7 +240,8 @@ class HFEngine:
         alive = np.ones(n, dtype=bool)                  # per batch position
 
         for t in range(limit):
-            forced = self._decisions(t, batches, batch_of, local, active, alive, logits, history) \
+            forced = self._decisions(t, batches, batch_of, local, active, alive, logits, history,
+                                     logprobs) \
                 if batches else None
             step_tokens, step_logp = self._sample(logits, uniforms[active_dev, t])
             if forced is not None and forced.any():
@@ -288,7 +290,7 @@ class HFEngine:
                                   _FINISH[int(finish[i])], flags, weight))
         return out
 
-    def _decisions(self, t, batches, batch_of, local, active, alive, logits, history):
+    def _decisions(self, t, batches, batch_of, local, active, alive, logits, history, logprobs):
         """Each rule batch's codes for its live rows at position ``t``, per batch position."""
         forced = None
         live = np.flatnonzero(alive)
@@ -306,8 +308,11 @@ class HFEngine:
                 top2 = torch.softmax(logits.index_select(0, index), dim=-1).topk(2, dim=-1).values
                 return (top2[:, 0] - top2[:, 1]).double().cpu().numpy()
 
+            def sampled_logprobs(k, chunk_rows=chunk_rows, t=t):
+                return logprobs[chunk_rows[np.asarray(k, dtype=np.int64)], :t]
+
             codes = batch.decide(local[chunk_rows], np.full(len(sel), t, dtype=np.int64),
-                                 history[chunk_rows, :t], margins)
+                                 history[chunk_rows, :t], margins, logprobs=sampled_logprobs)
             if codes.any():
                 if forced is None:
                     forced = np.zeros(len(active), dtype=np.int8)

@@ -258,7 +258,8 @@ class Run:
             group = derive_seed(self.spec.seed, step, round_index, req.pid, dup, 17)
             for i in range(req.n):
                 key = (self.spec.seed, step, round_index, req.pid, dup, i)
-                controller = self.lengthctl.row_controller(step, req.control, derive_seed(*key, 1))
+                controller = self.lengthctl.row_controller(step, req.control, derive_seed(*key, 1),
+                                                           group=group)
                 specs.append(RowSpec(self.prompt_ids[req.pid], derive_seed(*key), controller))
                 owners.append((req, group))
         self.ledger.plan(len(specs), len(specs) * budget.mean_length)
