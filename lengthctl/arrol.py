@@ -108,8 +108,9 @@ Departures
   their features over all their tokens (DUET's stand-in does the same, ``L_eff = min(L, T)``).
 * Only the ``hf`` engine runs the rule (the decision is per group, so it needs the batched
   interface); :meth:`ArrolRow.decide` refuses the per-row call the vLLM logits processor makes.
-* A group split across two engine chunks (one generation call of more than
-  ``max_batch_rows`` rows with a group straddling the boundary) is decided per part.
+* The engine keeps a prompt's rows in one chunk (``HFEngine._chunks``), so a group is decided
+  whole; only a group of more than ``max_batch_rows`` rows (512 by default) is split, and then
+  decided per part.
 * DUET's re-implementation masks predicted-fail rows after generation (their rewards set to 0,
   rows kept in the batch) and samples each row's survival alone; here rows are pruned
   mid-generation, per group, as the paper describes.
@@ -197,11 +198,21 @@ class QualityHead:
         return np.tanh(z @ self.params["W1"] + self.params["b1"])
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        """Raw success scores in (0, 1) of feature rows ``x`` (``(rows, features)``)."""
+        """Raw success scores in (0, 1) of feature rows ``x`` (``(rows, features)``).
+
+        Row by row, so that a row's score is the same bits whatever else is scored with it
+        (a matrix product's blocking depends on the number of rows): decisions stay
+        independent of batch composition."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
-        if not len(x):
-            return np.zeros(0)
-        return _sigmoid(self._hidden(x) @ self.params["w2"] + self.params["b2"][0])
+        out = np.empty(len(x))
+        for k in range(len(x)):
+            out[k] = self._score_one(x[k])
+        return out
+
+    def _score_one(self, x: np.ndarray) -> float:
+        P = self.params
+        h = np.tanh(((x - self.mu) / self.sd) @ P["W1"] + P["b1"])
+        return float(_sigmoid(np.array(h @ P["w2"] + P["b2"][0])))
 
     def set_scaling(self, x: np.ndarray) -> None:
         """μ, σ of the features the head trains on (σ floored at 1e-6)."""

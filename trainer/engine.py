@@ -145,13 +145,36 @@ class HFEngine:
     def generate(self, rows: list[RowSpec], *, compact: bool = True) -> list[Generation]:
         """Generate every row; ``compact=False`` keeps finished rows in the batch (for tests)."""
         out: list[Generation | None] = [None] * len(rows)
-        # rows of one prompt stay together so that the prompt is prefilled once
-        order = sorted(range(len(rows)), key=lambda i: (rows[i].prompt_ids, i))
-        for start in range(0, len(order), self.max_batch_rows):
-            chunk = order[start:start + self.max_batch_rows]
+        for chunk in self._chunks(rows):
             for i, gen in zip(chunk, self._generate_chunk([rows[i] for i in chunk], compact)):
                 out[i] = gen
         return out  # type: ignore[return-value]
+
+    def _chunks(self, rows: list[RowSpec]) -> list[list[int]]:
+        """Row indices in chunks of at most ``max_batch_rows``.  Rows of one prompt stay
+        together, so that the prompt is prefilled once and a rule that decides per group
+        (ARRoL's) sees the whole group; a prompt with more rows than a chunk holds is split.
+        What a row generates never depends on its chunk (its own random stream)."""
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].prompt_ids, i))
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        start = 0
+        while start < len(order):
+            end = start
+            while end < len(order) and rows[order[end]].prompt_ids == rows[order[start]].prompt_ids:
+                end += 1
+            run = order[start:end]
+            if current and len(current) + len(run) > self.max_batch_rows:
+                chunks.append(current)
+                current = []
+            while len(run) > self.max_batch_rows:
+                chunks.append(run[:self.max_batch_rows])
+                run = run[self.max_batch_rows:]
+            current += run
+            start = end
+        if current:
+            chunks.append(current)
+        return chunks
 
     # ------------------------------------------------------------------------------------
     def _uniforms(self, rows: list[RowSpec]) -> torch.Tensor:
