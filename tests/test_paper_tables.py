@@ -10,7 +10,7 @@ from bench.report import build
 from bench.run import main as run_main
 from tests.test_tables import write_run
 
-ALL_METHODS = ("grpo", "dapo", "vip", "duet", "knapsack", "coba", "coba-fixed-exploit",
+ALL_METHODS = ("grpo", "dapo", "arrol", "vip", "duet", "knapsack", "coba", "coba-fixed-exploit",
                "coba-fixed-explore", "coba-linear", "pilot-commit")
 
 
@@ -58,7 +58,7 @@ def test_every_table_renders_in_its_layout(sweeps):
     bars = paper_tables.duet_fig1(ctx)[1].display.set_index("Method")
     assert list(bars.index) == ["Baseline (no RL)", "GRPO", "DAPO", "ARRoL", "VIP", "DUET",
                                 "DUET (50% Budget)"]
-    assert bars.loc["ARRoL"].iloc[0] == "—"                  # not implemented here
+    assert bars.loc["ARRoL"].iloc[0] == "41.0 ± 12.7"        # method "arrol" (issue 16)
     assert bars.loc["Baseline (no RL)"].iloc[0] == "20.0 ± 0.0"
     assert bars.loc["DUET (50% Budget)"].iloc[0] == "41.0 ± 12.7"   # 0.40, 0.42 -> ± t·s/√n
     coba1 = paper_tables.coba_table1(ctx)[0].display.set_index("Method")
@@ -69,6 +69,7 @@ def test_every_table_renders_in_its_layout(sweeps):
                                  "CoBA-RL (Ours)"]
     speed = paper_tables.duet_fig1(ctx)[2].display.set_index("Method")
     assert speed.iloc[:, 0]["GRPO"] == "1.00×" and speed.iloc[:, 0]["DUET (50% Budget)"].startswith("2.00")
+    assert speed.iloc[:, 0]["ARRoL"] == "1.00 ± 0.00×"      # filled since issue 16
 
 
 def test_paper_numbers_only_beside_ours_in_the_papers_setting(sweeps):
