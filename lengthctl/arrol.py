@@ -133,6 +133,7 @@ RELEASED_L_DETECT = 512               # [code] DUET arrol.l_detect, of L_max = 3
 RELEASED_MAX_RESPONSE_TOKENS = 3072
 FEATURES = ("logprob_mean", "logprob_std", "logprob_min", "logprob_max")
 PRUNED_FLAG = "arrol_pruned"          # Rollout.flags key the allocator's select reads
+FEATURES_FLAG = "arrol_features"      # the head's input row recorded at l_detect
 _NEVER = np.iinfo(np.int64).max
 
 
@@ -387,23 +388,24 @@ def row_uniform(row_seed: int) -> float:
 # The length controller
 # ----------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Gate:
-    """What one step's rows share: the head snapshot, the calibration and the constants."""
+FEATURE_MODES = ("hidden", "logprobs", "both")
 
-    head: QualityHead
+
+@dataclass(frozen=True, eq=False)
+class _Gate:
+    """What one step's rows share: the head snapshot, the calibration and the constants.
+    ``prune=False`` (warm-up): the rows' features are recorded for the head, nothing is cut.
+    Compared by identity: one rule batch per step's gate."""
+
+    head: QualityHead | None
     table: np.ndarray | None
     l_detect: int
+    features: str
+    prune: bool
     keep_rate: float
     target_positive: float
     eps: float
     min_keep: int
-
-    def __hash__(self) -> int:               # identity: one batch per step's gate
-        return id(self)
-
-    def __eq__(self, other) -> bool:
-        return self is other
 
 
 class ArrolRow(RowController):
@@ -428,6 +430,18 @@ class ArrolRow(RowController):
         return ArrolBatch(controllers, text)
 
 
+def row_features(mode: str, logprobs: np.ndarray | None, lengths: np.ndarray | None,
+                 hidden: np.ndarray | None) -> np.ndarray:
+    """The head's input rows for feature ``mode``: the last-layer hidden state at ``l_detect``
+    (``hidden``), the four log-prob summaries (``logprobs``), or both side by side."""
+    parts = []
+    if mode in ("hidden", "both"):
+        parts.append(np.asarray(hidden, dtype=np.float64))
+    if mode in ("logprobs", "both"):
+        parts.append(logprob_features(logprobs, lengths))
+    return np.concatenate(parts, axis=1)
+
+
 class ArrolBatch(RowBatch):
     """Every row of one generation chunk: at ``l_detect``, features, head, calibration and the
     per-group draw for the rows still alive; nothing asked before or after."""
@@ -438,52 +452,64 @@ class ArrolBatch(RowBatch):
         if any(c._gate is not gate for c in controllers):
             raise ValueError("arrol: one batch needs rows of one step's gate")
         self.gate = gate
+        self.needs_hidden = gate.features in ("hidden", "both")
         n = len(controllers)
         self.groups = [c.group if c.group is not None else ("row", c.seed) for c in controllers]
         self.seeds = np.array([c.seed for c in controllers], dtype=np.int64)
         self.decided = np.zeros(n, dtype=bool)
         self.pruned = np.zeros(n, dtype=bool)
-        self.score = np.full(n, np.nan)
         self.q = np.full(n, np.nan)
         self.survival = np.full(n, np.nan)
+        self.features: dict[int, np.ndarray] = {}
         self._next = gate.l_detect
 
     def next_position(self) -> int:
         return self._next
 
-    def decide(self, rows, positions, history, margins, logprobs=None):
+    def decide(self, rows, positions, history, margins, logprobs=None, hidden=None):
         g = self.gate
         rows = np.asarray(rows, dtype=np.int64)
         positions = np.asarray(positions, dtype=np.int64)
         out = np.zeros(len(rows), dtype=np.int8)
         due = np.flatnonzero((positions >= g.l_detect) & ~self.decided[rows])
         if len(due):
-            if logprobs is None:
-                raise ValueError("arrol: the engine must hand the rule the sampled log-probs")
-            values = np.asarray(logprobs(due), dtype=np.float64)[:, :g.l_detect]
-            x = logprob_features(values, np.minimum(positions[due], g.l_detect))
+            values = lengths = states = None
+            if g.features in ("logprobs", "both"):
+                if logprobs is None:
+                    raise ValueError("arrol: the engine must hand the rule the sampled log-probs")
+                values = np.asarray(logprobs(due), dtype=np.float64)[:, :g.l_detect]
+                lengths = np.minimum(positions[due], g.l_detect)
+            if g.features in ("hidden", "both"):
+                if hidden is None:
+                    raise ValueError("arrol: the engine must hand the rule the hidden states at "
+                                     "l_detect (lengthctl.base: needs_hidden)")
+                states = hidden(due)
+            x = row_features(g.features, values, lengths, states)
             r = rows[due]
-            self.score[r] = g.head.score(x)
-            self.q[r] = calibrate(self.score[r], g.table)
-            uniforms = np.array([row_uniform(int(s)) for s in self.seeds[r]])
-            survival, pruned = decide_groups([self.groups[i] for i in r], self.q[r], uniforms,
-                                             self.seeds[r], keep_rate=g.keep_rate,
-                                             target_positive=g.target_positive, eps=g.eps,
-                                             min_keep=g.min_keep)
-            self.survival[r] = survival
-            self.pruned[r] = pruned
+            for k, row in enumerate(r.tolist()):
+                self.features[row] = x[k].astype(np.float32)
             self.decided[r] = True
-            out[due[pruned]] = ABORTED
+            if g.prune:
+                self.q[r] = calibrate(g.head.score(x), g.table)
+                uniforms = np.array([row_uniform(int(s)) for s in self.seeds[r]])
+                survival, pruned = decide_groups(
+                    [self.groups[i] for i in r], self.q[r], uniforms, self.seeds[r],
+                    keep_rate=g.keep_rate, target_positive=g.target_positive, eps=g.eps,
+                    min_keep=g.min_keep)
+                self.survival[r] = survival
+                self.pruned[r] = pruned
+                out[due[pruned]] = ABORTED
         self._next = _NEVER                 # one decision per row, at l_detect
         return out
 
     def flags(self, i: int) -> dict:
-        decided = bool(self.decided[i])
+        scored = bool(self.decided[i]) and self.gate.prune
         return {
             PRUNED_FLAG: bool(self.pruned[i]),
-            "arrol_decided": decided,
-            "arrol_q": float(self.q[i]) if decided else None,
-            "arrol_survival": float(self.survival[i]) if decided else None,
+            "arrol_decided": scored,
+            "arrol_q": float(self.q[i]) if scored else None,
+            "arrol_survival": float(self.survival[i]) if scored else None,
+            FEATURES_FLAG: self.features.get(i),
         }
 
     def weight(self, i: int) -> float:
@@ -492,10 +518,13 @@ class ArrolBatch(RowBatch):
 
 @dataclass(frozen=True)
 class ArrolOptions(Options):
+    features: str = option("hidden", "what the quality head reads at l_detect: the policy's "
+                           "last-layer hidden state (paper), the four log-prob summaries "
+                           "(DUET's stand-in), or both", choices=FEATURE_MODES)
     l_detect: int | None = option(None, "tokens generated before the quality head decides; "
                                   "null = L_max / 6 (512 of 3072)", ge=1)
     absolute: bool = option(False, "use the released l_detect = 512 instead of scaling it")
-    hidden: int = option(128, "hidden units of the quality head", ge=1)
+    head_hidden: int = option(128, "hidden units of the quality head", ge=1)
     warmup_steps: int = option(20, "steps before any pruning (the head only trains)", ge=0)
     keep_rate: float = option(0.5, "kappa: expected share of a group that survives", gt=0,
                               le=1)
@@ -531,29 +560,33 @@ class ArrolPrune(LengthController):
         else:
             scaled = Fraction(RELEASED_L_DETECT * max_response_tokens, RELEASED_MAX_RESPONSE_TOKENS)
             self.l_detect = max(1, math.floor(scaled + Fraction(1, 2)))
-        self.head = QualityHead(len(FEATURES), o.hidden, seed=int(seed), lr=o.lr, l2=o.l2)
+        self.head: QualityHead | None = None      # built at the first data (its input width)
         self.features: deque = deque(maxlen=o.history)
         self.labels: deque = deque(maxlen=o.history)
         self.table: np.ndarray | None = None
         self.steps_trained = 0
-        self._gate = self._make_gate()
+        self._make_gates()
 
-    def _make_gate(self) -> _Gate:
+    def _make_gates(self) -> None:
         o = self.opts
-        return _Gate(self.head.copy(), None if self.table is None else self.table.copy(),
-                     self.l_detect, o.keep_rate, o.target_positive, o.eps_exploration,
-                     o.min_keep)
+        head = None if self.head is None else self.head.copy()
+        table = None if self.table is None else self.table.copy()
+        self._gates = {prune: _Gate(head, table, self.l_detect, o.features, prune, o.keep_rate,
+                                    o.target_positive, o.eps_exploration, o.min_keep)
+                       for prune in (False, True)}
 
     def active(self, step: int) -> bool:
         """Whether rows of ``step`` may be pruned: past the warm-up, with a trained head."""
         return (step >= self.opts.warmup_steps and self.steps_trained > 0
-                and len(self.labels) >= self.opts.min_history
-                and self.l_detect < self.max_response_tokens)
+                and len(self.labels) >= self.opts.min_history)
 
     def row_controller(self, step, control, row_seed, group=None):
-        if not self.active(step):
-            return None                      # warm-up: nothing to decide, rows run free
-        return ArrolRow(self._gate, group, int(row_seed))
+        if self.l_detect >= self.max_response_tokens:
+            return None                      # no row is alive at l_detect
+        if not self.active(step) and self.opts.features == "logprobs":
+            return None                      # warm-up: features come from the stored log-probs
+        # warm-up with hidden features: the row records its state at l_detect, nothing is cut
+        return ArrolRow(self._gates[self.active(step)], group, int(row_seed))
 
     # -- after the step ----------------------------------------------------------------------
     def step_metrics(self, rollouts: list) -> dict:
@@ -574,27 +607,44 @@ class ArrolPrune(LengthController):
             metrics["kept_reward"] = float(np.mean([r.reward for r in kept]))
         return metrics
 
+    def example(self, rollout) -> np.ndarray | None:
+        """A finished row's features for the head: those recorded at ``l_detect``, else (log-
+        prob features only) its first ``min(l_detect, length)`` stored log-probs; ``None`` when
+        there are none (a row that ended before ``l_detect`` under hidden-state features)."""
+        recorded = rollout.flags.get(FEATURES_FLAG)
+        if recorded is not None:
+            return np.asarray(recorded, dtype=np.float64)
+        if self.opts.features == "logprobs" and rollout.n_tokens >= 1:
+            return rollout_features(rollout.logprobs, self.l_detect)
+        return None
+
     def observe(self, step: int, rollouts: list) -> None:
         """Add every finished, unpruned row to the history; train the head; recalibrate."""
         added = 0
         for r in rollouts:
-            if r.flags.get(PRUNED_FLAG) or r.n_tokens < 1:
+            if r.flags.get(PRUNED_FLAG):
                 continue
-            self.features.append(rollout_features(r.logprobs, self.l_detect))
+            x = self.example(r)
+            if x is None:
+                continue
+            self.features.append(x)
             self.labels.append(1.0 if r.reward > 0.5 else 0.0)
             added += 1
         if not added or len(self.labels) < 2:
             return
         x = np.array(self.features)
         y = np.array(self.labels)
+        if self.head is None:
+            self.head = QualityHead(x.shape[1], self.opts.head_hidden, seed=int(self.seed),
+                                    lr=self.opts.lr, l2=self.opts.l2)
         rng = np.random.default_rng([int(self.seed) & 0xFFFFFFFF, int(step), 0xA770])
         self.head.fit(x, y, rng, updates=self.opts.updates_per_step,
                       batch_size=self.opts.batch_size)
         self.steps_trained += 1
         if len(y) >= self.opts.min_history:
             self.table = fit_calibration(self.head.score(x), y, self.opts.n_bins)
-        self._gate = self._make_gate()
+        self._make_gates()
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "max_response_tokens": self.max_response_tokens,
-                "l_detect": self.l_detect, "features": list(FEATURES)}
+                "l_detect": self.l_detect}

@@ -24,6 +24,12 @@ logprobs=logprobs)`` for the live rows of the batch:
                  its position); copied only for the rows a rule asks about (ARRoL's features;
                  added with ARRoL, issue 16 -- a rule that needs none ignores it).
 
+A batch whose class sets ``needs_hidden = True`` also gets ``hidden=hidden`` at the position
+it names by :meth:`RowBatch.next_position`: ``hidden(k)`` returns the policy's last-layer hidden
+state that produced that position's next-token logits, one row per entry ``k`` of ``rows``
+(``None`` at position 0, which the prefill produces); the engine runs that one forward pass
+with ``output_hidden_states`` and no other (ARRoL's features; issue 16).
+
 It returns one code per row: :data:`CONTINUE`, :data:`STOPPED` or :data:`ABORTED` (names in
 :data:`REASONS`).  The engine then emits EOS at this position (charged as one generated token,
 with the policy's own log-probability of EOS as the old log-prob) and removes the row from the
@@ -67,6 +73,9 @@ class TokenText:
 
 class RowBatch:
     """The stop rule of many rows at once (module docstring)."""
+
+    # whether ``decide`` takes ``hidden=`` (the last-layer states at ``next_position()``)
+    needs_hidden: bool = False
 
     def __init__(self, controllers: Sequence["RowController"], text: TokenText) -> None:
         self.controllers = list(controllers)

@@ -9,7 +9,7 @@ import pytest
 import allocators
 import lengthctl
 from allocators.base import Rollout
-from lengthctl.arrol import (PRUNED_FLAG, ArrolBatch, ArrolPrune, QualityHead, calibrate,
+from lengthctl.arrol import (FEATURES_FLAG, PRUNED_FLAG, ArrolBatch, ArrolPrune, QualityHead, calibrate,
                              decide_groups, fit_calibration, logprob_features,
                              pool_adjacent_violators, prune_group, row_uniform,
                              rollout_features, survival_probabilities)
@@ -133,7 +133,7 @@ def fake_rows(n, rng, step=0, l_detect=7, length=12):
 
 
 def trained(steps=3, **options):
-    ctl = ArrolPrune(40, 0, **{"warmup_steps": 0, **options})
+    ctl = ArrolPrune(40, 0, **{"warmup_steps": 0, "features": "logprobs", **options})
     rng = np.random.default_rng(4)
     for step in range(steps):
         ctl.observe(step, fake_rows(64, rng, step))
@@ -141,13 +141,27 @@ def trained(steps=3, **options):
 
 
 def test_warm_up_prunes_nothing():
-    fresh = ArrolPrune(40, 0, warmup_steps=0)
+    fresh = ArrolPrune(40, 0, warmup_steps=0, features="logprobs")
     assert fresh.row_controller(5, None, 1, group=0) is None     # head never trained
     ctl = trained(warmup_steps=3)
     assert ctl.steps_trained == 3 and len(ctl.labels) == 192
     assert all(ctl.row_controller(s, None, 1, group=0) is None for s in range(3))
-    assert ctl.row_controller(3, None, 1, group=0) is not None
+    assert ctl.row_controller(3, None, 1, group=0)._gate.prune
     assert ArrolPrune(40, 0).opts.warmup_steps == 20               # DUET's default
+    # hidden-state features: warm-up rows record their state at l_detect, nothing is cut
+    hidden = ArrolPrune(40, 0, warmup_steps=2)
+    assert hidden.opts.features == "hidden"
+    row = hidden.row_controller(0, None, 1, group=0)
+    assert row is not None and not row._gate.prune
+    batch = ArrolBatch([hidden.row_controller(0, None, s, group=0) for s in range(4)], None)
+    assert batch.needs_hidden
+    states = np.arange(12.0).reshape(4, 3)
+    codes = batch.decide(np.arange(4), np.full(4, 7), np.zeros((4, 7), np.int64), None,
+                         logprobs=None, hidden=lambda k: states[np.asarray(k)])
+    assert not codes.any()
+    flags = batch.flags(2)
+    assert not flags[PRUNED_FLAG] and not flags["arrol_decided"]
+    np.testing.assert_array_equal(flags[FEATURES_FLAG], [6.0, 7.0, 8.0])
 
 
 def test_the_controller_trains_its_head_from_finished_rows_only():
@@ -185,8 +199,12 @@ def test_batch_decisions_depend_only_on_the_group_and_the_rows_streams():
                              np.zeros((len(order), ctl.l_detect), np.int64), None,
                              logprobs=lambda k: matrix[np.asarray(k), :ctl.l_detect])
         assert batch.next_position() > 10 ** 9                     # asked once
-        return {specs[i][1]: (int(c), batch.flags(j)) for j, (i, c) in
-                enumerate(zip(order, codes))}
+        out = {}
+        for j, (i, c) in enumerate(zip(order, codes)):
+            flags = batch.flags(j)
+            features = tuple(flags.pop(FEATURES_FLAG).tolist())    # comparable
+            out[specs[i][1]] = (int(c), {**flags, FEATURES_FLAG: features})
+        return out
 
     base = decide(list(range(40)))
     assert {c for c, _ in base.values()} == {CONTINUE, ABORTED}
@@ -258,6 +276,40 @@ def test_the_engine_prunes_at_l_detect_and_every_token_is_charged(smoke_policy):
     ledger.charge(rows)
     assert ledger.cumulative_tokens == sum(len(g.tokens) for g in ruled)
     assert ledger.cumulative_tokens < sum(len(g.tokens) for g in free)
+
+
+def test_hidden_state_features_come_from_the_policy_at_l_detect(smoke_policy):
+    import torch
+    from trainer.engine import HFEngine, RowSpec
+    model, tok = smoke_policy
+    ctl = ArrolPrune(40, 0, warmup_steps=0, l_detect=5)
+    prompts = [tuple(tok(p)["input_ids"]) for p in ["12 + 7 =\n", "3 + 4 + 5 =\n"]]
+    specs = [(g, 500 * g + k) for g in range(2) for k in range(8)]
+    engine = HFEngine(model, tok, max_new_tokens=40)
+
+    def generate(step):
+        gens = engine.generate([RowSpec(prompts[g], seed, ctl.row_controller(step, None, seed,
+                                                                             group=g))
+                                for g, seed in specs])
+        return [Rollout(g, g, "main", step, 0, gen.tokens, gen.logprobs, gen.finish,
+                        float(gen.tokens[1] % 2), flags=dict(gen.flags))
+                for (g, _), gen in zip(specs, gens)]
+
+    first = generate(0)                       # untrained: features recorded, nothing pruned
+    assert not any(r.flags[PRUNED_FLAG] for r in first)
+    recorded = [r for r in first if r.flags[FEATURES_FLAG] is not None]
+    assert recorded and all(r.n_tokens > 5 for r in recorded)
+    r, g = recorded[0], recorded[0].pid
+    ids = torch.tensor([list(prompts[g]) + r.tokens[:5].tolist()])
+    with torch.no_grad():
+        state = model(ids, output_hidden_states=True).hidden_states[-1][0, -1]
+    np.testing.assert_allclose(r.flags[FEATURES_FLAG], state.numpy(), atol=1e-4)
+    assert r.flags[FEATURES_FLAG].shape == (model.config.hidden_size,)
+    ctl.observe(0, first)
+    assert ctl.head is not None and len(ctl.labels) == len(recorded)
+    second = generate(1)
+    assert any(r.flags[PRUNED_FLAG] for r in second)
+    assert all(r.n_tokens == 6 and r.finish == "aborted" for r in second if r.flags[PRUNED_FLAG])
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ What it guarantees (DESIGN.md §5):
   check position for all live rows of a rule at once (:class:`lengthctl.base.RowBatch`: arrays
   of rows, positions and token ids in, one decision per row out), and only at the positions it
   checks, with the margin computed, and the sampled tokens' log-probs so far copied, only for
-  the rows it asks about (ARRoL's quality head reads the latter);
+  the rows it asks about; a rule with ``needs_hidden`` also gets the policy's last-layer hidden
+  state of each live row at its ``next_position()`` (one forward pass with
+  ``output_hidden_states``; ARRoL's quality head reads these);
 * finished rows leave the batch and the KV cache once they are more than ``compact_fraction``
   of it, so time follows generated tokens;
 * every row samples from its own random stream (seeded per row, one uniform per position,
@@ -246,6 +248,7 @@ class HFEngine:
     def _generate_chunk(self, rows: list[RowSpec], compact: bool) -> list[Generation]:
         n, limit = len(rows), self.max_new_tokens
         logits, mask, width, last_pos, cache = self._prefill(rows)
+        hidden = None                                   # last-layer states, when a rule asks
         uniforms = self._uniforms(rows)
         # bookkeeping in numpy: one device-to-host copy of the step's tokens, no per-row Python
         history = np.full((n, limit), self.pad_id, dtype=np.int64)
@@ -264,7 +267,7 @@ class HFEngine:
 
         for t in range(limit):
             forced = self._decisions(t, batches, batch_of, local, active, alive, logits, history,
-                                     logprobs) \
+                                     logprobs, hidden) \
                 if batches else None
             step_tokens, step_logp = self._sample(logits, uniforms[active_dev, t])
             if forced is not None and forced.any():
@@ -299,10 +302,16 @@ class HFEngine:
                 active, active_dev = active[keep], active_dev[keep_dev]
                 alive = np.ones(len(active), dtype=bool)
             last_pos = last_pos + 1
-            logits = self.model(input_ids=step_tokens.unsqueeze(-1),
+            # a rule deciding at t + 1 from hidden states gets the last layer's state of this
+            # forward pass (the one that makes position t + 1's logits); asked for only then
+            want_hidden = any(b.needs_hidden and b.next_position() == t + 1 for b, _ in batches)
+            output = self.model(input_ids=step_tokens.unsqueeze(-1),
                                 attention_mask=mask[:, :width + t + 1],
                                 position_ids=last_pos.unsqueeze(-1),
-                                **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :].float()
+                                **{self.cache_argument: cache}, use_cache=True,
+                                **({"output_hidden_states": True} if want_hidden else {}))
+            logits = output.logits[:, -1, :].float()
+            hidden = output.hidden_states[-1][:, -1, :].float() if want_hidden else None
 
         out = []
         for i in range(n):
@@ -313,7 +322,8 @@ class HFEngine:
                                   _FINISH[int(finish[i])], flags, weight))
         return out
 
-    def _decisions(self, t, batches, batch_of, local, active, alive, logits, history, logprobs):
+    def _decisions(self, t, batches, batch_of, local, active, alive, logits, history, logprobs,
+                   hidden=None):
         """Each rule batch's codes for its live rows at position ``t``, per batch position."""
         forced = None
         live = np.flatnonzero(alive)
@@ -334,8 +344,16 @@ class HFEngine:
             def sampled_logprobs(k, chunk_rows=chunk_rows, t=t):
                 return logprobs[chunk_rows[np.asarray(k, dtype=np.int64)], :t]
 
+            def hidden_states(k, sel=sel):
+                index = torch.from_numpy(sel[np.asarray(k, dtype=np.int64)]).to(hidden.device)
+                return hidden.index_select(0, index).double().cpu().numpy()
+
+            # only a batch that asks for hidden states takes the keyword
+            extra = {"hidden": hidden_states if hidden is not None else None} \
+                if batch.needs_hidden else {}
             codes = batch.decide(local[chunk_rows], np.full(len(sel), t, dtype=np.int64),
-                                 history[chunk_rows, :t], margins, logprobs=sampled_logprobs)
+                                 history[chunk_rows, :t], margins, logprobs=sampled_logprobs,
+                                 **extra)
             if codes.any():
                 if forced is None:
                     forced = np.zeros(len(active), dtype=np.int8)
