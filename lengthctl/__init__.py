@@ -1,7 +1,8 @@
 """Rollout-length control, registered by decorator; torch-free like ``allocators``.
 
 ``max_len`` runs every rollout to EOS or the maximum response length; ``duet`` is DUET's
-marker-gated abort and confidence stop.  A new rule is one new file with ``@register("name")``.
+marker-gated abort and confidence stop; ``arrol`` is ARRoL's online pruning (a quality head
+scores each row at ``l_detect`` and prunes rows of each group toward balanced correctness).  A new rule is one new file with ``@register("name")``.
 As in ``allocators``, a module that fails to import is reported by name (:func:`import_errors`)
 and the others still load.
 """

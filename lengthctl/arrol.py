@@ -4,115 +4,120 @@ tokens and prunes rows of each group so that the survivors are closer to correct
 Paper: Xu, Chen, Qiu, Yan, Luo, Cheng, He, Tong, "Prune as You Generate: Online Rollout Pruning
 for Faster and Better RLVR" (ARRoL, *Accelerating RLVR via online RoLlout pruning*), arXiv
 2603.24840, ACL 2026.  Official code: github.com/Hsu1023/ARRoL @ fe9ad20 holds only a README
-("code and data soon").  What could be read of the paper here is its abstract, its introduction's
-opening and secondary summaries; §4.3 is known through the quotation in DUET's comparator
-(``Haoyu-Hu/DUET@82bd6f4``, ``src/verl_runtime/verl/workers/rollout/vllm_rollout/
-arrol_vllm_patch.py``): "the backend evaluates [the rollout's] quality and samples a pruning
-decision according to the survival probability.  Pruned rollouts are immediately removed from
-the request pool".  DUET's re-implementation (``ray_trainer.py`` L750-808, L2934-3097,
-L4296-4449) gives the configuration; its head module (``duet.arrol_head``) is not public.
-The allocator that runs this rule with uniform GRPO counts is ``allocators/arrol.py``
-(method ``arrol``).  docs/METHODS.md §5 is the specification.
+("code and data soon").  What could be read of the paper here is its abstract, its
+introduction's opening and secondary summaries; its §4.3 is known through the quotation in
+DUET's comparator (``Haoyu-Hu/DUET@82bd6f4``, ``src/verl_runtime/verl/workers/rollout/
+vllm_rollout/arrol_vllm_patch.py``): the backend evaluates a rollout's quality and samples a
+pruning decision according to a survival probability, and pruned rollouts leave the request
+pool at once.  DUET's re-implementation (``ray_trainer.py`` L750-808, L899-947, L2934-3097,
+L4296-4449) gives the configuration; its head modules (``duet.arrol_head``,
+``duet.arrol_faithful_head``) are not public.  The allocator that runs this rule with uniform
+GRPO counts is ``allocators/arrol.py`` (method ``arrol``); docs/METHODS.md §5 is the
+specification.
 
-What the paper says (provenance tags as in ALGORITHMS.md)
----------------------------------------------------------
+What the sources say (provenance tags as in ALGORITHMS.md)
+----------------------------------------------------------
 * A lightweight quality head, trained on the fly on verifier labels, predicts the success
-  probability of a partial rollout [paper abstract]; it reads the policy's hidden state at
-  ``l_detect`` [2nd: DUET's comparator notes; DUET's own stand-in reads log-prob summaries].
-* Rollouts are pruned during generation, steering the surviving ones toward a target positive
-  ratio, usually 0.5 [paper abstract; 2nd: "target positive-reward ratio (usually ρ = 0.5)"];
-  the pruning decision is *sampled* from a survival probability [paper §4.3 as quoted].
+  probability of a partial rollout and drives early pruning [paper abstract]; it reads the
+  policy's hidden state at ``l_detect`` [code: DUET's notes on the paper and its "faithful"
+  path, which captures that state inside vLLM].
+* Pruning steers the surviving rollouts toward a target positive ratio, usually 0.5 [paper
+  abstract; 2nd]; each decision is *sampled* from a survival probability [paper §4.3 as quoted].
 * Pruned rollouts leave the request pool; the rest are re-batched for log-probability
   computation and the policy update [paper abstract, §4.3 as quoted].
-* Configuration of DUET's re-implementation [code, DUET]: ``l_detect = 512`` of 3,072 tokens,
-  MLP hidden 128, warm-up 20 steps, ``κ = 0.5`` (``target_keep_rate``, the share of a group
-  that survives), ``ρ = 0.5`` (target positive share of the survivors), 20 calibration bins over a
-  history of 2,048 rows (raw scores until 16 are stored), ε-exploration 0.05, labels
-  ``reward > 0.5``.
-* UNKNOWN (no source reachable here): the survival-probability formula, how κ, ρ and the bins
-  enter it, the head's architecture beyond its width, its optimiser, and what happens to rows
-  that finish before ``l_detect``.
+* DUET's configuration [code]: ``l_detect = 512`` of 3,072 tokens, head hidden width 128,
+  warm-up 20 steps, ``κ = 0.5`` (printed as ``target_keep_rate``: the share of rows that
+  survive), ``ρ = 0.5`` (target positive share), 20 calibration bins over a history of 2,048
+  rows (raw scores until 16 are stored), ε-exploration 0.05, labels ``reward > 0.5``.
+* UNKNOWN (no source reachable here): the survival-probability formula and how κ, ρ and the
+  bins enter it, the head's depth, activation and optimiser, the calibration method, and what
+  happens to rows that finish before ``l_detect``.
 
-What is implemented (equations of this module)
-----------------------------------------------
-1. Features at ``l_detect`` (:func:`logprob_features`): for the sampled tokens' log-probs
-   ``ℓ_1..ℓ_L`` of the first ``L = min(l_detect, length)`` tokens, ``x = (mean ℓ, std ℓ,
-   min ℓ, max ℓ)`` -- exactly DUET's stand-in [code].  The engine hands them to the rule at
-   position ``l_detect`` (``lengthctl.base``: ``logprobs(k)``); after scoring, a finished row's
-   features are recomputed from its stored log-probs, which are the same numbers.
+What is implemented (the equations of this module)
+--------------------------------------------------
+1. Features at ``l_detect`` (``features``): ``"hidden"`` (default, the paper's): the policy's
+   last-layer hidden state that produces the logits of position ``l_detect`` (the engine runs
+   that one forward pass with ``output_hidden_states``; ``lengthctl.base``: ``needs_hidden``);
+   ``"logprobs"`` (DUET's stand-in [code]): ``(mean ℓ, std ℓ, min ℓ, max ℓ)`` of the sampled
+   tokens' log-probs ``ℓ_1..ℓ_L`` over the first ``L = l_detect`` tokens
+   (:func:`logprob_features`, from the engine's ``logprobs(k)``); ``"both"``: the two side by
+   side.  The row's feature vector is kept in its flags (``arrol_features``) for the head.
 2. Head (:class:`QualityHead`): ``z = (x - μ) / σ`` (μ, σ of the history), ``h = tanh(W1 z +
    b1)`` with 128 units, ``score = sigmoid(w2·h + b2)``; binary cross-entropy plus
-   ``l2 ||W||²``, Adam, trained after every step on mini-batches drawn from a replay history
-   of the last 2,048 labelled rows [architecture: harness; width, history: code].
+   ``l2 ||W||²``, Adam, trained after every step on mini-batches drawn from a replay history of
+   the last 2,048 labelled rows [width, history: code; the rest: harness].  A row is scored on
+   its own (:meth:`QualityHead.score` loops over rows), so its score does not depend on which
+   rows share its batch.
 3. Calibration (:func:`fit_calibration`): 20 equal-width bins of the raw score on [0, 1]; each
    bin's rate ``(positives + m·ȳ) / (count + m)`` (``m = 1`` pseudo-row at the history's mean
    label ``ȳ``), made non-decreasing by pooling adjacent violators weighted by ``count + m``;
-   ``q = table[bin(score)]``, the raw score while fewer than 16 rows are stored [bins, history,
-   16: code; smoothing and isotonic pooling: harness, so that ``q`` is monotone in the score].
-4. Survival (:func:`survival_probabilities`), per group of the ``n`` rows alive at
-   ``l_detect`` with calibrated ``q_i``: expected positives ``P = Σ q_i``, negatives
-   ``N = n - P``, survivors wanted ``K = κ n``;
+   ``q = table[bin(score)]``, fitted on the current head's scores of the history after each
+   update [bins, history: code; smoothing and isotonic pooling: harness, so that ``q`` is
+   monotone in the score].
+4. Survival (:func:`survival_probabilities`), per group of the ``n`` rows alive at ``l_detect``
+   with calibrated ``q_i``: expected positives ``P = Σ q_i``, negatives ``N = n - P``,
+   survivors wanted ``K = κ n``;
 
        a = min(1, ρK / P)                     (keep rate of the positive mass)
        b = min(1, (K - aP)⁺ / N)              (the remaining places go to the negative mass)
        a = min(1, max(a, (K - bN) / P))       (negatives ran short: positives fill the places)
        s_i = ε + (1 - ε) (a q_i + b (1 - q_i))
 
-   so ``E[survivors] = aP + bN = K`` before the ε floor, with as close to ``ρK`` of the
-   expected positive mass among them as ``K`` allows: a group predicted all-correct keeps its
-   rows at rate κ, a skewed one keeps its minority class preferentially.  ``s_i`` is the chance
-   that row ``i`` survives if its (unknown) class is drawn from ``q_i`` and kept at its class's
+   so that ``E[survivors] = aP + bN = K`` before the ε floor, with as close to ``ρK`` of the
+   expected positive mass among them as ``K`` allows: a group predicted balanced or all one way
+   keeps each row at rate κ, a skewed one keeps its minority class preferentially, and the
+   survivors' expected positive share lies between the group's and ρ.  ``s_i`` is the chance
+   that row ``i`` survives when its unknown class is drawn from ``q_i`` and kept at its class's
    rate [harness reconstruction of "samples a pruning decision according to the survival
    probability"; κ, ρ, ε from DUET's configuration].
-5. Decision: row ``i`` is pruned iff ``u_i >= s_i``, ``u_i`` the first uniform of
-   ``numpy.random.default_rng(row_seed)``; if fewer than ``min_keep = 2`` rows of a group would
-   survive, the pruned ones with the largest ``s_i`` (then the smallest ``u_i``, then the
-   earliest seed) survive instead, so that the group still has a baseline [harness].  A
-   decision depends only on the row's group (its rows' features) and the rows' own streams,
-   never on batch order.
+5. Decision (:func:`prune_group`): row ``i`` is pruned iff ``u_i >= s_i``, ``u_i`` the first
+   uniform of ``numpy.random.default_rng(row_seed)``; if fewer than ``min_keep = 2`` rows of a
+   group would survive, the pruned ones with the largest ``s_i`` (then the smallest ``u_i``,
+   then the smallest seed) survive instead, so that the group keeps a baseline [harness].  A
+   decision depends only on the row's group and the rows' own streams, never on batch order
+   (:func:`decide_groups`).
 6. Warm-up: no pruning before step ``warmup_steps = 20`` [code] and before the head has been
    trained once on at least ``min_history = 16`` rows [harness; 16 is DUET's calibration
-   threshold]; until then every row runs to EOS / ``L_max`` and only trains the head.
+   threshold].  Until then every row runs to EOS / ``L_max``; with hidden-state features the
+   rows still record their state at ``l_detect`` for the head.
 
-A pruned row ends at ``l_detect`` with a forced EOS (``finish = "aborted"``): its tokens so far
-(``l_detect + 1`` with the EOS) are charged to the ledger like every generated token, the
-engine drops it from the batch and the KV cache (the paper's request-pool removal), and the
-``arrol`` allocator's ``select`` removes it from its group, so it enters neither the update nor
-the group's mean and std (the paper's re-batching of the survivors).  Its verifier reward is
-computed by the loop like every row's but read by nothing: the head never trains on a pruned
-row's label (the paper never finishes a pruned row).  Survivors keep weight 1 (no importance
-correction; the paper describes none).
+A pruned row ends at ``l_detect`` with a forced EOS (``finish = "aborted"``, flag
+``arrol_pruned``): its ``l_detect + 1`` tokens (the EOS included) are charged to the ledger like
+every generated token, the engine drops it from the batch and the KV cache (the paper's
+request-pool removal), and the ``arrol`` allocator's ``select`` removes it from its group, so it
+enters neither the update nor the group's mean and std (the paper's re-batching of the
+survivors).  Its verifier reward is computed by the loop like every row's and read by nothing:
+the head never trains on a pruned row's label (the paper never finishes one).  Survivors keep
+weight 1 (no importance correction; none is described).
 
 Defaults and provenance
 -----------------------
-* ``l_detect = round_half_up(L_max / 6)`` (ALGORITHMS.md §10: 512 of 3,072 [code]), floor 1;
-  ``absolute=True`` takes 512, an int ``l_detect`` wins over both.  ``L_max = 60`` (noisy-chain)
-  gives 10, ``40`` (smoke) gives 7.
-* ``hidden = 128``, ``warmup_steps = 20``, ``keep_rate κ = 0.5``, ``target_positive ρ = 0.5``,
-  ``n_bins = 20``, ``history = 2048``, ``eps_exploration = 0.05`` [code, DUET].
+* ``l_detect = round_half_up(L_max · 512 / 3072)`` (ALGORITHMS.md §10, exact rationals), floor
+  1; ``absolute=True`` takes 512; an int ``l_detect`` wins over both.  ``L_max = 60``
+  (noisy-chain) gives 10, ``40`` (smoke) 7, ``3072`` 512.
+* ``head_hidden = 128``, ``warmup_steps = 20``, ``keep_rate κ = 0.5``, ``target_positive
+  ρ = 0.5``, ``n_bins = 20``, ``history = 2048``, ``eps_exploration = 0.05`` [code, DUET];
+  ``features = "hidden"`` [paper, via DUET's notes].
 * ``lr = 1e-3`` (Adam), ``updates_per_step = 50`` mini-batches of ``batch_size = 128``,
-  ``l2 = 1e-4`` [harness: DUET's stand-in uses lr 1e-6 and its faithful path 3e-4 with an
-  unpublished update schedule; at 1e-6 a fresh numpy head would not leave its initial
+  ``l2 = 1e-4`` [harness: DUET's stand-in uses lr 1e-6 and its faithful path 3e-4, with update
+  schedules that are not public; at 1e-6 a fresh numpy head would not leave its initial
   prediction within a 60-step run].
 * ``min_history = 16`` [code: DUET's calibration threshold], ``min_keep = 2`` [harness],
   labels ``reward > 0.5`` [code].
 
-Departures
-----------
-* Features: the paper's head reads the hidden state at ``l_detect``; here (as in DUET's
-  re-implementation) it reads four log-prob summaries, which the engine already has.  Hidden
-  states would need the engine to return the last layer's state at that position
-  (``output_hidden_states`` on one forward call); not done.
+Departures and choices where the sources are silent
+---------------------------------------------------
 * Rows that end (EOS) before ``l_detect`` are never pruned -- nothing is left to save -- and
-  are not part of the group's decision; like every finished row they train the head, with
-  their features over all their tokens (DUET's stand-in does the same, ``L_eff = min(L, T)``).
+  are not part of their group's decision.  With log-prob features they train the head with
+  their features over all their tokens (DUET's stand-in does the same, ``L_eff = min(L, T)``);
+  with hidden-state features they have no state at ``l_detect`` and do not train it.
 * Only the ``hf`` engine runs the rule (the decision is per group, so it needs the batched
   interface); :meth:`ArrolRow.decide` refuses the per-row call the vLLM logits processor makes.
 * The engine keeps a prompt's rows in one chunk (``HFEngine._chunks``), so a group is decided
   whole; only a group of more than ``max_batch_rows`` rows (512 by default) is split, and then
   decided per part.
 * DUET's re-implementation masks predicted-fail rows after generation (their rewards set to 0,
-  rows kept in the batch) and samples each row's survival alone; here rows are pruned
+  the rows kept in the batch) and draws each row's survival alone; here rows are pruned
   mid-generation, per group, as the paper describes.
 """
 from __future__ import annotations
