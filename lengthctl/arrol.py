@@ -112,7 +112,8 @@ Departures and choices where the sources are silent
   their features over all their tokens (DUET's stand-in does the same, ``L_eff = min(L, T)``);
   with hidden-state features they have no state at ``l_detect`` and do not train it.
 * Only the ``hf`` engine runs the rule (the decision is per group, so it needs the batched
-  interface); :meth:`ArrolRow.decide` refuses the per-row call the vLLM logits processor makes.
+  interface): ``needs_batched_engine`` makes the loop refuse another engine at set-up, and
+  :meth:`ArrolRow.decide` refuses the per-row call the vLLM logits processor would make.
 * The engine keeps a prompt's rows in one chunk (``HFEngine._chunks``), so a group is decided
   whole; only a group of more than ``max_batch_rows`` rows (512 by default) is split, and then
   decided per part.
@@ -552,6 +553,7 @@ class ArrolPrune(LengthController):
     """ARRoL's online pruning at ``l_detect`` (module docstring), with its quality head."""
 
     Options = ArrolOptions
+    needs_batched_engine = True
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         super().__init__(max_response_tokens, seed, **options)

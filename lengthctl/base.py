@@ -156,6 +156,9 @@ class LengthController:
     name: ClassVar[str] = ""
     # the rule's options (allocators.options), read as self.opts.NAME
     Options: ClassVar[type[Options]] = Options
+    # a rule with no per-row ``RowController.decide`` (ARRoL's, per group) runs only on the hf
+    # engine's batched interface; the loop refuses it on another engine before any work
+    needs_batched_engine: ClassVar[bool] = False
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         self.opts = self.Options.parse(options, "length")

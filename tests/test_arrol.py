@@ -331,3 +331,16 @@ def test_a_short_arrol_run_on_the_smoke_preset(smoke_preset, tmp_path):
         assert sum(m["group_sizes"]) == m["rollouts"] - aborted     # pruned rows never train
         assert m["length"]["pruned_tokens"] == aborted * (m["length"]["l_detect"] + 1)
     assert sum(m["finish"]["aborted"] for m in metrics[1:]) > 0
+
+
+def test_another_engine_is_refused_at_set_up(smoke_preset, tmp_path, monkeypatch):
+    import trainer.loop
+    from bench.presets import with_overrides
+    from trainer.loop import Run, RunSpec
+    from trainer.spec import RunError
+    # on this CPU a vllm preset already fails validation (it needs cuda); skip that check to
+    # reach the rule's own
+    monkeypatch.setattr(trainer.loop, "validate_spec", lambda spec: None)
+    preset = with_overrides(smoke_preset, engine="vllm")
+    with pytest.raises(RunError, match="needs the hf engine"):
+        Run(RunSpec("arrol", 1.0, 0, preset), tmp_path / "vllm", log=lambda *a: None).setup()
