@@ -22,7 +22,9 @@
   seed, so the tables stay deterministic).  With 3 seeds a bootstrap has only 10 distinct
   resamples: read that interval as rough.
 * Minimum detectable effect (80% power, two-sided alpha 0.05, paired t):
-  ``MDE = (t_{0.975, n-1} + t_{0.8, n-1}) sd / sqrt(n)``, ``sd`` the paired SD.
+  ``MDE = (t_{0.975, n-1} + t_{0.8, n-1}) sd / sqrt(n)``, ``sd`` the paired SD: per cell from its
+  own differences, and in a table's footer from the SD pooled over its comparisons that share the
+  most common seed count.
 """
 from __future__ import annotations
 
@@ -97,25 +99,34 @@ def mde(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     return float(quantiles * sd / np.sqrt(n))
 
 
-def pooled_sd(groups) -> tuple[float, int]:
-    """(pooled SD of several samples, weighting each variance by its degrees of freedom;
-    the smallest sample size among those with 2 or more values).  (nan, 0) when none has 2."""
+def pooled_sd(groups) -> tuple[float, int, int]:
+    """(pooled SD, n, k): the SD pooled over the ``k`` samples that have the most common size
+    ``n`` (ties: the larger ``n``), each variance weighted by its degrees of freedom.  Samples of
+    another size are left out so that a comparison with fewer seeds (noisier, and with a wider
+    t quantile) cannot inflate or shrink the footer's MDE for the table's main seed count; each
+    cell carries its own MDE.  (nan, 0, 0) when no sample has 2 values."""
     usable = [np.asarray(g, dtype=float) for g in groups if len(g) >= 2]
     if not usable:
-        return float("nan"), 0
-    dof = sum(len(g) - 1 for g in usable)
-    variance = sum((len(g) - 1) * g.var(ddof=1) for g in usable) / dof
-    return float(np.sqrt(variance)), min(len(g) for g in usable)
+        return float("nan"), 0, 0
+    sizes = [len(g) for g in usable]
+    n = max(set(sizes), key=lambda size: (sizes.count(size), size))
+    same = [g for g in usable if len(g) == n]
+    variance = sum(g.var(ddof=1) for g in same) / len(same)    # equal dof: a plain mean
+    return float(np.sqrt(variance)), n, len(same)
 
 
 def mde_note(groups, what: str = "paired differences") -> str:
     """The footer line every comparison table carries."""
-    sd, n = pooled_sd(groups)
+    sd, n, k = pooled_sd(groups)
     if n < 2:
         return "Minimum detectable effect: needs at least 2 seeds per comparison."
+    others = sum(1 for g in groups if len(g) >= 2) - k
+    left_out = (f"; {others} comparison(s) with another seed count left out, each cell gives "
+                f"its own") if others else ""
     return (f"Minimum detectable effect at 80% power (two-sided α = 0.05, paired t, n = {n} "
-            f"seeds, pooled SD of the {what} {sd:.4f}): {mde(sd, n):.3f}. A true difference "
-            f"smaller than this is likely to read as \"no difference\" here.")
+            f"seeds, SD of the {what} pooled over the {k} comparison(s) with {n} seeds "
+            f"{sd:.4f}{left_out}): {mde(sd, n):.3f}. A true difference smaller than this is "
+            f"likely to read as \"no difference\" here.")
 
 
 def normalised_score(method_minus_ref, oracle_minus_ref) -> tuple[float, float, float]:

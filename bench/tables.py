@@ -41,7 +41,7 @@ import pandas as pd
 import allocators
 from scipy import stats as sps
 
-from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde_note,
+from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde, mde_note,
                          normalised_score, prob_improvement, t_interval)
 from trainer.ledger import SHARED_RATIO
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
@@ -158,14 +158,18 @@ def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands
     return f"{mean * scale:{spec}} ± {half * scale:{spec}}"
 
 
-def signed(mean: float, half: float, n: int, digits: int = 3, p_improve: float | None = None) -> str:
+def signed(mean: float, half: float, n: int, digits: int = 3, p_improve: float | None = None,
+           detectable: float | None = None) -> str:
     """A paired difference: ``+0.012 ± 0.010 (n=3)``, with ``, P=0.67`` when the probability of
-    improvement is given; ``—`` when there is no pair."""
+    improvement is given and ``, MDE 0.021`` when the minimum detectable effect is; ``—`` when
+    there is no pair."""
     if n == 0 or np.isnan(mean):
         return MISSING
     spread = f" ± {half:.{digits}f}" if not np.isnan(half) else ""
     p_text = f", P={p_improve:.2f}" if p_improve is not None else ""
-    return f"{mean:+.{digits}f}{spread} (n={n}{p_text})"
+    mde_text = (f", MDE {detectable:.{digits}f}" if detectable is not None
+                and not np.isnan(detectable) else "")
+    return f"{mean:+.{digits}f}{spread} (n={n}{p_text}{mde_text})"
 
 
 def is_control(method: str) -> bool:
@@ -355,15 +359,17 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
             final = paired_differences(df, method, b, "grpo", ref_b)
             mean, half = t_interval(diffs)
             p_improve = prob_improvement(diffs)
-            row[blabel(b)] = signed(mean, half, len(diffs), p_improve=p_improve)
+            sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+            detectable = mde(sd, len(diffs))
+            row[blabel(b)] = signed(mean, half, len(diffs), p_improve=p_improve,
+                                    detectable=detectable)
             if len(diffs):
                 samples.append(diffs)
                 f_mean, f_half = t_interval(final)
                 data.append({"method": method, "budget": b, "reference_budget": ref_b,
                              "control": is_control(method), "pairs": len(diffs),
                              "delta_mean": mean, "delta_ci95": half,
-                             "delta_sd": float(np.std(diffs, ddof=1)) if len(diffs) > 1
-                             else float("nan"),
+                             "delta_sd": sd, "mde": detectable,
                              "prob_improvement": p_improve,
                              "delta_final_mean": f_mean, "delta_final_ci95": f_half})
         display.append(row)
@@ -376,7 +382,9 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
     return Table(key, title, pd.DataFrame(display), pd.DataFrame(data),
                  f"Cell: mean of per-seed differences ({what}) ± 95% Student-t interval of those "
                  f"differences; n = seeds paired; P = probability of improvement (share of seed "
-                 f"pairs where this run is higher, ties ½). Positive = better than GRPO. The "
+                 f"pairs where this run is higher, ties ½); MDE = the smallest true difference this "
+                 f"cell's seeds detect with 80% power (paired t, from its own SD). Positive = "
+                 f"better than GRPO. The "
                  f"final-accuracy differences are in the CSV (delta_final_*).",
                  [mde_note(samples)])
 

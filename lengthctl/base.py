@@ -39,8 +39,10 @@ prefix and its own random stream, so results never depend on batch composition.
 
 A rule that only implements the per-row :meth:`RowController.decide` (``decide(t, margin,
 tail)``, ``tail(k)`` the decoded last ``k`` tokens) works unchanged: the default batch,
-:class:`RowwiseBatch`, asks each row in turn at every position.  The vLLM engine's logits
-processor still uses that per-row call.
+:class:`RowwiseBatch`, asks each row in turn at every position.  Both engines use this
+interface: the hf engine asks all live rows at one position; the vLLM engine's logits processor
+asks, once per engine step, the rows that reached a new position, which may differ from row to
+row (a rule may be asked at positions where nothing is due, and must then answer CONTINUE).
 """
 from __future__ import annotations
 

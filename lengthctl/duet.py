@@ -72,12 +72,13 @@ Departures from the released code:
 * ``needs_margin`` is true in phase B and at positions where a marker scan is due, so that the
   engine computes the margin exactly where the released processor may use it and skips it
   elsewhere.  A ``nan`` margin (engine skipped it) counts as "not confident".
-* Evaluation: the hf engine runs the rule as :class:`DuetBatch`, array code over all live rows,
-  asked only at positions where some row has a check due, decoding only the scan windows that
+* Evaluation: both engines run the rule as :class:`DuetBatch`, array code over the live rows
+  (the hf engine asks only at positions where some row has a check due; the vLLM processor asks
+  once per engine step, rows at their own positions), decoding only the scan windows that
   hold a token containing one of the markers' characters (``MARKER_CHARS``; an exact filter, as
   every match contains that character) and computing margins only for phase-B rows.  Its
-  decisions equal :class:`DuetRow`'s (the per-row reference, still used by the vLLM logits
-  processor); tests pin the two on random streams.  The released processor decodes and
+  decisions equal :class:`DuetRow`'s (the per-row reference); tests pin the two on random
+  streams, in the hf engine's lockstep and under a simulated vLLM scheduler.  The released processor decodes and
   searches every live row at every check position.
 * The per-row random stream is ``numpy.random.default_rng(row_seed)`` (released: Python
   ``random.Random(hash(("duet_eps_keep", base, step, row)))``); draws compare as released

@@ -40,10 +40,16 @@ def test_paired_interval_probability_of_improvement_and_mde():
 
 
 def test_pooled_sd_and_mde_note():
-    sd, n = stats.pooled_sd([[0.0, 0.02], [0.0, 0.01, 0.02], [0.5]])
-    # variances 0.0002 (1 df) and 0.0001 (2 df): pooled (0.0002 + 0.0002) / 3
-    assert sd == pytest.approx(math.sqrt(0.0004 / 3)) and n == 2
-    assert "n = 2 seeds" in stats.mde_note([[0.0, 0.02], [0.0, 0.01, 0.02]])
+    # two comparisons of 3 seeds (variances 0.0001 and 0.0004) and one of 2 (variance 0.0002):
+    # the footer pools the 3-seed ones only, so the noisier short row cannot move it
+    groups = [[0.0, 0.01, 0.02], [0.0, 0.02, 0.04], [0.0, 0.02], [0.5]]
+    sd, n, k = stats.pooled_sd(groups)
+    assert sd == pytest.approx(math.sqrt((0.0001 + 0.0004) / 2)) and n == 3 and k == 2
+    note = stats.mde_note(groups)
+    assert "n = 3 seeds" in note and "1 comparison(s) with another seed count left out" in note
+    assert f"{stats.mde(sd, 3):.3f}" in note
+    # a tie in counts goes to the larger seed count
+    assert stats.pooled_sd([[0.0, 0.02], [0.0, 0.01, 0.02]])[1:] == (3, 1)
     assert "needs at least 2" in stats.mde_note([[0.1]])
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 from bench import tables
 from bench.tables import (cost_table, default_target, first_reach, speedup, t_interval,
@@ -116,12 +117,15 @@ def test_budget_and_paired_delta_tables(tmp_path):
     delta = tables.delta_table(df, against_full=False)
     rows = delta.display.set_index("method")
     # knapsack - grpo final per seed: 0.05, 0.03, 0.07; on the curve average 3/4 of that
+    # each cell names its own MDE: (t_0.975 + t_0.8, 2 dof) · 0.015 / sqrt(3)
+    knapsack_mde = (T975[2] + sps.t.ppf(0.8, 2)) * 0.015 / math.sqrt(3)
     assert rows.loc["knapsack", "b=1"] == \
-        f"+0.037 ± {T975[2] * 0.015 / math.sqrt(3):.3f} (n=3, P=1.00)"
+        f"+0.037 ± {T975[2] * 0.015 / math.sqrt(3):.3f} (n=3, P=1.00, MDE {knapsack_mde:.3f})"
     assert "grpo" not in rows.index
     data = delta.data.set_index(["method", "budget"])
     assert data.loc[("knapsack", 1.0), "delta_final_mean"] == pytest.approx(0.05)
     assert data.loc[("knapsack", 1.0), "delta_sd"] == pytest.approx(0.015)
+    assert data.loc[("knapsack", 1.0), "mde"] == pytest.approx(knapsack_mde)
     assert "Minimum detectable effect at 80% power" in delta.extra[0]
     full = tables.delta_table(df, against_full=True).display.set_index("method")
     assert full.loc["grpo", "b=1"] == "—"

@@ -110,6 +110,15 @@ def cache_argument(model) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def token_text(tokenizer, model) -> TokenText:
+    """Each token id's text (ids past the tokenizer, up to the model's vocabulary, are empty)
+    and the decoder, as every engine hands them to stop rules."""
+    size = max(len(tokenizer), int(getattr(model.config, "vocab_size", 0) or 0))
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+    pieces += [""] * (size - len(pieces))
+    return TokenText(pieces, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+
 class HFEngine:
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
                  top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
@@ -136,12 +145,7 @@ class HFEngine:
     def text(self) -> TokenText:
         """Each token id's text, for stop rules (built on first use)."""
         if self._text is None:
-            size = max(len(self.tokenizer), int(getattr(self.model.config, "vocab_size", 0) or 0))
-            pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))],
-                                                 skip_special_tokens=True)
-            pieces += [""] * (size - len(pieces))
-            self._text = TokenText(pieces, lambda ids: self.tokenizer.decode(
-                ids, skip_special_tokens=True))
+            self._text = token_text(self.tokenizer, self.model)
         return self._text
 
     def generate(self, rows: list[RowSpec], *, compact: bool = True) -> list[Generation]:

@@ -40,10 +40,15 @@ How each part maps onto vLLM (APIs checked against the current documentation and
     row's position and ``ctx.input_ids`` the token fed there (the row's last sampled token).
 
   :func:`processor_class` picks the one matching the runner vLLM will use
-  (``vllm.envs.VLLM_USE_V2_MODEL_RUNNER``).  The processor calls each row's controller once per
-  generated position with the margin (top-1 minus top-2 probability of the raw logits, which is
-  what ``apply`` receives in both interfaces: it runs before temperature and top-p) and a ``tail``
-  decoder; when the controller answers ``stopped`` / ``aborted`` the processor forces EOS (every
+  (``vllm.envs.VLLM_USE_V2_MODEL_RUNNER``).  The processor asks each rule once per engine step
+  through the batched interface of ``lengthctl.base`` (the hf engine's): the rows of a
+  ``generate`` call are grouped by ``batch_key`` into one :class:`RowBatch` per rule, and each
+  step hands it the arrays of its rows that reached a new position (positions may differ across
+  rows of one vLLM step), their generated ids (a history array filled one new token at a time)
+  and a margin callback (top-1 minus top-2 probability of the raw logits, which is what ``apply``
+  receives in both interfaces: it runs before temperature and top-p), computed only for the rows
+  the rule asks about; DUET's rule thus runs as the same array code on both engines.  When the
+  rule answers ``stopped`` / ``aborted`` for a row the processor forces EOS (every
   other logit to ``-inf``), records the reason and the policy's own log-prob of EOS at the
   sampling temperature in the row's state, and the engine reports that reason as the row's
   finish.  Controllers are Python objects and ``extra_args`` is deep-copied, so requests carry
@@ -68,13 +73,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from lengthctl.base import RowController
-from trainer.engine import Generation, RowSpec
+from lengthctl.base import REASONS, RowBatch, RowController, TokenText
+from trainer.engine import Generation, RowSpec, token_text
 
 EXTRA_ARGS_KEY = "allocbench_row"
 
@@ -95,20 +99,64 @@ def check_vllm(device: str = "cuda") -> None:
 
 
 # ---------------------------------------------------------------------- the stop rule ----------
+class RuleGroup:
+    """One stop rule's rows of a ``generate`` call: the rule as a batch (:class:`RowBatch`, built
+    as the hf engine builds it) and the generated ids it reads, copied from vLLM's output lists
+    one new token at a time (never the whole prefix per step)."""
+
+    def __init__(self, batch: RowBatch, width: int, pad_id: int) -> None:
+        n = len(batch.controllers)
+        self.batch = batch
+        self.history = np.full((n, max(int(width), 1)), pad_id, dtype=np.int64)
+        self.filled = np.zeros(n, dtype=np.int64)
+
+    def record(self, local: int, tokens: list[int], t: int) -> None:
+        """Make row ``local``'s history hold its first ``t`` generated ids."""
+        done = int(self.filled[local])
+        if t > done:
+            self.history[local, done:t] = tokens[done:t]
+            self.filled[local] = t
+
+
+def rule_groups(controllers: list[RowController | None], text: TokenText, width: int,
+                pad_id: int) -> list[tuple[RuleGroup, int] | None]:
+    """Each row's (rule group, index in it); rows are grouped by ``batch_key`` as in the hf
+    engine, so a rule's batch code decides its rows together."""
+    members: dict = {}
+    for i, c in enumerate(controllers):
+        if c is not None:
+            members.setdefault(c.batch_key(), []).append(i)
+    out: list[tuple[RuleGroup, int] | None] = [None] * len(controllers)
+    for rows in members.values():
+        group_controllers = [controllers[i] for i in rows]
+        group = RuleGroup(type(group_controllers[0]).batch(group_controllers, text), width, pad_id)
+        for local, i in enumerate(rows):
+            out[i] = (group, local)
+    return out
+
+
 @dataclass
 class RowState:
     """What the logits processor knows about one row (keyed by ``extra_args[EXTRA_ARGS_KEY]``)."""
 
-    controller: RowController
+    group: RuleGroup
+    local: int                       # the row's index in its group's batch
     prompt_len: int
     eos_id: int
     temperature: float
-    decode: Callable[[list[int]], str]
     tokens: list[int] = field(default_factory=list)   # generated tokens seen so far
-    last_t: int = -1                 # last position the controller was asked about
+    last_t: int = -1                 # last position the rule was asked about
     reason: str | None = None        # "stopped" / "aborted" once the rule fired
     forced_at: int | None = None     # position of the forced EOS
     eos_logprob: float = float("nan")
+
+    @property
+    def flags(self) -> dict:
+        return self.group.batch.flags(self.local)
+
+    @property
+    def weight(self) -> float:
+        return self.group.batch.weight(self.local)
 
 
 ROWS: dict[str, RowState] = {}       # the registry; filled by generate(), read by the processor
@@ -118,10 +166,13 @@ def decide_rows(logits: torch.Tensor, live: list[tuple[int, RowState]]) -> list[
     """One step of the stop rule for the live rows ``(logits row, state)``, where each state's
     ``tokens`` already holds every token generated before this row's position.
 
-    Asks each controller once per position (a position evaluated twice -- recomputation after
-    preemption -- asks nothing new and re-forces an EOS already decided there) and returns the
+    Each rule group is asked once, with the arrays of its rows that reached a new position
+    (rows of one vLLM step may be at different positions; a position evaluated twice --
+    recomputation after preemption -- asks nothing new and re-forces an EOS already decided
+    there); margins are computed only for the rows the rule asks about.  Returns the
     ``(logits row, eos id)`` pairs to force."""
-    ask, force = [], []
+    asked: dict[int, tuple[RuleGroup, list[tuple[int, RowState]]]] = {}
+    force = []
     for row, state in live:
         t = len(state.tokens)
         if state.reason is not None:
@@ -131,28 +182,27 @@ def decide_rows(logits: torch.Tensor, live: list[tuple[int, RowState]]) -> list[
         if t == state.last_t:
             continue
         state.last_t = t
-        ask.append((row, state))
-    if not ask:
-        return force
-    margin_rows = [row for row, state in ask if state.controller.needs_margin]
-    margins: dict[int, float] = {}
-    if margin_rows:
-        index = torch.tensor(margin_rows, device=logits.device, dtype=torch.long)
-        top2 = torch.softmax(logits.index_select(0, index).float(), dim=-1).topk(2, dim=-1).values
-        margins = dict(zip(margin_rows, (top2[:, 0] - top2[:, 1]).tolist()))
-    for row, state in ask:
-        tokens, decode = state.tokens, state.decode
+        asked.setdefault(id(state.group), (state.group, []))[1].append((row, state))
+    for group, members in asked.values():
+        logit_rows = np.array([row for row, _ in members], dtype=np.int64)
+        local = np.array([state.local for _, state in members], dtype=np.int64)
+        positions = np.array([len(state.tokens) for _, state in members], dtype=np.int64)
+        for (_, state), t in zip(members, positions.tolist()):
+            group.record(state.local, state.tokens, t)
 
-        def tail(k: int, tokens=tokens, decode=decode) -> str:
-            return decode(tokens[-k:]) if k > 0 else ""
+        def margins(k, logit_rows=logit_rows):
+            index = torch.from_numpy(logit_rows[np.asarray(k, dtype=np.int64)]).to(logits.device)
+            top2 = torch.softmax(logits.index_select(0, index).float(), dim=-1).topk(2, dim=-1).values
+            return (top2[:, 0] - top2[:, 1]).double().cpu().numpy()
 
-        reason = state.controller.decide(len(tokens), margins.get(row, float("nan")), tail)
-        if reason is None:
-            continue
-        state.reason, state.forced_at = reason, len(tokens)
-        scaled = logits[row].float() / (state.temperature or 1.0)
-        state.eos_logprob = float(torch.log_softmax(scaled, dim=-1)[state.eos_id])
-        force.append((row, state.eos_id))
+        codes = group.batch.decide(local, positions,
+                                   group.history[local, :max(int(positions.max()), 1)], margins)
+        for k in np.flatnonzero(codes):
+            row, state = members[k]
+            state.reason, state.forced_at = REASONS[int(codes[k])], int(positions[k])
+            scaled = logits[row].float() / (state.temperature or 1.0)
+            state.eos_logprob = float(torch.log_softmax(scaled, dim=-1)[state.eos_id])
+            force.append((row, state.eos_id))
     return force
 
 
@@ -320,6 +370,7 @@ class VLLMEngine:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
         self._asleep = False
+        self._text: TokenText | None = None
         kwargs = dict(model=str(Path(model_dir)), tokenizer=str(Path(model_dir)),
                       dtype=str(dtype).replace("torch.", ""), seed=int(seed),
                       gpu_memory_utilization=float(gpu_memory_utilization),
@@ -337,8 +388,12 @@ class VLLMEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+    @property
+    def text(self) -> TokenText:
+        """Each token id's text, for stop rules (built on first use)."""
+        if self._text is None:
+            self._text = token_text(self.tokenizer, self.model)
+        return self._text
 
     # ------------------------------------------------------------------ generation -------------
     def generate(self, rows: list[RowSpec]) -> list[Generation]:
@@ -347,12 +402,15 @@ class VLLMEngine:
         batch = next(self._batches)
         keys: list[str | None] = []
         prompts, params = [], []
-        for i, row in enumerate(rows):
+        groups = rule_groups([row.controller for row in rows], self.text, self.max_new_tokens,
+                             self.pad_id) if any(r.controller is not None for r in rows) \
+            else [None] * len(rows)
+        for i, (row, member) in enumerate(zip(rows, groups)):
             key = None
-            if row.controller is not None:
+            if member is not None:
                 key = f"{batch}:{i}"
-                ROWS[key] = RowState(row.controller, len(row.prompt_ids), self.eos_id,
-                                     self.temperature, self._decode)
+                ROWS[key] = RowState(member[0], member[1], len(row.prompt_ids), self.eos_id,
+                                     self.temperature)
             keys.append(key)
             prompts.append({"prompt_token_ids": list(row.prompt_ids)})
             params.append(SamplingParams(
@@ -389,8 +447,9 @@ class VLLMEngine:
             if not tokens or tokens[-1] != self.eos_id:   # a stop token vLLM left out
                 tokens.append(self.eos_id)
                 logprobs.append(float("nan"))
-        flags = dict(state.controller.flags) if state is not None else {}
-        weight = float(state.controller.weight) if state is not None else 1.0
+        # the rule's batch holds each row's state (its per-row controller may be stale)
+        flags = dict(state.flags) if state is not None else {}
+        weight = float(state.weight) if state is not None else 1.0
         return Generation(np.asarray(tokens, dtype=np.int64),
                           np.asarray(logprobs, dtype=np.float32), finish, flags, weight)
 
