@@ -111,9 +111,10 @@ Departures and choices where the sources are silent
   are not part of their group's decision.  With log-prob features they train the head with
   their features over all their tokens (DUET's stand-in does the same, ``L_eff = min(L, T)``);
   with hidden-state features they have no state at ``l_detect`` and do not train it.
-* Only the ``hf`` engine runs the rule (the decision is per group, so it needs the batched
-  interface): ``needs_batched_engine`` makes the loop refuse another engine at set-up, and
-  :meth:`ArrolRow.decide` refuses the per-row call the vLLM logits processor would make.
+* Only the ``hf`` engine runs the rule: the vLLM logits processor hands batches neither the
+  sampled log-probs nor hidden states, and asks rows at their own positions.
+  ``hf_engine_only`` makes the loop refuse another engine at set-up; :meth:`ArrolRow.decide`
+  refuses a per-row call (the decision is per group).
 * The engine keeps a prompt's rows in one chunk (``HFEngine._chunks``), so a group is decided
   whole; only a group of more than ``max_batch_rows`` rows (512 by default) is split, and then
   decided per part.
@@ -553,7 +554,7 @@ class ArrolPrune(LengthController):
     """ARRoL's online pruning at ``l_detect`` (module docstring), with its quality head."""
 
     Options = ArrolOptions
-    needs_batched_engine = True
+    hf_engine_only = True
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         super().__init__(max_response_tokens, seed, **options)

@@ -158,9 +158,10 @@ class LengthController:
     name: ClassVar[str] = ""
     # the rule's options (allocators.options), read as self.opts.NAME
     Options: ClassVar[type[Options]] = Options
-    # a rule with no per-row ``RowController.decide`` (ARRoL's, per group) runs only on the hf
-    # engine's batched interface; the loop refuses it on another engine before any work
-    needs_batched_engine: ClassVar[bool] = False
+    # a rule that needs what only the hf engine hands it (ARRoL: the sampled log-probs and the
+    # hidden states at its position, per group) runs only there; the loop refuses another
+    # engine before any work
+    hf_engine_only: ClassVar[bool] = False
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         self.opts = self.Options.parse(options, "length")

@@ -150,9 +150,10 @@ class Run:
                 **{**self.allocator.length_control_options(), **spec.length_options})
         except (TypeError, ValueError) as exc:
             raise RunError(f"{spec.method}: {exc}") from None
-        if self.lengthctl.needs_batched_engine and p.engine != "hf":
-            raise RunError(f"{spec.method}: length control {self.lengthctl.name!r} decides "
-                           f"per group and needs the hf engine, not {p.engine!r}")
+        if self.lengthctl.hf_engine_only and p.engine != "hf":
+            raise RunError(f"{spec.method}: length control {self.lengthctl.name!r} needs the "
+                           f"hf engine (log-probs and hidden states at its position), not "
+                           f"{p.engine!r}")
         with self._autocast():
             features = compute_features(self.allocator.needs_features, self.model,
                                         self.tokenizer, [t.prompt for t in self.train_tasks],
