@@ -127,7 +127,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any, Sequence
 
 import numpy as np
@@ -135,9 +134,9 @@ import numpy as np
 from allocators.options import Options, option
 from lengthctl import register
 from lengthctl.base import ABORTED, LengthController, RowBatch, RowController
+from lengthctl.duet import scale_token_constant
 
 RELEASED_L_DETECT = 512               # [code] DUET arrol.l_detect, of L_max = 3072
-RELEASED_MAX_RESPONSE_TOKENS = 3072
 FEATURES = ("logprob_mean", "logprob_std", "logprob_min", "logprob_max")
 PRUNED_FLAG = "arrol_pruned"          # Rollout.flags key the allocator's select reads
 FEATURES_FLAG = "arrol_features"      # the head's input row recorded at l_detect
@@ -559,15 +558,12 @@ class ArrolPrune(LengthController):
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         super().__init__(max_response_tokens, seed, **options)
         o = self.opts
-        if max_response_tokens < 1:
-            raise ValueError(f"arrol: max_response_tokens must be >= 1, got {max_response_tokens}")
         if o.l_detect is not None:
             self.l_detect = int(o.l_detect)
         elif o.absolute:
             self.l_detect = RELEASED_L_DETECT
         else:
-            scaled = Fraction(RELEASED_L_DETECT * max_response_tokens, RELEASED_MAX_RESPONSE_TOKENS)
-            self.l_detect = max(1, math.floor(scaled + Fraction(1, 2)))
+            self.l_detect = scale_token_constant(RELEASED_L_DETECT, 1, max_response_tokens)
         self.head: QualityHead | None = None      # built at the first data (its input width)
         self.features: deque = deque(maxlen=o.history)
         self.labels: deque = deque(maxlen=o.history)

@@ -165,6 +165,9 @@ class LengthController:
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         self.opts = self.Options.parse(options, "length")
+        if max_response_tokens < 1:
+            raise ValueError(f"{self.name or type(self).__name__}: max_response_tokens must be "
+                             f">= 1, got {max_response_tokens}")
         self.max_response_tokens = max_response_tokens
         self.seed = seed
 

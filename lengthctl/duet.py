@@ -492,8 +492,6 @@ class DuetStop(LengthController):
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:
         super().__init__(max_response_tokens, seed, **options)
         o = self.opts
-        if max_response_tokens < 1:
-            raise ValueError(f"duet: max_response_tokens must be >= 1, got {max_response_tokens}")
         for name in TOKEN_CONSTANTS:
             setattr(self, name, self._resolve_token_constant(name, getattr(o, name)))
         if not o.stop_floor <= o.stop_ceiling:
