@@ -9,8 +9,15 @@ longest row; the engine drops finished rows, so its time follows the tokens actu
 Rows printed, all on the same rollouts (row seeds):
 
 * ``hf engine``: the bare engine;
-* ``+ DUET stop rule``: DUET's stop controller (:mod:`lengthctl.duet`, the preset's defaults) on
-  every row; its tokens/s against the bare engine's is the controller's cost per token;
+* ``+ DUET, decisions dropped``: DUET's stop controller (:mod:`lengthctl.duet`, the preset's
+  defaults) asked on every row as usual, its decisions computed and then ignored, so the engine
+  generates exactly the bare engine's tokens.  The controller's cost per token is the seconds
+  the engine spends asking it (``HFEngine.rule_seconds``, margins included), timed inside each
+  such run, over the run's other seconds: two separate runs' totals on a shared VM differ by
+  more than the cost itself (their paired ratio is printed beside it).  Comparing tokens/s with
+  the stops applied would also charge the rule for the batch shrinking sooner, which is the
+  engine's cost, not the rule's;
+* ``+ DUET stop rule``: the same controller with its stops applied, the rule as trained with;
 * ``+ cut at F``: a synthetic stop rule that ends every row at ``F`` of its natural length (the
   bare engine's), so a known share of the tokens is cut; (seconds saved / seconds) over (tokens
   saved / tokens) says whether time follows tokens (1.0: every saved token saves its share);
@@ -57,6 +64,34 @@ class CutAt(RowController):
         return _CutBatch(controllers, text)
 
 
+class Dropped(RowController):
+    """Any rule's row, asked as usual, whose decisions the batch computes and then drops."""
+
+    def __init__(self, inner: RowController) -> None:
+        self.inner = inner
+
+    def batch_key(self):
+        return (Dropped, self.inner.batch_key())
+
+    @classmethod
+    def batch(cls, controllers, text):
+        return _DroppedBatch([c.inner for c in controllers], text)
+
+
+class _DroppedBatch(RowBatch):
+    def __init__(self, inners, text):
+        super().__init__(inners, text)
+        self.inner = type(inners[0]).batch(inners, text)
+        self.needs_hidden = self.inner.needs_hidden
+
+    def next_position(self) -> int:
+        return self.inner.next_position()
+
+    def decide(self, rows, positions, history, margins, logprobs=None, **hidden):
+        self.inner.decide(rows, positions, history, margins, logprobs=logprobs, **hidden)
+        return np.zeros(len(rows), dtype=np.int8)
+
+
 class _CutBatch(RowBatch):
     def __init__(self, controllers, text):
         super().__init__(controllers, text)
@@ -91,10 +126,12 @@ class Clock:
         return time.process_time()
 
 
-def time_engine(clock, engine: HFEngine, rows: list[RowSpec]) -> tuple[float, int]:
+def time_engine(clock, engine: HFEngine, rows: list[RowSpec]) -> tuple[float, int, float]:
+    """(seconds, useful tokens, seconds of them spent in the stop rules)."""
+    asked = engine.rule_seconds
     start = clock()
     gens = engine.generate(rows)
-    return clock() - start, sum(len(g.tokens) for g in gens)
+    return clock() - start, sum(len(g.tokens) for g in gens), engine.rule_seconds - asked
 
 
 @torch.no_grad()
@@ -107,7 +144,7 @@ def time_generate(clock, model, tokenizer, prompts: list[str], samples: int, max
                          max_new_tokens=max_new, num_return_sequences=samples,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     seconds = clock() - start
-    return seconds, useful_tokens(out[:, batch["input_ids"].shape[1]:], tokenizer.eos_token_id)
+    return seconds, useful_tokens(out[:, batch["input_ids"].shape[1]:], tokenizer.eos_token_id), 0.0
 
 
 @torch.no_grad()
@@ -127,7 +164,7 @@ def time_forward(clock, engine: HFEngine, rows: list[RowSpec], context: int,
         position = torch.full((n, 1), context + s, dtype=torch.long, device=engine.device)
         model(input_ids=token, attention_mask=mask[:, :context + s + 1], position_ids=position,
               **{engine.cache_argument: cache}, use_cache=True)
-    return clock() - start, n * steps
+    return clock() - start, n * steps, 0.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -185,6 +222,9 @@ def main(argv=None) -> int:
         return [RowSpec(r.prompt_ids, r.seed, stop_rule.row_controller(0, None, r.seed))
                 for r in rows]
 
+    def dropped_rows():
+        return [RowSpec(r.prompt_ids, r.seed, Dropped(r.controller)) for r in controlled_rows()]
+
     def cut_rows():
         return [RowSpec(r.prompt_ids, r.seed, CutAt(c) if c + 1 < n else None)
                 for r, c, n in zip(rows, cuts, natural)]
@@ -198,34 +238,43 @@ def main(argv=None) -> int:
     time_engine(clock, engine, rows[:8])
     run_generate()
     # interleaved, so a burst of load on a shared machine hits every row alike
-    runs: dict[str, list[tuple[float, int]]] = {k: [] for k in
-                                                ("engine", "duet", "cut", "generate", "forward")}
+    runs: dict[str, list[tuple[float, int, float]]] = {k: [] for k in
+                                                ("engine", "dropped", "duet", "cut", "generate",
+                                                         "forward")}
     for _ in range(args.repeats):
         runs["engine"].append(time_engine(clock, engine, rows))
+        runs["dropped"].append(time_engine(clock, engine, dropped_rows()))
         runs["duet"].append(time_engine(clock, engine, controlled_rows()))
         runs["cut"].append(time_engine(clock, engine, cut_rows()))
         runs["generate"].append(run_generate())
         runs["forward"].append(time_forward(clock, engine, rows, context))
-    rate = {k: statistics.median(tok / sec for sec, tok in v) for k, v in runs.items()}
-    seconds = {k: statistics.median(sec for sec, _ in v) for k, v in runs.items()}
+    rate = {k: statistics.median(tok / sec for sec, tok, _ in v) for k, v in runs.items()}
+    seconds = {k: statistics.median(sec for sec, _, _ in v) for k, v in runs.items()}
     tokens = {k: v[0][1] for k, v in runs.items()}
 
     print(f"preset {preset.name}: {len(rows)} rollouts ({args.prompts} prompts x {args.samples}), "
           f"max {preset.max_new_tokens} new tokens, lengths {min(natural)}-{max(natural)} "
           f"(mean {statistics.mean(natural):.1f}), device {model.device}, "
           f"{torch.get_num_threads()} threads, {clock.name} seconds, median of {args.repeats}")
-    print(f"{'':22s} {'useful tokens/s':>16s} {'tokens':>8s} {'seconds':>8s}")
-    labels = {"engine": "hf engine", "duet": "  + DUET stop rule", "cut": f"  + cut at {args.cut:g}",
+    print(f"{'':28s} {'useful tokens/s':>16s} {'tokens':>8s} {'seconds':>8s}")
+    labels = {"engine": "hf engine", "dropped": "  + DUET, decisions dropped",
+              "duet": "  + DUET stop rule", "cut": f"  + cut at {args.cut:g}",
               "generate": "model.generate", "forward": "forward only (limit)"}
     for key, label in labels.items():
-        print(f"{label:22s} {rate[key]:16,.0f} {tokens[key]:8,d} {seconds[key]:8.3f}")
+        print(f"{label:28s} {rate[key]:16,.0f} {tokens[key]:8,d} {seconds[key]:8.3f}")
     token_share = 1 - tokens["cut"] / tokens["engine"]
     time_share = 1 - seconds["cut"] / seconds["engine"]
     print(f"engine / model.generate: {rate['engine'] / rate['generate']:.2f}x "
           f"(forward-only limit at batch {len(rows)}: {rate['forward'] / rate['generate']:.2f}x; "
           f"the engine runs at {rate['engine'] / rate['forward']:.0%} of it)")
-    print(f"DUET controller cost per token: {rate['engine'] / rate['duet'] - 1:+.1%} "
-          f"({tokens['duet']:,} tokens generated vs {tokens['engine']:,} without it)")
+    # the rule's seconds timed inside each run, over that run's other seconds
+    share = statistics.median(rule / (sec - rule) for sec, _, rule in runs["dropped"])
+    paired = statistics.median(d[0] / e[0] for d, e in zip(runs["dropped"], runs["engine"]))
+    print(f"DUET controller cost per token: {share:+.1%} (its calls timed inside the engine, on "
+          f"the bare engine's {tokens['dropped']:,} tokens; run-to-run, decisions dropped vs "
+          f"bare: {paired - 1:+.1%}); with its stops {rate['engine'] / rate['duet'] - 1:+.1%} "
+          f"per token, batch shrinking included ({tokens['duet']:,} tokens generated vs "
+          f"{tokens['engine']:,} without it)")
     print(f"time saved per token saved: {time_share / token_share:.2f} "
           f"({time_share:.0%} of the seconds for {token_share:.0%} of the tokens cut)")
     return 0

@@ -421,6 +421,13 @@ class DuetBatch(RowBatch):
         g = self.gates
         after = positions + 1
         big = np.iinfo(np.int64).max
+        if len(after):
+            # a row waiting on its margin is due at its next position, and no row is due
+            # before its own next one: when such a row is among the earliest, that is the answer
+            # (every step after a marker, so the general case below runs rarely)
+            earliest = after.min()
+            if (phase[after == earliest] == _MARKER).any():
+                return int(earliest)
         nxt = np.full(len(phase), big, dtype=np.int64)
         nxt[phase == _MARKER] = after[phase == _MARKER]
         pre = phase == _PRE

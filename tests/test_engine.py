@@ -157,3 +157,42 @@ def test_duet_batch_in_the_engine_equals_asking_each_row_every_position(smoke_po
         for a, b in zip(batched, other):
             assert np.array_equal(a.tokens, b.tokens) and a.finish == b.finish
             assert a.flags == b.flags
+
+
+def test_token_text_joins_pieces_only_where_that_is_the_tokenizers_decode():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from trainer.engine import token_text
+
+    tok = build_tokenizer()
+    model = build_model(tok, Architecture(hidden=32, layers=1, heads=2, kv_heads=1,
+                                          intermediate=64), seed=0)
+    text = token_text(tok, model)
+    assert text.decode.__name__ == "join"       # the character-level default takes the fast path
+    rng = np.random.default_rng(0)
+    for _ in range(300):                        # special ids (pad, EOS) included: both skip them
+        ids = rng.integers(0, len(tok), size=int(rng.integers(0, 30))).tolist()
+        assert text.decode(ids) == tok.decode(ids, skip_special_tokens=True)
+
+    # byte-level BPE: a token's own text is not its share of the decoded string, so no join
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(["naïve café 3 + 4 = 7 \\boxed{7}"] * 20,
+                             trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"]))
+    bpe = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<eos>")
+    assert token_text(bpe, model).decode.__name__ != "join"
+
+
+def test_rule_seconds_count_only_the_stop_rules_calls():
+    tok, model, prompts, engine = _setup()
+
+    class Never(RowController):
+        def decide(self, t, margin, tail):
+            return None
+
+    engine.generate([RowSpec(p, seed=i) for i, p in enumerate(prompts)])
+    assert engine.rule_seconds == 0.0               # no controller: the rule is never asked
+    engine.generate([RowSpec(p, seed=i, controller=Never()) for i, p in enumerate(prompts)])
+    assert engine.rule_seconds > 0.0

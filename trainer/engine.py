@@ -24,6 +24,7 @@ What it guarantees (DESIGN.md §5):
 from __future__ import annotations
 
 import inspect
+import time
 
 from dataclasses import dataclass, field
 
@@ -116,7 +117,33 @@ def token_text(tokenizer, model) -> TokenText:
     size = max(len(tokenizer), int(getattr(model.config, "vocab_size", 0) or 0))
     pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
     pieces += [""] * (size - len(pieces))
-    return TokenText(pieces, lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
+
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=True)
+    return TokenText(pieces, _joining_decoder(tokenizer, pieces) or decode)
+
+
+def _joining_decoder(tokenizer, pieces):
+    """Joining the ids' own texts, when that is what the tokenizer's decode does, else None.
+
+    A stop rule decodes a scan window for every row whose window may hold a marker, and
+    ``tokenizer.decode`` costs ~50 us a call in Python (about a third of DUET's controller time
+    on the embedded default).  A ``Fuse`` decoder (the embedded character-level tokenizer's)
+    concatenates the tokens' texts, special tokens skipped, which is a join over ``pieces``;
+    any other decoder (byte-level BPE merges bytes across tokens, SentencePiece strips spaces)
+    keeps ``tokenizer.decode``.  A check on every id at once guards the claim."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    decoder = getattr(backend, "decoder", None)
+    if decoder is None or type(decoder).__name__ != "Fuse" \
+            or getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return None                     # clean-up rewrites " ." and the like across tokens
+    every = list(range(len(tokenizer)))
+    if tokenizer.decode(every, skip_special_tokens=True) != "".join(pieces[i] for i in every):
+        return None
+
+    def join(ids):
+        return "".join(map(pieces.__getitem__, ids))
+    return join
 
 
 class HFEngine:
@@ -136,6 +163,11 @@ class HFEngine:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
         self._text: TokenText | None = None
+        # seconds spent asking stop rules (margins included), summed over every generate call:
+        # what bench.engine reports as the controller's cost, timed inside the same runs, since
+        # two runs' totals on a shared VM differ by more than the cost itself.  Process CPU
+        # seconds on CPU; wall on an accelerator (the margins' copy to host synchronises).
+        self.rule_seconds = 0.0
 
     @property
     def device(self) -> torch.device:
@@ -268,11 +300,23 @@ class HFEngine:
         active = np.arange(n)                           # chunk row of each batch position
         active_dev = torch.arange(n, device=self.device)
         alive = np.ones(n, dtype=bool)                  # per batch position
+        # the decode steps' attention mask, built here once instead of by transformers each step
+        # (its mask code costs ~15% of a step of the embedded policy): with sdpa, a 4-d boolean
+        # mask is used as given, and no mask where no row has padding, which is what transformers
+        # itself derives from the 2-d mask (so the logits are bitwise the same)
+        sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+        mask4 = mask.bool()[:, None, None, :] if sdpa else None
+        padded = (~mask[:, :width].bool()).any(-1).cpu().numpy() if sdpa else None
+        rule_clock = time.process_time if self.device.type == "cpu" else time.perf_counter
 
         for t in range(limit):
-            forced = self._decisions(t, batches, batch_of, local, active, alive, logits, history,
-                                     logprobs, hidden) \
-                if batches else None
+            if batches:
+                started = rule_clock()
+                forced = self._decisions(t, batches, batch_of, local, active, alive, logits,
+                                         history, logprobs, hidden)
+                self.rule_seconds += rule_clock() - started
+            else:
+                forced = None
             step_tokens, step_logp = self._sample(logits, uniforms[active_dev, t])
             if forced is not None and forced.any():
                 pos = torch.from_numpy(np.flatnonzero(forced)).to(self.device)
@@ -302,6 +346,8 @@ class HFEngine:
                 keep_dev = torch.from_numpy(keep).to(self.device)
                 cache.batch_select_indices(keep_dev)
                 mask, last_pos = mask[keep_dev], last_pos[keep_dev]
+                if sdpa:
+                    mask4, padded = mask4[keep_dev], padded[keep]
                 step_tokens = step_tokens[keep_dev]
                 active, active_dev = active[keep], active_dev[keep_dev]
                 alive = np.ones(len(active), dtype=bool)
@@ -309,8 +355,11 @@ class HFEngine:
             # a rule deciding at t + 1 from hidden states gets the last layer's state of this
             # forward pass (the one that makes position t + 1's logits); asked for only then
             want_hidden = any(b.needs_hidden and b.next_position() == t + 1 for b, _ in batches)
-            output = self.model(input_ids=step_tokens.unsqueeze(-1),
-                                attention_mask=mask[:, :width + t + 1],
+            if not sdpa:
+                step_mask = mask[:, :width + t + 1]
+            else:
+                step_mask = mask4[..., :width + t + 1] if padded.any() else None
+            output = self.model(input_ids=step_tokens.unsqueeze(-1), attention_mask=step_mask,
                                 position_ids=last_pos.unsqueeze(-1),
                                 **{self.cache_argument: cache}, use_cache=True,
                                 **({"output_hidden_states": True} if want_hidden else {}))
