@@ -29,7 +29,8 @@ Rows printed, all on the same rollouts (row seeds):
 Seconds are process CPU seconds on a CPU device (they survive a shared machine; on 2 threads
 they still count a spinning thread, so compare ratios from one run) and wall seconds on a GPU.
 Figures are medians over ``--repeats`` after one warm-up, interleaved so that load hits all rows
-alike.
+alike; each ratio is the median of the repeats' paired ratios (rows of one round are timed
+seconds apart, while the speed of a shared VM drifts by more than 10% between minutes).
 """
 from __future__ import annotations
 
@@ -263,10 +264,18 @@ def main(argv=None) -> int:
     for key, label in labels.items():
         print(f"{label:28s} {rate[key]:16,.0f} {tokens[key]:8,d} {seconds[key]:8.3f}")
     token_share = 1 - tokens["cut"] / tokens["engine"]
-    time_share = 1 - seconds["cut"] / seconds["engine"]
-    print(f"engine / model.generate: {rate['engine'] / rate['generate']:.2f}x "
-          f"(forward-only limit at batch {len(rows)}: {rate['forward'] / rate['generate']:.2f}x; "
-          f"the engine runs at {rate['engine'] / rate['forward']:.0%} of it)")
+    # ratios are paired by repeat (each run beside the others of its round): the VM's speed
+    # drifts by more than 10% between minutes, which a ratio of two medians would absorb
+    time_share = 1 - statistics.median(c[0] / e[0] for c, e in zip(runs["cut"], runs["engine"]))
+
+    def paired_rate(a: str, b: str) -> float:
+        """Median over repeats of a's tokens/s over b's, each pair timed a few seconds apart."""
+        return statistics.median((ta / sa) / (tb / sb) for (sa, ta, _), (sb, tb, _)
+                                 in zip(runs[a], runs[b]))
+    print(f"engine / model.generate: {paired_rate('engine', 'generate'):.2f}x "
+          f"(forward-only limit at batch {len(rows)}: {paired_rate('forward', 'generate'):.2f}x; "
+          f"the engine runs at {paired_rate('engine', 'forward'):.0%} of it); ratios are "
+          f"medians of the repeats' paired ratios")
     # the rule's seconds timed inside each run, over that run's other seconds
     share = statistics.median(rule / (sec - rule) for sec, _, rule in runs["dropped"])
     paired = statistics.median(d[0] / e[0] for d, e in zip(runs["dropped"], runs["engine"]))
