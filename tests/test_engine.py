@@ -196,3 +196,17 @@ def test_rule_seconds_count_only_the_stop_rules_calls():
     assert engine.rule_seconds == 0.0               # no controller: the rule is never asked
     engine.generate([RowSpec(p, seed=i, controller=Never()) for i, p in enumerate(prompts)])
     assert engine.rule_seconds > 0.0
+
+
+def test_eager_attention_keeps_the_2d_mask_and_generates_what_sdpa_does():
+    # the engine hands sdpa a ready 4-d boolean mask, and every other attention the 2-d one;
+    # eager would add a boolean mask as numbers, so a wrong branch changes the rollouts
+    tok, model, prompts, _ = _setup(max_new=16)
+    rows = [RowSpec(p, seed=10 * i + k) for i, p in enumerate(prompts) for k in range(3)]
+    assert model.config._attn_implementation == "sdpa"
+    sdpa = HFEngine(model, tok, max_new_tokens=16).generate(rows)
+    model.set_attn_implementation("eager")
+    eager = HFEngine(model, tok, max_new_tokens=16).generate(rows)
+    for a, b in zip(sdpa, eager):
+        assert np.array_equal(a.tokens, b.tokens)
+        assert np.allclose(a.logprobs, b.logprobs, atol=1e-4)
