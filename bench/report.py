@@ -7,6 +7,9 @@ writes byte-identical ``tables.md``, ``summary.csv`` and ``table_*.csv`` / ``pap
 the cost-to-target ``--target`` and which paper tables (``--table``) were asked for — are kept in
 ``sweep.json`` beside the run directories, so the report needs no flags to reproduce the run's
 output; ``--target`` here overrides the stored target for this report only.
+
+``--readme PATH`` also pastes the headline table (:mod:`bench.headline`) into ``PATH`` between
+its marker lines, so that a README's headline is the committed sweep's cells, not hand-copied.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import paper_tables, plots
+from bench import headline, paper_tables, plots
 from bench.tables import (SweepError, finished_runs, load_curves, load_steps, load_summaries,
                           write_csvs, write_tables)
 from trainer.rundir import atomic_write_json, read_json
@@ -122,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "evaluations, mean over seeds)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
+    parser.add_argument("--readme", metavar="PATH", type=Path, default=None,
+                        help="also paste the headline table into PATH, replacing what lies "
+                             "between its two marker lines (" + headline.BEGIN + " ... "
+                             + headline.END + ")")
     return parser
 
 
@@ -130,13 +137,19 @@ def main(argv=None) -> int:
     try:
         check_sweep_dir(args.sweep_dir)
         report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
+        if args.readme is not None:
+            table = headline.headline_table(load_summaries(args.sweep_dir))
+            if table is None:
+                raise SweepError(f"{args.sweep_dir} has no GRPO run: no headline to paste")
+            headline.paste_into(args.readme, table)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
         print(report.text)
     print(f"tables in {args.sweep_dir / 'tables.md'}"
-          + (f"; {len(report.plots)} plots" if report.plots else ""), file=sys.stderr)
+          + (f"; {len(report.plots)} plots" if report.plots else "")
+          + (f"; headline pasted into {args.readme}" if args.readme else ""), file=sys.stderr)
     return 0
 
 

@@ -331,13 +331,37 @@ def _budget_cells(df: pd.DataFrame, column: str, what: str, key: str, title: str
 def budget_table(df: pd.DataFrame) -> Table:
     """Rows = methods, columns = budget fractions, cell = curve-average accuracy (± 95% t)."""
     return _budget_cells(df, HEADLINE, CURVE_NOTE, "budget",
-                         "Budget table: curve-average held-out accuracy (the headline)")
+                         "Budget table: curve-average held-out accuracy")
 
 
 def final_budget_table(df: pd.DataFrame) -> Table:
     """The same layout on the final evaluation alone."""
     return _budget_cells(df, "final_accuracy", "held-out mean@k at the last evaluation",
                          "budget_final", "Budget table: final held-out accuracy")
+
+
+@dataclass
+class DeltaStats:
+    """A paired Δ on the headline metric: per-seed differences, mean, 95% t half-width, SD and
+    the minimum detectable effect at 80% power (nan where fewer than 2 pairs)."""
+
+    diffs: np.ndarray
+    mean: float
+    half: float
+    sd: float
+    mde: float
+
+    @property
+    def pairs(self) -> int:
+        return len(self.diffs)
+
+
+def delta_stats(df: pd.DataFrame, method: str, budget: float, ref_budget: float) -> DeltaStats:
+    """(method, budget) − (GRPO, ref_budget) on the curve average, paired by seed."""
+    diffs = paired_differences(df, method, budget, "grpo", ref_budget, column=HEADLINE)
+    mean, half = t_interval(diffs)
+    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+    return DeltaStats(diffs, mean, half, sd, mde(sd, len(diffs)))
 
 
 def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
@@ -355,21 +379,18 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
             if method == "grpo" and np.isclose(b, ref_b):
                 row[blabel(b)] = MISSING
                 continue
-            diffs = paired_differences(df, method, b, "grpo", ref_b, column=HEADLINE)
-            final = paired_differences(df, method, b, "grpo", ref_b)
-            mean, half = t_interval(diffs)
-            p_improve = prob_improvement(diffs)
-            sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-            detectable = mde(sd, len(diffs))
-            row[blabel(b)] = signed(mean, half, len(diffs), p_improve=p_improve,
-                                    detectable=detectable)
-            if len(diffs):
-                samples.append(diffs)
+            s = delta_stats(df, method, b, ref_b)
+            p_improve = prob_improvement(s.diffs)
+            row[blabel(b)] = signed(s.mean, s.half, s.pairs, p_improve=p_improve,
+                                    detectable=s.mde)
+            if s.pairs:
+                samples.append(s.diffs)
+                final = paired_differences(df, method, b, "grpo", ref_b)
                 f_mean, f_half = t_interval(final)
                 data.append({"method": method, "budget": b, "reference_budget": ref_b,
-                             "control": is_control(method), "pairs": len(diffs),
-                             "delta_mean": mean, "delta_ci95": half,
-                             "delta_sd": sd, "mde": detectable,
+                             "control": is_control(method), "pairs": s.pairs,
+                             "delta_mean": s.mean, "delta_ci95": s.half,
+                             "delta_sd": s.sd, "mde": s.mde,
                              "prob_improvement": p_improve,
                              "delta_final_mean": f_mean, "delta_final_ci95": f_half})
         display.append(row)
@@ -641,7 +662,8 @@ def overhead_from_file(sweep_dir: Path) -> Table | None:
 # ------------------------------------------------------------------------------ writing
 def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
                     target: float | None) -> list[Table]:
-    tables = [budget_table(summaries), final_budget_table(summaries),
+    from bench.headline import headline_table    # it builds on this module's cells
+    tables = [headline_table(summaries), budget_table(summaries), final_budget_table(summaries),
               delta_table(summaries, against_full=False),
               delta_table(summaries, against_full=True), normalised_table(summaries),
               speed_table(summaries),

@@ -36,6 +36,41 @@ def test_solvers_match_brute_force(case):
         assert expected_signal_groups(p, counts) == pytest.approx(best, abs=1e-12)
 
 
+@pytest.mark.parametrize("case", range(60))
+def test_skipping_oracle_matches_brute_force(case):
+    rng = np.random.default_rng(1000 + case)
+    m = int(rng.integers(1, 6))
+    n_max = int(rng.integers(1, 7))
+    total = int(rng.integers(0, m * n_max + 1))
+    p = rng.integers(0, 17, size=m) / 16
+    hi, _ = brute_force(p, total, 0, n_max)
+    counts = oracle_counts(p, total, n_min=0, n_max=n_max)
+    assert counts.sum() == total and counts.min() >= 0 and counts.max() <= n_max
+    assert expected_signal_groups(p, counts) == pytest.approx(hi, abs=1e-12)
+
+
+def test_skipping_oracle_hand_computed():
+    # never solved / always solved prompts get nothing once a prompt can be skipped
+    assert oracle_counts([0.0, 0.5, 1.0], 9, n_min=0, n_max=9).tolist() == [0, 9, 0]
+    # 3 rollouts on two p = 0.5 prompts: (3, 0) yields 1 - 2/8 = 0.75, (2, 1) only 0.5 (a lone
+    # rollout has no partner), which is where a greedy over increments goes wrong
+    counts = oracle_counts([0.5, 0.5], 3, n_min=0, n_max=3)
+    assert sorted(counts.tolist()) == [0, 3]
+    assert expected_signal_groups([0.5, 0.5], counts) == pytest.approx(0.75)
+    assert expected_signal_groups([0.5, 0.3], [0, 1]) == 0.0
+    with pytest.raises(ValueError, match="1 <= n_min"):
+        anti_oracle_counts([0.5, 0.5], 3, n_min=0, n_max=3)
+
+
+def test_oracle_skips_by_default_and_anti_oracle_keeps_knapsack_bounds():
+    setting = Setting(prompts_per_step=4, group_size=8, budget_fraction=0.5,
+                      max_response_tokens=16, steps=2, seed=0)
+    oracle = allocators.get("oracle")(setting)
+    anti = allocators.get("anti-oracle")(setting)
+    assert (oracle.n_min, anti.n_min) == (0, 2)
+    assert allocators.get("oracle")(setting, n_min=2).n_min == 2
+
+
 def test_hand_computed_case():
     # p = 0.5 gains 1/2, 1/4, ... per extra rollout; p = 0 and 1 gain nothing
     p = np.array([0.0, 0.5, 1.0])
@@ -71,6 +106,10 @@ def test_plan_needs_this_steps_estimates_and_spends_exactly_c():
     requests = oracle.plan(0, candidates, PromptStats(), budget)
     assert [r.pid for r in requests] == [7, 3, 9, 1]
     assert sum(r.n for r in requests) == 16
-    assert requests[0].n == requests[2].n == 2          # nothing to learn at p = 0 or 1
+    assert requests[0].n == requests[2].n == 0          # nothing to learn at p = 0 or 1
+    bounded = allocators.get("oracle")(setting, n_min=2)
+    bounded.receive_pass_rates(0, {7: 0.0, 3: 0.5, 9: 1.0, 1: 0.25})
+    kept = bounded.plan(0, candidates, PromptStats(), budget)
+    assert [r.n for r in kept][::2] == [2, 2] and sum(r.n for r in kept) == 16
     with pytest.raises(RuntimeError):                    # stale estimates are refused
         oracle.plan(1, candidates, PromptStats(), budget)
