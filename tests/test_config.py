@@ -52,3 +52,41 @@ def test_warmstart_command_reports_the_smoke_policy_and_refuses_bad_presets(caps
     assert "unknown preset 'huge'" in capsys.readouterr().err
     assert warmstart_main(["--preset", "qwen3-0.6b-math"]) == 2
     assert "loads a model directory" in capsys.readouterr().err
+
+
+def test_a_finished_run_of_a_changed_default_is_refused_not_reused(tmp_path):
+    from trainer.spec import RunError, RunSpec, check_run_dir, resolved_options
+    spec = RunSpec("oracle", 0.5, 0, PRESETS["smoke"])
+    run_dir = tmp_path / spec.run_name()
+    run_dir.mkdir()
+    now = resolved_options(spec)
+    assert now["allocator_options"]["n_min"] == 0
+
+    def write(allocator_options):
+        (run_dir / "config.json").write_text(json.dumps(
+            {"run": spec.config(), "allocator_options": allocator_options,
+             "length_options": now["length_options"]}))
+
+    write(now["allocator_options"])
+    check_run_dir(spec, run_dir)                       # same resolution: reused
+    write({**now["allocator_options"], "n_min": 2})    # made when the default was 2
+    with pytest.raises(RunError, match=r"oracle options resolve differently now \(n_min 2 -> 0"):
+        check_run_dir(spec, run_dir)
+    # asked for explicitly, the old bound is the same run again
+    explicit = RunSpec("oracle", 0.5, 0, PRESETS["smoke"], method_options={"n_min": 2})
+    (run_dir / "config.json").write_text(json.dumps(
+        {"run": explicit.config(), **resolved_options(explicit)}))
+    check_run_dir(explicit, run_dir)
+
+
+def test_options_derived_during_the_run_are_not_compared(tmp_path):
+    from trainer.spec import RunSpec, check_run_dir, resolved_options
+    spec = RunSpec("vip", 1.0, 0, PRESETS["smoke"])
+    run_dir = tmp_path / spec.run_name()
+    run_dir.mkdir()
+    now = resolved_options(spec)
+    assert now["allocator_options"]["length_scale"] is None      # set from the pool in the run
+    (run_dir / "config.json").write_text(json.dumps(
+        {"run": spec.config(), "length_options": now["length_options"],
+         "allocator_options": {**now["allocator_options"], "length_scale": 0.87}}))
+    check_run_dir(spec, run_dir)

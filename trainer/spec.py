@@ -133,8 +133,28 @@ def check_real_inputs(p) -> None:
             raise RunError(str(exc)) from None
 
 
+def resolved_options(spec: RunSpec, pool_size: int = 0) -> dict:
+    """The options the method and its length controller resolve to for ``spec`` (defaults
+    filled in), as the loop records them in ``config.json``."""
+    p = spec.preset
+    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
+                      spec.seed, pool_size=pool_size)
+    allocator = allocators.get(spec.method)(setting, **spec.method_options)
+    controller = lengthctl.get(allocator.length_control)(
+        p.max_new_tokens, spec.seed, **{**allocator.length_control_options(),
+                                        **spec.length_options})
+    return {"allocator_options": allocator.resolved_options(),
+            "length_options": controller.resolved_options()}
+
+
 def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
-    """Refuse a run directory that holds a run of another config (nothing in it is touched)."""
+    """Refuse a run directory that holds a run of another config (nothing in it is touched).
+
+    Two checks: the run as asked (method, budget, seed, preset, the options the user set) and
+    the options the method resolved to.  The second catches a default changed since the run was
+    made, which the first cannot see (the user set nothing either time), so that a finished run
+    of the old default is never reused as if it were the new one.  Options that resolve to None
+    before the run are derived during it and are not compared."""
     config_path = Path(run_dir) / "config.json"
     if not config_path.is_file():
         return
@@ -145,3 +165,16 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
     if old.get("run") != spec.config():
         raise RunError(f"{run_dir} holds a run with a different config; "
                        f"use another --out or delete it")
+    if "allocator_options" not in old:
+        return
+    now = json.loads(json.dumps(resolved_options(spec, old.get("pool_size", 0)), sort_keys=True))
+    # an option that resolves to None now is derived during the run (VIP's length scale from
+    # the pool's lengths), so its recorded value cannot be compared before the run
+    changed = [f"{key} {old.get(part, {}).get(key)!r} -> {now[part].get(key)!r}"
+               for part in now for key in sorted(set(now[part]) | set(old.get(part, {})))
+               if now[part].get(key) is not None
+               and old.get(part, {}).get(key) != now[part].get(key)]
+    if changed:
+        raise RunError(f"{run_dir} holds a run whose {spec.method} options resolve differently "
+                       f"now ({'; '.join(changed)}: a default changed since it ran); use "
+                       f"another --out or delete it")
