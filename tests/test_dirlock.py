@@ -55,7 +55,8 @@ def _holder(directory: Path) -> subprocess.Popen:
         from trainer.dirlock import DirLock
         lock = DirLock({str(directory)!r}, "run directory").acquire()
         print("held", flush=True)
-        time.sleep(600)
+        while True:             # until killed: a fixed sleep could end, and free the lock,
+            time.sleep(60)      # before a starved test reaches its assertion
         """)], env=ENV, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
     return process
