@@ -237,3 +237,19 @@ def test_a_corrupt_summary_is_warned_about_and_the_run_finished_again(finished_s
     again = read_json(out / "grpo__b1__s0" / "summary.json")
     assert again["final_accuracy"] == summary["final_accuracy"]
     assert (out / "grpo__b1__s0" / "summary.json.corrupt").is_file()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_run_limits_numpys_blas_threads_to_the_presets(smoke_preset, tmp_path, monkeypatch,
+                                                         threads):
+    from threadpoolctl import threadpool_info
+    seen = []
+
+    def record(self):
+        seen.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+        return {}
+
+    monkeypatch.setattr(Run, "_execute", record)
+    Run(RunSpec("grpo", 1.0, 0, replace(smoke_preset, threads=threads)), tmp_path / "r",
+        log=lambda *a: None).execute()
+    assert seen == [{threads}]
