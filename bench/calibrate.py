@@ -182,14 +182,15 @@ def diagnostics(sweep_dir: Path, summaries: pd.DataFrame) -> list[Diagnostic]:
     ]
 
 
-def render(gate: list[Criterion], diags: list[Diagnostic], preset: str) -> str:
+def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=()) -> str:
     passed = all(c.passed for c in gate)
     rows = pd.DataFrame([c.row() for c in gate])
     diag = pd.DataFrame([d.row() for d in diags])
     verdict = "PASS: the testbed can see these differences" if passed else \
         f"FAIL: {', '.join(c.name for c in gate if not c.passed)}"
     return "\n".join([
-        f"## Calibration gate — preset `{preset}`", "",
+        f"## Calibration gate — preset `{preset}`"
+        + (f", seeds {', '.join(str(int(x)) for x in seeds)}" if len(seeds) else ""), "",
         rows.to_markdown(index=False, disable_numparse=True), "",
         "Paired by seed on the curve-average held-out accuracy (trapezoid over the evaluations "
         "after step 0, normalised by their span); 95% interval = two-sided Student-t over the "
@@ -199,13 +200,18 @@ def render(gate: list[Criterion], diags: list[Diagnostic], preset: str) -> str:
         diag.to_markdown(index=False, disable_numparse=True), ""])
 
 
-def judge(sweep_dir: Path) -> tuple[list[Criterion], list[Diagnostic], str]:
-    """Gate and diagnostics of a sweep directory's finished runs; writes calibration.md/.csv."""
+def judge(sweep_dir: Path, seeds=None) -> tuple[list[Criterion], list[Diagnostic], str]:
+    """Gate and diagnostics of a sweep directory's finished runs of ``seeds`` (None: every
+    seed there); writes calibration.md/.csv.  ``bench.calibrate --seeds 0,1,2`` judges those
+    three even in a directory that holds more, so that the gate printed is the one asked for."""
     summaries = load_summaries(sweep_dir)
+    if seeds is not None and not summaries.empty:
+        summaries = summaries[summaries["seed"].isin(list(seeds))]
     gate, diags = criteria(summaries), diagnostics(sweep_dir, summaries)
     preset = ", ".join(sorted(summaries["preset"].astype(str).unique())) \
         if not summaries.empty else "(no runs)"
-    text = render(gate, diags, preset)
+    judged = sorted(summaries["seed"].unique()) if not summaries.empty else []
+    text = render(gate, diags, preset, judged)
     atomic_write_text(Path(sweep_dir) / "calibration.md", text)
     records = [{"kind": "criterion", "name": c.name, "value": c.mean, "ci95": c.half,
                 "seeds": c.n, "target": c.threshold, "passed": c.passed} for c in gate]
@@ -297,7 +303,7 @@ def gate_sweep(args, specs: list[RunSpec], out: Path, started: float) -> int:
         return 130
     try:
         build(out, with_plots=not args.no_plots)
-        gate, _, text = judge(out)
+        gate, _, text = judge(out, sorted({spec.seed for spec in specs}))
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

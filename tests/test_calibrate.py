@@ -87,6 +87,26 @@ def test_one_seed_cannot_pass_an_interval_criterion(tmp_path):
     assert not any(gate[n].passed for n in ("budget sensitivity", "headroom", "negative control"))
 
 
+def test_the_gate_judges_the_seeds_asked_for_not_every_seed_in_the_directory(tmp_path, capsys):
+    sweep = make_sweep(tmp_path / "more", spec_configs=True)
+    preset = get_preset("smoke")
+    for method, budget in PASSING:     # a 4th seed whose oracle loses 0.2: fails headroom
+        v = {"oracle": 0.10}.get(method, 0.35)
+        run_dir = write_run(sweep, method, budget, 3, final=v, curve=[0.2, v, v])
+        config = json.loads((run_dir / "config.json").read_text())
+        config["run"] = RunSpec(method, budget, 3, preset).config()
+        (run_dir / "config.json").write_text(json.dumps(config))
+    args = ["--preset", "smoke", "--executor", "serial", "--no-plots", "--out", str(sweep)]
+    assert calibrate.main(args + ["--seeds", "0,1,2"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds 0, 1, 2\n" in out and "**PASS" in out
+    assert "seeds 0, 1, 2\n" in (sweep / "calibration.md").read_text()
+    assert calibrate.main(args + ["--seeds", "0,1,2,3"]) == 1
+    assert "seeds 0, 1, 2, 3\n" in capsys.readouterr().out
+    gate, _, _ = calibrate.judge(sweep)                  # no seeds given: all of them
+    assert {c.n for c in gate} == {4}
+
+
 def test_duet_stop_share_is_read_when_present(tmp_path):
     sweep = make_sweep(tmp_path / "d")
     for seed in range(3):      # GRPO b=1 spends 4,000 tokens; duet-abort 3,000 -> 25% cut
