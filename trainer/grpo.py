@@ -168,5 +168,6 @@ def policy_loss(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]],
         kl_mean = (kl * mask).sum() / mask.sum().clamp(min=1)
     loss = (per_token * mask).sum() / max(1, denominator_tokens)
     clipped = ((ratio - 1).abs() > cfg.clip_low) & (mask > 0)
-    stats = {"kl": float(kl_mean), "clip_fraction": float(clipped.sum() / mask.sum().clamp(min=1))}
+    stats = {"kl": float(kl_mean.detach()),
+             "clip_fraction": float(clipped.sum() / mask.sum().clamp(min=1))}
     return loss, stats
