@@ -252,4 +252,7 @@ def test_a_run_limits_numpys_blas_threads_to_the_presets(smoke_preset, tmp_path,
     monkeypatch.setattr(Run, "_execute", record)
     Run(RunSpec("grpo", 1.0, 0, replace(smoke_preset, threads=threads)), tmp_path / "r",
         log=lambda *a: None).execute()
-    assert seen == [{threads}]
+    # numpy's and scipy's OpenBLAS are held at `threads`; a single-threaded build (SCS's,
+    # loaded once cvxpy is) reports 1 whatever the limit
+    (counts,) = seen
+    assert max(counts) == threads and all(n <= threads for n in counts)
