@@ -12,6 +12,7 @@ from bench.presets import DEFAULT_PRESET, get_preset
 from trainer import sft
 from trainer.config import WarmStartConfig
 from trainer.policy import load_policy
+from trainer.provenance import weights_sha256
 
 
 def shipped_presets():
@@ -38,6 +39,8 @@ def test_shipped_copy_matches_its_hashes_and_is_what_a_run_starts_from(name, tmp
     path = sft.initial_policy_dir(preset, log=messages.append)
     assert path == sft.warm_start_dir(preset.warm_start) and str(tmp_path) in str(path)
     assert "shipped" in messages[0]
+    # the first run from a fresh cache already sees the weights' hash (its config records it)
+    assert sft.warm_start_hash(path) == weights_sha256(path)
     assert (path / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
     model, tokenizer = load_policy(path)
     assert sum(p.numel() for p in model.parameters()) == info["parameters"]

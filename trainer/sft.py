@@ -182,7 +182,10 @@ def ensure_warm_start(cfg: WarmStartConfig, progress: bool = True, log=print,
     path.parent.mkdir(parents=True, exist_ok=True)
     if shipped and _install_shipped(cfg, path):
         log(f"warm start: using the shipped policy {cfg.key()} (cached at {path})")
-        return path
+        # through the cache-hit branch once, so that the weights' hash is recorded before the
+        # first run reads it (the shipped info holds file hashes only; a fresh clone's first
+        # run recorded warm_start_sha256 = None)
+        return ensure_warm_start(cfg, progress, log, shipped=False)
     log(f"warm start: training the embedded policy ({cfg.steps} steps), cached at {path}")
     start = time.perf_counter()
     model, tokenizer = train_warm_start(cfg, progress)
