@@ -128,10 +128,11 @@ def _joining_decoder(tokenizer, pieces):
 
     A stop rule decodes a scan window for every row whose window may hold a marker, and
     ``tokenizer.decode`` costs ~50 us a call in Python (on the embedded default the join cut
-    DUET's marker scan from 10.9 to 7.5 ms of its ~36 ms a generation).  A ``Fuse`` decoder (the embedded character-level tokenizer's)
-    concatenates the tokens' texts, special tokens skipped, which is a join over ``pieces``;
-    any other decoder (byte-level BPE merges bytes across tokens, SentencePiece strips spaces)
-    keeps ``tokenizer.decode``.  A check on every id at once guards the claim."""
+    DUET's marker scan from 10.9 to 7.5 ms of its ~36 ms a generation).  A ``Fuse`` decoder
+    (the embedded character-level tokenizer's) concatenates the tokens' texts, special tokens
+    skipped, which is a join over ``pieces``; any other decoder (byte-level BPE merges bytes
+    across tokens, SentencePiece strips spaces) keeps ``tokenizer.decode``.  A check on every id
+    at once guards the claim."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     decoder = getattr(backend, "decoder", None)
     if decoder is None or type(decoder).__name__ != "Fuse" \

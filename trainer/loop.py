@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import subprocess
 from collections import Counter
@@ -32,10 +31,8 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-import allocators
-import lengthctl
 from allocators.base import (RECOMPUTE_OLD_LOGPROBS, PromptInfo, PromptStats, Request, Rollout,
-                             Setting, StepBudget, group_rows)
+                             StepBudget, group_rows)
 from trainer.data import DataError, load_eval_sets, load_tasks
 from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import HFEngine, RowSpec
@@ -49,7 +46,8 @@ from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_jso
                             atomic_write_jsonl, read_checkpoint, read_jsonl,
                             read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
-from trainer.spec import DTYPE_NAMES, RunError, RunSpec, check_run_dir, validate_spec
+from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_run_dir, make_controllers,
+                          run_setting, validate_spec)
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
@@ -142,13 +140,9 @@ class Run:
         self._load_tasks()
         self.prompt_ids = {i: tuple(self.tokenizer(t.prompt)["input_ids"])
                            for i, t in enumerate(self.train_tasks)}
-        self.setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens,
-                               p.steps, spec.seed, pool_size=len(self.train_tasks))
+        self.setting = run_setting(spec, pool_size=len(self.train_tasks))
         try:
-            self.allocator = allocators.get(spec.method)(self.setting, **spec.method_options)
-            self.lengthctl = lengthctl.get(self.allocator.length_control)(
-                p.max_new_tokens, spec.seed,
-                **{**self.allocator.length_control_options(), **spec.length_options})
+            self.allocator, self.lengthctl = make_controllers(spec, self.setting)
         except (TypeError, ValueError) as exc:
             raise RunError(f"{spec.method}: {exc}") from None
         if self.lengthctl.hf_engine_only and p.engine != "hf":

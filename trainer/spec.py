@@ -55,12 +55,11 @@ def validate_spec(spec: RunSpec) -> None:
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
     try:
-        cls = allocators.get(spec.method)
+        allocators.get(spec.method)               # an unknown method fails here, first
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
     p = spec.preset
-    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
-                      spec.seed)
+    setting = run_setting(spec)
     if setting.rollouts_per_step < p.prompts_per_step:
         raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
                        f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
@@ -70,10 +69,7 @@ def validate_spec(spec: RunSpec) -> None:
     check_task_mix(p)
     check_real_inputs(p)
     try:
-        allocator = cls(setting, **spec.method_options)
-        lengthctl.get(cls.length_control)(
-            p.max_new_tokens, spec.seed,
-            **{**allocator.length_control_options(), **spec.length_options})
+        make_controllers(spec, setting)
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
     except (TypeError, ValueError) as exc:
@@ -133,16 +129,27 @@ def check_real_inputs(p) -> None:
             raise RunError(str(exc)) from None
 
 
+def run_setting(spec: RunSpec, pool_size: int = 0) -> Setting:
+    """The run-level constants the method is constructed with."""
+    p = spec.preset
+    return Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
+                   spec.seed, pool_size=pool_size)
+
+
+def make_controllers(spec: RunSpec, setting: Setting):
+    """(allocator, length controller) of ``spec``: the one place both are built, for the
+    checks before a run, the run itself and the comparison with a finished run's options."""
+    allocator = allocators.get(spec.method)(setting, **spec.method_options)
+    controller = lengthctl.get(allocator.length_control)(
+        spec.preset.max_new_tokens, spec.seed,
+        **{**allocator.length_control_options(), **spec.length_options})
+    return allocator, controller
+
+
 def resolved_options(spec: RunSpec, pool_size: int = 0) -> dict:
     """The options the method and its length controller resolve to for ``spec`` (defaults
     filled in), as the loop records them in ``config.json``."""
-    p = spec.preset
-    setting = Setting(p.prompts_per_step, p.group_size, spec.budget, p.max_new_tokens, p.steps,
-                      spec.seed, pool_size=pool_size)
-    allocator = allocators.get(spec.method)(setting, **spec.method_options)
-    controller = lengthctl.get(allocator.length_control)(
-        p.max_new_tokens, spec.seed, **{**allocator.length_control_options(),
-                                        **spec.length_options})
+    allocator, controller = make_controllers(spec, run_setting(spec, pool_size))
     return {"allocator_options": allocator.resolved_options(),
             "length_options": controller.resolved_options()}
 
