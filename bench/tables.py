@@ -51,6 +51,7 @@ MISSING = "—"
 NEVER = "never"
 REFERENCE = ("grpo", 1.0)          # the reference run of speed-ups, targets and ratios
 TOLERANCE = 1e-9
+PASS_PREFIX = "final_pass_at_"     # summary columns of the last evaluation's pass@k
 INTERVAL_NOTE = ("mean ± half-width of the two-sided 95% Student-t interval over seeds "
                  "(t₀.₉₇₅,ₙ₋₁ · s / √n); one seed: the value alone")
 
@@ -110,8 +111,12 @@ def curve_columns(evals: list[dict]) -> dict:
     ordered = sorted(evals, key=lambda e: e["step"])
     steps = [e["step"] for e in ordered]
     accuracy = [e["mean_at_k"] for e in ordered]
+    # the last evaluation's pass@k (trainer.evaluate), absent from runs that predate it
+    passes = {f"{PASS_PREFIX}{k}": float(v)
+              for k, v in (ordered[-1].get("pass_at_k", {}) if ordered else {}).items()}
     return {"curve_accuracy": curve_average(steps, accuracy),
-            "last3_accuracy": float(np.mean(accuracy[-3:])) if accuracy else float("nan")}
+            "last3_accuracy": float(np.mean(accuracy[-3:])) if accuracy else float("nan"),
+            **passes}
 
 
 def load_curves(sweep_dir: Path) -> pd.DataFrame:
@@ -663,7 +668,10 @@ def overhead_from_file(sweep_dir: Path) -> Table | None:
 def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
                     target: float | None) -> list[Table]:
     from bench.headline import headline_table    # it builds on this module's cells
-    tables = [headline_table(summaries), budget_table(summaries), final_budget_table(summaries),
+    from bench.pass_at_k import companion_table, pass_at_k_budget_table, ks_of
+    tables = [headline_table(summaries), companion_table(summaries),
+              budget_table(summaries), final_budget_table(summaries),
+              *[pass_at_k_budget_table(summaries, k) for k in ks_of(summaries)],
               delta_table(summaries, against_full=False),
               delta_table(summaries, against_full=True), normalised_table(summaries),
               speed_table(summaries),

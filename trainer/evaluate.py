@@ -1,4 +1,13 @@
-"""Held-out evaluation: mean@k at the evaluation temperature, greedy pass@1, per-bucket accuracy.
+"""Held-out evaluation: mean@k at the evaluation temperature, greedy pass@1, per-bucket accuracy,
+and pass@k for k in :data:`PASS_AT_K` from the same samples (no extra generation).
+
+pass@k is the unbiased estimator of Chen et al. 2021 ("Evaluating Large Language Models Trained
+on Code", arXiv 2107.03374, eq. 1): with ``n`` samples of a problem of which ``c`` are correct,
+``pass@k = 1 - C(n-c, k) / C(n, k)``, averaged over problems; computed as the product
+``1 - prod_{i=n-c+1}^{n} (1 - k/i)`` (their numerically stable form).  A sample is correct when
+its reward is ``>= SUCCESS_REWARD`` (rewards are 0/1 here; MoPPS's ``acc >= 1``).  Only
+``k <= n`` is defined, so a preset with ``eval_samples = 4`` reports pass@1 and pass@4; with
+binary rewards pass@1 equals mean@k.
 
 Sampling seeds depend only on (run seed, prompt index, sample index), not on the training step,
 so successive evaluations of one run and evaluations of different methods use common random
@@ -16,6 +25,27 @@ from trainer.tasks import Task
 from trainer.verifier import VerifierPool
 
 EVAL_STREAM = 7_000_003
+PASS_AT_K = (1, 4, 8)
+SUCCESS_REWARD = 1.0
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with ``c`` correct among ``n`` samples (Chen et al.)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1, dtype=np.float64)))
+
+
+def pass_at_k_table(rewards: np.ndarray, ks=PASS_AT_K) -> dict[str, float]:
+    """``{"k": mean pass@k over problems}`` from a (problems, samples) reward matrix, for every
+    ``k`` in ``ks`` that the sample count allows."""
+    rewards = np.asarray(rewards, dtype=np.float64)
+    n = rewards.shape[1]
+    correct = (rewards >= SUCCESS_REWARD).sum(axis=1)
+    return {str(k): float(np.mean([pass_at_k(n, int(c), k) for c in correct]))
+            for k in ks if k <= n}
 
 
 def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temperature: float,
@@ -37,7 +67,8 @@ def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temper
     finally:
         if own_pool:
             verifier.close()
-    per_prompt = sampled_rewards.reshape(len(tasks), samples).mean(axis=1)
+    per_sample = sampled_rewards.reshape(len(tasks), samples)
+    per_prompt = per_sample.mean(axis=1)
     buckets = defaultdict(list)
     for t, acc in zip(tasks, per_prompt):
         buckets[t.bucket].append(acc)
@@ -47,6 +78,7 @@ def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temper
         "k": samples,
         "buckets": {b: float(np.mean(v)) for b, v in sorted(buckets.items())},
         "pass_rate_spread": float(np.mean((per_prompt > 0) & (per_prompt < 1))),
+        "pass_at_k": pass_at_k_table(per_sample),
     }
 
 

@@ -9,7 +9,8 @@ by the sweep directory (wandb ``group``), with the run's config.  Names are stab
 * ``timing_s/*``  seconds by phase (``timing_s/generate``, ...), ``*_cumulative``,
                   ``train_cumulative``;
 * ``finish/*``    rows per finish reason; ``method/*`` the allocator's own step metrics;
-* ``eval/*``      ``mean_at_k``, ``greedy``, ``pass_rate_spread``, ``bucket/NAME``, with the
+* ``eval/*``      ``mean_at_k``, ``greedy``, ``pass_rate_spread``, ``bucket/NAME``,
+                  ``pass_at_K`` (K = 1, 4, 8 where the samples allow), with the
                   ``tokens_cumulative`` / ``rollouts_cumulative`` / ``train_seconds_cumulative`` at
                   which it was taken (``eval/SET/...`` per held-out set when there are several).
 
@@ -86,6 +87,7 @@ def _eval_numbers(prefix: str, result: dict) -> dict:
                             if k not in ("step", "cum_tokens", "cum_rollouts",
                                          "cum_train_seconds")})
     out.update(_numbers(f"{prefix}bucket/", result.get("buckets", {})))
+    out.update(_numbers(f"{prefix}pass_at_", result.get("pass_at_k", {})))
     return out
 
 
