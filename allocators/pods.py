@@ -2,10 +2,11 @@
 variance (max-variance down-sampling; docs/METHODS.md, PODS).
 
 Paper: "Not All Rollouts are Useful: Down-Sampling Rollouts in LLM Reinforcement Learning", Xu,
-Savani, Fang, Kolter (CMU), arXiv 2504.13818.  No official code was found; the reference is the
-paper's abstract and method as summarised in its public versions (v1-v4): generate many rollouts
-in parallel, update on an informative subset, the subset chosen by max-variance down-sampling,
-which has an ``O(n log n)`` solution.
+Savani, Fang, Kolter (CMU), arXiv 2504.13818.  Released code: [code]
+``YixuanEvenXu/pods@187f43b``: ``trainer/maxvargrpo_trainer.py`` (``_prepare_inputs``: the
+selection and the advantages), ``config/train.yaml`` (``num_generations_reward`` = n,
+``num_generations_grad`` = m), ``results/*.json`` (the runs behind the paper's figures, named
+``...-n-m-RunK``).
 
 Equations implemented (:func:`pods_select`): given rewards ``r_1..r_n`` and ``m <= n``, choose
 ``S``, ``|S| = m``, maximising ``Var({r_i : i in S})``.  Sorted ascending, some optimal ``S`` is
@@ -24,23 +25,42 @@ Defaults and provenance:
 
 * ``n = round_half_up(b*G)`` - harness choice: PODS spends exactly uniform GRPO's rollouts at
   budget ``b`` (DESIGN.md section 4), so the comparison is at equal generation cost and PODS
-  differs from GRPO only in training on the selected subset.  ``rollouts_per_prompt`` overrides
-  ``n`` for the paper's "generate more than you train" form (then compare on cumulative tokens).
-* ``m = max(2, round_half_up(keep_fraction * n))``, ``keep_fraction = 0.5`` - harness choice:
-  the paper's (n, m) pairs were not available here (UNKNOWN); 2 is the smallest group with a
-  baseline.  ``train_per_prompt`` overrides ``m``.
-* ``rule = "max_variance"`` [paper]; ``"random"`` (a uniform ``m``-subset, seeded) is the
-  natural control for the selection rule (harness option).
+  differs from GRPO only in training on the selected subset.  The released runs compare the
+  other way, GRPO at the same number of *trained* rows (GSM8K: PODS 64 -> 16 vs GRPO 16;
+  MATH: 32 -> 8 vs 8) [code: ``results/``]; ``rollouts_per_prompt`` sets ``n`` for that
+  "generate more than you train" form (then compare on cumulative tokens).
+* ``m = max(2, round_half_up(keep_fraction * n))``, ``keep_fraction = 0.25`` [code: every
+  headline run keeps m = n/4, GSM8K 64 -> 16, MATH 32 -> 8]; at ``G = 8`` this is 8 -> 2 at
+  ``b = 1`` and 4 -> 2 at ``b = 0.5`` (2 is the smallest group with a baseline, harness).
+  ``keep_fraction = 0.5`` is the harness's earlier m = n/2 (the committed sweep's PODS rows
+  until 2026-12), kept as an option; ``train_per_prompt`` sets ``m`` directly.
+* ``rule = "max_variance"`` [paper, code]; ``"random"`` (a uniform ``m``-subset, seeded) is the
+  control for the selection rule [code: ``randomgrpo_trainer.py``, the paper's ablation].
 * Scale-free apart from ``n`` and ``m``, which are relative to ``G`` as ALGORITHMS.md section 10
   asks.
 
+Checked against the release (side by side outside the project, 20,000 random reward vectors,
+n in 4..64, m = n/4 or random in 2..n; binary, three-level and continuous rewards; the release's
+lines run verbatim on a float32 torch tensor): the chosen subset's variance agrees in 20,000/20,000;
+the chosen multiset of rewards in 19,814/20,000 (binary 6,549/6,667, three-level 6,599/6,667,
+continuous 6,666/6,666) and every difference is the tie order below (with the released order on
+our scores: 20,000/20,000); the chosen row indices in 9,579/20,000, because among equal rewards
+the release takes the rows its unstable descending ``torch.sort`` puts first.
+
 Departures:
 
-* Ties between subsets of equal variance go to the smallest ``k`` (fewest top rewards), and the
-  kept rows stay in generation order; the paper does not specify a tie rule.
+* Tie order.  The release scores ``k = m`` first (the ``m`` largest rewards), then ``k = 0, 1,
+  ..., m-1`` (``sorted_indices[:k] + sorted_indices[k-m:]``), replacing the incumbent only on a
+  strict improvement; so among subsets of equal variance it keeps ``k = m``, else the smallest
+  ``k``.  Here the smallest ``k`` always wins.  The two differ only where ``k = m`` ties with a
+  smaller ``k`` (binary rewards with odd ``m``: ``c`` and ``m - c`` correct rows have the same
+  variance); the default ``m`` at ``G = 8`` is even.  Rows tied on reward are taken in
+  generation order here (a stable sort).  The paper states no tie rule.
+* Advantages: the release normalises by the kept rows' unbiased std plus 1e-4; the loop's shared
+  advantage function (one rule for every method) applies here.
 * Rows aborted by a length controller are never candidates for the subset (they cannot enter
   the gradient); a group with fewer than ``m`` kept rows trains on all of them.
-* The paper's loss settings (LoRA / full fine-tuning, its optimiser) are not reproduced: the
+* The release's training settings (LoRA on a 4-bit model, its optimiser) are not reproduced: the
   loop's shared loss applies to every method.
 """
 from __future__ import annotations
@@ -80,8 +100,9 @@ def pods_select(rewards, m: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PODSOptions(Options):
-    keep_fraction: float = option(0.5, "trained rows m as a fraction of the generated n "
-                                  "(at least 2)", gt=0, le=1)
+    keep_fraction: float = option(0.25, "trained rows m as a fraction of the generated n "
+                                  "(at least 2); 0.25 = the released n/4, 0.5 = the harness's "
+                                  "earlier n/2", gt=0, le=1)
     rollouts_per_prompt: int | None = option(None, "rollouts n per prompt; null = "
                                              "round_half_up(b*G), uniform GRPO's group", ge=1)
     train_per_prompt: int | None = option(None, "trained rows m per prompt (wins over "

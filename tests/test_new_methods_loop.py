@@ -8,7 +8,7 @@ from trainer.loop import Run, RunSpec
 from trainer.rundir import read_jsonl
 
 # method -> (rows trained per group, whether a step may charge more than M*G rollouts)
-EXPECTED = {"mopps": (8, False), "pods": (4, False), "speed-rl": (8, True),
+EXPECTED = {"mopps": (8, False), "pods": (2, False), "speed-rl": (8, True),
             "reinforce-ada": (4, True)}
 
 

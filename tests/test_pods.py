@@ -51,7 +51,7 @@ def test_matches_brute_force(seed):
 
 
 def test_in_a_loop_trains_m_of_n_and_keeps_the_signal():
-    alloc = allocators.get("pods")(setting(m=4))
+    alloc = allocators.get("pods")(setting(m=4), keep_fraction=0.5)     # the earlier m = n/2
     assert (alloc.n, alloc.m) == (8, 4)
     loop = Loop(alloc, ScriptedPool(100), lambda pid, i: float(i < pid % 8))
     rows, groups, rounds = loop.step(0)
@@ -64,6 +64,14 @@ def test_in_a_loop_trains_m_of_n_and_keeps_the_signal():
     # 0 < p < 1 groups stay mixed after selection
     assert alloc.step_metrics["mixed_groups_after_selection"] == alloc.step_metrics["mixed_groups"]
     assert alloc.step_metrics["rows_not_trained"] == 16
+
+
+def test_released_ratio_is_the_default_and_half_an_option():
+    pods = allocators.get("pods")
+    assert (lambda a: (a.n, a.m))(pods(setting())) == (8, 2)                   # m = n/4
+    assert (lambda a: a.m)(pods(setting(), rollouts_per_prompt=64)) == 16       # GSM8K 64 -> 16
+    assert (lambda a: a.m)(pods(setting(), rollouts_per_prompt=32)) == 8        # MATH 32 -> 8
+    assert (lambda a: (a.n, a.m))(pods(setting(), keep_fraction=0.5)) == (8, 4)
 
 
 def test_budget_scaling_and_overrides():
@@ -85,5 +93,5 @@ def test_random_rule_is_seeded_and_sized():
                     length=lambda pid, i: i + 1)
         _, groups, _ = loop.step(0)
         out.append([[r.n_tokens for r in g] for g in groups])
-        assert all(len(g) == 4 for g in groups)
+        assert all(len(g) == 2 for g in groups)                          # m = 8/4
     assert out[0] == out[1]
