@@ -51,6 +51,17 @@ Departures:
   released ``*_noinit`` scripts run without it too.
 * Posteriors are updated from the groups that trained (every selected prompt trains: one round, no
   filter), rows aborted by a length controller left out.
+* Posteriors are float64 here.  In the release they become float32 after the first update: the
+  success rates arrive as a float32 torch tensor (``our_group_reward``), so every updated
+  ``alpha_i``, ``beta_i`` is a float32 scalar (a rounding difference only).
+* The release's update is wrong at ``rollout.n = 1``: the conditional expression
+  ``... + s * n if n > 1 else 8`` binds to the whole right-hand side, so with one rollout per
+  prompt every updated prompt gets ``alpha = beta = 8`` whatever its history (and with
+  ``n > 1`` the update is the one above).  The harness applies the stated update at every ``n``.
+* Candidate batches: the release's candidate dataloader (``K = ts_ratio * M`` prompts a batch)
+  uses ``drop_last=True``, so the last partial batch of an epoch is never offered; the harness's
+  candidate draw continues into the next epoch's shuffle instead, so one step's candidates may
+  span an epoch boundary (no prompt is dropped, and a step never sees a prompt twice).
 * ``argsort`` is stable here (the code's default quicksort may order exact ties differently; with
   continuous draws ties have probability 0).
 """

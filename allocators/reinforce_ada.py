@@ -25,7 +25,12 @@ Per step, for the ``M`` candidates:
    are the first ones cached of each kind; positives first.
 4. Advantages with global statistics (``global_stat = True``): the group's mean and std are
    those of *every* row the prompt drew this step, not only the ``keep`` trained rows.  The loop's
-   advantage function reads them from :data:`allocators.base.BASELINE_REWARDS_FLAG`.
+   advantage function reads them from :data:`allocators.base.BASELINE_REWARDS_FLAG`.  The release
+   rebuilds that pool from the prompt's positive/negative counts (``core_algos.py``
+   ``_compute_with_global_stats``: ``pos_count`` ones and ``neg_count`` zeros, a positive being a
+   reward above ``positive_threshold``), i.e. it reads every reward as 1/0; here the pool holds
+   the rewards themselves.  Identical for binary rewards (every testbed here); for graded rewards
+   the release's baseline is the positive share, ours the mean reward.
 
 Defaults and provenance:
 

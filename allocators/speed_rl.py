@@ -52,8 +52,17 @@ Departures:
   queue draws no candidates.
 * The code rounds continuation batches down to a multiple of the GPU count and keeps the rest
   waiting; irrelevant here, every waiting prompt is continued in the next round.
-* The code's ``n_cont % n_init == 0`` requirement (continuations are generated as
-  ``n_cont / n_init`` repeats of an ``n_init``-sample request) is not needed here.
+* The code's ``n_cont % n_init == 0`` requirement (``DataController.__init__``: continuations are
+  generated as ``n_cont / n_init`` repeats of an ``n_init``-sample request) is not needed here.
+* The b = 0.5 setting ``(n_init, n_cont) = (2, 2)`` extends the method; it does not reproduce a
+  released run.  The divisibility check passes, but the release tells a screen from a
+  continuation by the group's row count (``update_prompts``: ``initial_n`` rows = screen,
+  ``n_continue`` rows = continuation), so with ``n_init = n_cont`` a mixed continuation is also
+  read as a fresh screen: re-queued for another continuation and its rows filed twice, the prompt
+  never holds exactly ``n`` rows, and ``get_training_data``, which counts it as ready, fails its
+  ``len(training_indices) >= train_resp_bsz`` assertion (read from the code, not run).  Here rows
+  carry their tag, so (2, 2) runs as the mechanism describes; the sweep's b = 0.5 SPEED-RL rows
+  are the harness's extension, not the release's behaviour.
 * The paper's base algorithms are RLOO and DAPO; the loop's shared GRPO loss applies here.
 * Rows aborted by a length controller are left out of the screening test.
 """

@@ -63,13 +63,16 @@ What is implemented (the equations of this module)
        a = min(1, max(a, (K - bN) / P))       (negatives ran short: positives fill the places)
        s_i = ε + (1 - ε) (a q_i + b (1 - q_i))
 
-   so that ``E[survivors] = aP + bN = K`` before the ε floor, with as close to ``ρK`` of the
-   expected positive mass among them as ``K`` allows: a group predicted balanced or all one way
-   keeps each row at rate κ, a skewed one keeps its minority class preferentially, and the
-   survivors' expected positive share lies between the group's and ρ.  ``s_i`` is the chance
-   that row ``i`` survives when its unknown class is drawn from ``q_i`` and kept at its class's
-   rate [harness reconstruction of "samples a pruning decision according to the survival
-   probability"; κ, ρ, ε from DUET's configuration].
+   so that ``E[survivors] = Σ s_i = aP + bN = K`` before the ε floor: a group predicted
+   balanced or all one way keeps each row at rate κ, a skewed one keeps its likelier-minority
+   rows preferentially.  The rates ``a``, ``b`` are chosen as if ``aP`` (as close to ``ρK`` as
+   ``K`` allows) of the positive mass survived, but that does not hold: the prune draw (step 5)
+   is independent of the row's unknown label, so a row survives with ``s_i`` whatever its class
+   and the expected number of positive survivors is ``Σ q_i s_i`` (for calibrated ``q``), not
+   ``aP``; the expected positive share of the survivors is ``Σ q_i s_i / Σ s_i``.  Measured
+   (issue 28): the realised positive share is within 0.014 of ``Σ q_i s_i / Σ s_i`` and up to
+   0.18 from ``aP / K`` [harness reconstruction of "samples a pruning decision according to the
+   survival probability"; κ, ρ, ε from DUET's configuration].
 5. Decision (:func:`prune_group`): row ``i`` is pruned iff ``u_i >= s_i``, ``u_i`` the first
    uniform of ``numpy.random.default_rng(row_seed)``; if fewer than ``min_keep = 2`` rows of a
    group would survive, the pruned ones with the largest ``s_i`` (then the smallest ``u_i``,
