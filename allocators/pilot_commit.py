@@ -38,8 +38,8 @@ with the current policy before every update ([code] ``pc_ray_trainer.py`` "recom
 old_log_probs"), so with one update per step a pilot row sampled in an earlier step has a PPO
 ratio of exactly 1 at the start of the update: it is treated as an on-policy sample, with no
 correction for its staleness.  ``stale_logprobs="recompute"`` (default) follows it: ``select``
-flags each pilot row of a training group that an earlier step sampled with
-:data:`allocators.base.RECOMPUTE_OLD_LOGPROBS`, and the loop recomputes those rows' log-probs
+marks each pilot row of a training group that an earlier step sampled
+(``Rollout.recompute_logprobs``), and the loop recomputes those rows' log-probs
 with the current policy before the update, charged to the ledger's ``logprob`` phase.  Rows of the
 current step are not flagged: the policy has not changed since they were sampled, so their
 engine log-probs are already the current policy's.  ``stale_logprobs="sampler"`` keeps each
@@ -102,9 +102,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import (RECOMPUTE_OLD_LOGPROBS, Allocator, PromptInfo, Request, Rollout,
+from allocators.base import (Allocator, PromptInfo, Request, Rollout,
                              group_rows, round_half_up)
-from allocators.options import Options, option
+from core.options import Options, option
 from allocators.dapo import RowCursor
 from allocators.greso import EpochTracker
 
@@ -243,7 +243,7 @@ class PilotCommit(Allocator):
         stale = [r for _, _, pilot_rows in self.committed for r in pilot_rows if r.step < step]
         if self.opts.stale_logprobs == "recompute":
             for row in stale:
-                row.flags[RECOMPUTE_OLD_LOGPROBS] = True
+                row.recompute_logprobs = True
         dropped = self.drop_stale(step)
         self.step_metrics.update(trained_groups=len(groups), stale_dropped=dropped,
                                  stale_rows=len(stale),

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.overrides import ConfigError
+from bench.overrides import ConfigError, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bench.report import build, update_sweep_file
 from bench.run import HelpFormatter, UsageError, configure, execute, locked, parse_ints
@@ -271,9 +271,7 @@ def plan(args) -> tuple[list[RunSpec], Path]:
     # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
     order = [(m, b, s) for s in seeds for m, b in RUNS]
     order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []
-    specs = [RunSpec(m, b, s, preset, config.get("method_options", {}).get(m, {}),
-                     config.get("length_options", {}).get(m, {}))
-             for m, b, s in order]
+    specs = [RunSpec(m, b, s, preset, **run_options(config, m)) for m, b, s in order]
     out = Path(args.out or f"runs/{preset.name}-calibration")
     for spec in specs:
         validate_spec(spec)

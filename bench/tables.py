@@ -76,11 +76,13 @@ def _read(path: Path, reader):
 
 
 def run_identity(run_dir: Path) -> dict:
-    """method, budget, seed and preset of a run, from its config.json."""
+    """method, budget, seed and preset of a run, from its config.json; a run with another stop
+    rule than its method's own is the method ``METHOD+RULE``."""
     config = _read(run_dir / "config.json", read_json)
     try:
         run = config["run"]
-        return {"method": run["method"], "budget": float(run["budget"]), "seed": int(run["seed"]),
+        rule = run.get("length")
+        return {"method": run["method"] + (f"+{rule}" if rule else ""), "budget": float(run["budget"]), "seed": int(run["seed"]),
                 "preset": run["preset"]["name"], "group_size": run["preset"]["group_size"]}
     except (KeyError, TypeError) as exc:
         raise SweepError(f"malformed run directory {run_dir}: config.json lacks {exc}") from None
