@@ -16,7 +16,6 @@ is plain Python/numpy so that allocators can be unit-tested and reused without t
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -118,3 +117,12 @@ def check_count_bounds(name: str, prompts: int, total: int, low: int, high: int)
                          f"maximum {high} per prompt")
 
 
+def two_stage_split(n: int, fraction: float, minimum: int, first: int | None = None,
+                    second: int | None = None) -> tuple[int, int]:
+    """(first, second) stage rollouts of a group of ``n`` drawn in two stages (Pilot-Commit's
+    pilot and commit, SPEED-RL's screen and continuation): ``first`` as given, else
+    ``max(minimum, round_half_up(fraction * n))``; ``second`` as given, else the rest.  The
+    caller checks the pair against its own rule."""
+    a = first if first is not None else max(minimum, round_half_up(fraction * n))
+    b = second if second is not None else n - a
+    return int(a), int(b)

@@ -102,8 +102,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import (Allocator, PromptInfo, Request, Rollout,
-                             group_rows, round_half_up)
+from allocators.base import (Allocator, PromptInfo, Request, Rollout, group_rows,
+                             round_half_up, two_stage_split)
 from core.options import Options, option
 from allocators.dapo import RowCursor
 from allocators.greso import EpochTracker
@@ -124,14 +124,12 @@ class PilotEntry:
 def pilot_split(n: int, *, pilot_fraction: float = 0.25, min_pilot: int = 2,
                 pilot_size: int | None = None, commit_size: int | None = None) -> tuple[int, int]:
     """(n_p, n_c): pilot and commit rollouts per prompt for a group of ``n``."""
-    n_pilot = pilot_size if pilot_size is not None else max(min_pilot,
-                                                            round_half_up(pilot_fraction * n))
-    n_commit = commit_size if commit_size is not None else n - n_pilot
+    n_pilot, n_commit = two_stage_split(n, pilot_fraction, min_pilot, pilot_size, commit_size)
     if n_pilot < 1 or n_commit < 1:
         raise ValueError(f"pilot-commit: a group of {n} gives pilot {n_pilot} / commit {n_commit}; "
                          f"both must be >= 1 (raise the budget fraction or set pilot_size/"
                          f"commit_size)")
-    return int(n_pilot), int(n_commit)
+    return n_pilot, n_commit
 
 
 def effective_band(n_pilot: int, lower: float, upper: float) -> list[float]:

@@ -41,7 +41,8 @@ import pandas as pd
 from bench.overrides import ConfigError, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bench.report import build, update_sweep_file
-from bench.run import HelpFormatter, UsageError, configure, execute, locked, parse_ints
+from bench.run import (HelpFormatter, UsageError, add_override_arguments, configure, execute,
+                       locked, parse_ints)
 from bench.stats import t_interval
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
 from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
@@ -239,14 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>-calibration); an existing "
                              "bench.run sweep of the same preset works too: its runs are reused")
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--config", default=None,
-                        help="JSON file overriding preset fields and per-method options, as in "
-                             "bench.run (e.g. {\"method_options\": {\"oracle\": "
-                             "{\"estimate_rollouts\": 32}}})")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, after --config (repeatable), as in bench.run: "
-                             "preset.FIELD=V, METHOD.OPTION=V, method.OPTION=V")
+    add_override_arguments(parser)
     parser.add_argument("--with-duet", action="store_true",
                         help="also run duet-abort at b = 1 for the stop-rule diagnostic (read "
                              "whenever present, run only with this flag)")

@@ -121,20 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run preset: {', '.join(f'{k} ({v.description})' for k, v in PRESETS.items())}")
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>); one sub-directory per run")
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
-    parser.add_argument("--config", default=None,
-                        help="JSON file overriding preset fields and per-method options: "
-                             '{"preset": {FIELD: V}, "method_options": {METHOD: {OPTION: V}}, '
-                             '"length_options": {METHOD: {OPTION: V}}, "length": {METHOD: RULE}}')
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, after --config (repeatable): preset.FIELD=V, "
-                             "METHOD.OPTION=V (e.g. vip.embedding=hashed), method.OPTION=V "
-                             "(every selected method with that option), METHOD.length=RULE or "
-                             "method.length=RULE (run with another stop rule, e.g. "
-                             "knapsack.length=duet), METHOD.length.OPTION=V or length.OPTION=V "
-                             "(the stop rule's options); V is JSON where it parses "
-                             "(3e-5, true, null, [\"a.jsonl\"]), else a string; --list shows "
-                             "every field and option with its default and range")
+    add_override_arguments(parser)
     parser.add_argument("--table", default=None, metavar="NAME",
                         help="run what one of the papers' tables needs (its methods and budgets, "
                              "on --preset, with --seeds, into --out) and print it in the paper's "
@@ -205,6 +192,25 @@ def summary(cls) -> str:
     doc = inspect.cleandoc(cls.__doc__ or sys.modules[cls.__module__].__doc__ or "")
     first = " ".join(doc.split("\n\n")[0].split())
     return LITERAL.sub(r"\1", ROLE.sub(_role_text, first))
+
+
+def add_override_arguments(parser) -> None:
+    """``--steps``, ``--config`` and ``--set``: how ``bench.run`` and ``bench.calibrate`` change a
+    preset and the methods' options (read by :func:`configure`)."""
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    parser.add_argument("--config", default=None,
+                        help="JSON file overriding preset fields and per-method options: "
+                             '{"preset": {FIELD: V}, "method_options": {METHOD: {OPTION: V}}, '
+                             '"length_options": {METHOD: {OPTION: V}}, "length": {METHOD: RULE}}')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, after --config (repeatable): preset.FIELD=V, "
+                             "METHOD.OPTION=V (e.g. vip.embedding=hashed), method.OPTION=V "
+                             "(every selected method with that option), METHOD.length=RULE or "
+                             "method.length=RULE (run with another stop rule, e.g. "
+                             "knapsack.length=duet), METHOD.length.OPTION=V or length.OPTION=V "
+                             "(the stop rule's options); V is JSON where it parses "
+                             "(3e-5, true, null, [\"a.jsonl\"]), else a string; --list shows "
+                             "every field and option with its default and range")
 
 
 def list_everything() -> str:
