@@ -25,8 +25,8 @@ Per step, for the ``M`` candidates:
    are the first ones cached of each kind; positives first.
 4. Advantages with global statistics (``global_stat = True``): the group's mean and std are
    those of *every* row the prompt drew this step, not only the ``keep`` trained rows.  The loop's
-   advantage function reads them from :data:`allocators.base.BASELINE_REWARDS_FLAG`.  The release
-   rebuilds that pool from the prompt's positive/negative counts (``core_algos.py``
+   advantage function reads them from ``Rollout.baseline_rewards``.  The release rebuilds that
+   pool from the prompt's positive/negative counts (``core_algos.py``
    ``_compute_with_global_stats``: ``pos_count`` ones and ``neg_count`` zeros, a positive being a
    reward above ``positive_threshold``), i.e. it reads every reward as 1/0; here the pool holds
    the rewards themselves.  Identical for binary rewards (every testbed here); for graded rewards
@@ -67,9 +67,9 @@ from typing import Sequence
 import numpy as np
 
 from allocators import register
-from allocators.base import BASELINE_REWARDS_FLAG, Allocator, Request, Rollout, round_half_up
+from allocators.base import Allocator, Request, Rollout, round_half_up
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 CHOICES = ("balanced", "positive_focused")
 
@@ -184,7 +184,7 @@ class ReinforceAda(Allocator):
             if self.opts.global_stat:
                 pool = tuple(float(r.reward) for r in rows)
                 for r in chosen:
-                    r.flags[BASELINE_REWARDS_FLAG] = pool
+                    r.baseline_rewards = pool
             groups.append(chosen)
         self.step_metrics.update(finished=sum(self.finished.values()),
                                  unfinished=len(self.order) - sum(self.finished.values()),

@@ -54,7 +54,7 @@ import numpy as np
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 PROFILE, TRAIN = "profile", "train"
 REFERENCE_GROUP = 8          # the buckets are stated for a largest group of 8 (b*G = 8)

@@ -56,7 +56,7 @@ import numpy as np
 from allocators import register
 from allocators.base import Allocator, Request, Rollout, round_half_up
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 TAG = "vigor"
 

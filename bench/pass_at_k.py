@@ -2,7 +2,7 @@
 
 Every run's ``eval.jsonl`` records carry ``pass_at_k`` (``trainer.evaluate``: the unbiased
 estimator of Chen et al. 2021 from the evaluation's own samples, k in 1, 4, 8 where the preset's
-``eval_samples`` allows).  ``bench.tables.curve_columns`` turns the last evaluation's values into
+``eval_samples`` allows).  ``bench.tables.sweep.curve_columns`` turns the last evaluation's values into
 the summary columns ``final_pass_at_K``; a sweep whose runs predate pass@k has none, and these
 tables are then left out.
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.stats import t_interval
-from bench.tables import (MISSING, INTERVAL_NOTE, PASS_PREFIX as PREFIX, Table, _budget_cells,
-                          blabel, budgets_of, cell_runs, fmt, is_control, method_order,
-                          paired_differences, row_label, signed)
+from bench.tables.builders import _budget_cells
+from bench.tables.cells import (INTERVAL_NOTE, MISSING, Table, blabel, budgets_of, cell_runs, fmt,
+                                is_control, method_order, row_label, signed)
+from bench.tables.registry import standard
+from bench.tables.speedup import paired_differences
+from bench.tables.sweep import PASS_PREFIX as PREFIX
 
 
 def ks_of(df: pd.DataFrame) -> list[int]:
@@ -68,3 +71,9 @@ def companion_table(df: pd.DataFrame) -> Table | None:
                  f"over the n paired seeds. pass@k: the unbiased estimator 1 − C(n−c, k)/C(n, k) "
                  f"(Chen et al. 2021) from the evaluation's n samples per problem (no extra "
                  f"generation); k > n is not reported.")
+
+
+# the companion right after the headline (order 0), the pass@k budget tables after the final one
+standard("headline_pass_at_k", 0)(lambda ctx: companion_table(ctx.summaries))
+standard("budget_pass_at_k", 2)(lambda ctx: [pass_at_k_budget_table(ctx.summaries, k)
+                                             for k in ks_of(ctx.summaries)])
