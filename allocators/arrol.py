@@ -3,7 +3,7 @@ RLVR", Xu et al., ACL 2026) as a method: uniform GRPO counts with ARRoL's online
 
 The pruning rule -- quality head, calibration, per-group survival draw at ``l_detect`` -- is the
 length controller ``lengthctl/arrol.py`` (its docstring has the equations, defaults, provenance
-and departures; docs/METHODS.md §5 the specification).  This module is the allocation side:
+and departures; docs/METHODS.md §ARRoL the specification).  This module is the allocation side:
 
 * ``plan``: ``round_half_up(b · G)`` rollouts for each of the ``M`` prompts, as uniform GRPO
   (the paper prunes GRPO's and DAPO's groups; their reduced-budget rows are UNKNOWN, so the
@@ -13,7 +13,7 @@ and departures; docs/METHODS.md §5 the specification).  This module is the allo
   ``lengthctl.arrol.PRUNED_FLAG``).  Advantages are then normalised over the survivors only.
   ``pruned_in_baseline=True`` keeps pruned rows in their group's mean and std as scored (the
   harness's rule for DUET's aborted rows) -- an ablation, not the paper.
-* Groups that keep fewer than two rows give no gradient (the harness rule, DESIGN.md §3); the
+* Groups that keep fewer than two rows give no gradient (the harness rule, docs/DESIGN.md §Loop); the
   rule keeps at least ``min_keep = 2`` rows of every group it prunes.
 
 Budget: every generated token is charged, a pruned row's up to ``l_detect`` (plus the forced

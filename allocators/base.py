@@ -1,4 +1,4 @@
-"""The allocator interface of the shared GRPO loop (DESIGN.md §3), torch-free.
+"""The allocator interface of the shared GRPO loop (docs/DESIGN.md §Loop), torch-free.
 
 Every rollout-allocation method is a subclass of :class:`Allocator` registered with
 :func:`allocators.register`.  The loop calls, per training step::
@@ -101,7 +101,7 @@ class Setting:
 
     @property
     def rollouts_per_step(self) -> int:
-        """C = round(b * M * G) (DESIGN.md §4)."""
+        """C = round(b * M * G) (docs/DESIGN.md §Budget)."""
         return int(round(self.budget_fraction * self.prompts_per_step * self.group_size))
 
 
@@ -281,7 +281,7 @@ def rewards_all_equal(rewards: np.ndarray, tol: float = 1e-6) -> bool:
 
 
 def check_count_bounds(name: str, prompts: int, total: int, low: int, high: int) -> None:
-    """Fail loudly when ``prompts * low <= total <= prompts * high`` cannot hold (ALGORITHMS §10.2)."""
+    """Fail loudly when ``prompts * low <= total <= prompts * high`` cannot hold (docs/ALGORITHMS.md §Scaling)."""
     if prompts * low > total:
         raise ValueError(f"{name}: budget of {total} rollouts is below {prompts} prompts x "
                          f"minimum {low} per prompt")
