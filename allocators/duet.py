@@ -343,12 +343,13 @@ class DuetAllocationOptions(Options):
     n_min: int = option(1, "fewest rollouts of a drawn prompt", ge=0)
     n_max: int | None = option(None, "most rollouts of a prompt; null = 4 n_ref", ge=1)
     eps_pre: float = option(0.05, "floor of the pre-draw propensity", ge=0, le=1)
-    iterations: int = option(10, "fixed-point iterations of the Neyman counts", ge=1)
+    iterations: int = option(10, "bisection steps on log lambda in [-20, 20]", ge=1)
     k_warmup: int = option(1, "visits before a prompt's observed spread is used", ge=1)
     sigma_min: float = option(1e-6, "floor of the predicted spread", ge=0)
     cold_start: str = option("ridge", "spread of unvisited prompts: ridge on the prompt "
                              "log-prob, or constant (cold_spread)", choices=COLD_STARTS)
-    cold_spread: float = option(1.0, "spread assumed before the ridge is fitted", gt=0)
+    cold_spread: float = option(1.0, "spread of cold prompts until the ridge is fitted, "
+                                "and always with cold_start=constant", gt=0)
     ridge_alpha: float = option(1.0, "ridge regularisation", ge=0)
     ridge_min_points: int = option(8, "warm prompts before the ridge is fitted", ge=2)
     stop_floor: float = option(0.5, "lowest stop threshold tau", ge=0, le=1)

@@ -385,11 +385,14 @@ class KnapsackOptions(Options):
                                            "this budget (the §Scaling rule)", ge=1)
     reward_buffer_length: int | None = option(None, "rewards the estimate averages; "
                                               "null = 2 (C // M)", ge=1)
-    alpha: float = option(0.9, "the value model's exponent on the gradient variance",
-                          ge=0)
+    alpha: float = option(0.9, "cost confidence: an effective prompt's cost is the rollouts "
+                          "that give a non-zero gradient with this probability, "
+                          "ln(1 - alpha) / ln(max(p, 1 - p))", gt=0, lt=1)
     cost: str = option("probability", "cost model of a rollout", choices=COST_MODELS)
-    allow_fallback: bool = option(True, "fall back to uniform counts when the classes do "
-                                  "not fit the budget")
+    allow_fallback: bool = option(True, "step 4: when the effective prompts' summed costs "
+                                  "fall short of the remaining budget, the surplus goes "
+                                  "evenly to the unsolved prompts (false: all of it to the "
+                                  "knapsack)")
     cold_joins_unsolved: bool = option(True, "prompts without an estimate join the unsolved "
                                        "class, as in the release's zero-initialised array")
     adv_clip: float | None = option(5.0, "clamp group-normalised advantages to +-adv_clip "

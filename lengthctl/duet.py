@@ -475,7 +475,8 @@ class DuetStopOptions(Options):
     k2_fraction: float = option(0.7, "initial K2 as a fraction of L_max", ge=0, le=1)
     eps_abort: float = option(0.05, "chance that a row due for abort is kept anyway", ge=0,
                               le=1)
-    eps_len: float = option(0.05, "chance that a late row is kept past the late gate", ge=0,
+    eps_len: float = option(0.05, "chance that a confident stop (after the marker) is "
+                            "ignored once, so the row runs on", ge=0,
                             le=1)
     stop_floor: float = option(0.5, "lowest stop threshold", ge=0, le=1)
     stop_ceiling: float = option(0.99, "highest stop threshold", ge=0, le=1)
