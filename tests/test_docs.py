@@ -183,3 +183,20 @@ def test_knapsack_alpha_outside_its_documented_range_is_refused_before_any_work(
     err = captured.err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "alpha" in err[0], captured.err
     assert not out.exists() or not any(out.rglob("metrics.jsonl"))
+
+
+def test_every_registered_method_and_stop_rule_is_specified_in_docs():
+    """A method that moves in is specified beside the others: its name or its module appears in
+    docs/ALGORITHMS.md or docs/METHODS.md."""
+    import allocators
+    import lengthctl
+
+    text = "\n".join((DOCS / name).read_text(encoding="utf-8")
+                     for name in ("ALGORITHMS.md", "METHODS.md"))
+    missing = []
+    for registry in (allocators, lengthctl):
+        for name in registry.available():
+            module = registry.get(name).__module__.replace(".", "/") + ".py"
+            if f"`{name}`" not in text and f"`{module}`" not in text:
+                missing.append(f"{name} ({module})")
+    assert not missing, "not specified in docs/: " + ", ".join(missing)
