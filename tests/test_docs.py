@@ -27,7 +27,7 @@ OUTSIDE = re.compile(r"shared/docs|(?:DESIGN|ALGORITHMS)(?:\.md)?\s+(?:§\s?|sec
 HEADING = re.compile(r"^#{1,6}\s+(?:\d+(?:\.\d+)*\.?\s+)?(\S+)", re.MULTILINE)
 MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
 # a backticked path into the project's own packages, e.g. `trainer/ledger.py`
-CODE_PATH = re.compile(r"`((?:allocators|lengthctl|trainer|bench|tests|docs|notebooks)/[\w./-]*)`")
+CODE_PATH = re.compile(r"`((?:allocators|lengthctl|trainer|bench|core|tests|docs|notebooks)/[\w./-]*)`")
 
 
 def source_files() -> list[Path]:
