@@ -74,9 +74,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import Allocator, check_count_bounds, Request
-from allocators.hora import beta_posterior, concave_counts
-from allocators.options import Options, option
+from allocators.base import Request
+from allocators.hora import BetaCountAllocator, BetaCountOptions, concave_counts
+from allocators.options import option
 
 
 def bernoulli_value(alpha, beta) -> np.ndarray:
@@ -130,35 +130,25 @@ def price_for(increments: np.ndarray, extra: int) -> float:
 
 
 @dataclass(frozen=True)
-class CEROOptions(Options):
-    prior_alpha: float = option(1.0, "Beta prior alpha_0", gt=0)
-    prior_beta: float = option(1.0, "Beta prior beta_0", gt=0)
+class CEROOptions(BetaCountOptions):
     saturation: float | None = option(None, "tau of u(N) = v (1 - exp(-N/tau)) over a prompt's "
                                       "cumulative rollouts; null = G", gt=0)
     eta: float = option(0.5, "step size of the budget price (relative to the initial price)",
                         gt=0)
-    n_min: int = option(2, "fewest rollouts per prompt", ge=1)
-    n_max: int | None = option(None, "most rollouts per prompt; null = min(16 G, C - (M-1) "
-                               "n_min)", ge=1)
     max_step_ratio: float = option(2.0, "most rollouts one step may spend, as a multiple of C",
                                    ge=1)
-    success_threshold: float = option(1.0, "a reward at or above this counts as a success")
 
 
 @register("cero")
-class CERO(Allocator):
+class CERO(BetaCountAllocator):
     Options = CEROOptions
 
     def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
-        o = self.opts
-        total, m = setting.rollouts_per_step, setting.prompts_per_step
-        self.n_max = o.n_max if o.n_max is not None else max(
-            o.n_min, min(16 * setting.group_size, total - (m - 1) * o.n_min))
-        check_count_bounds(self.name, m, total, o.n_min, self.n_max)
+        o, total = self.opts, setting.rollouts_per_step
         self.tau = float(o.saturation if o.saturation is not None else setting.group_size)
         self.step_cap = math.ceil(o.max_step_ratio * total)
-        # the run's ledger: rollouts left of T * C, the budget price, steps planned so far
+        # the run's ledger: rollouts left of T * C; the budget price and its scale (set at step 0)
         self.remaining = int(setting.steps) * total
         self.price: float | None = None
         self.price_scale = 0.0
@@ -167,9 +157,7 @@ class CERO(Allocator):
         o = self.opts
         m, total = len(candidates), budget.rollouts
         pids = [c.pid for c in candidates]
-        alpha, beta = beta_posterior(stats, pids, prior_alpha=o.prior_alpha,
-                                     prior_beta=o.prior_beta,
-                                     success_threshold=o.success_threshold)
+        alpha, beta = self.posterior(stats, pids)
         value = bernoulli_value(alpha, beta)
         cumulative = np.array([stats.n_samples(p) for p in pids], dtype=np.float64)
         ladder = utility_increments(value, cumulative, self.tau, o.n_min, self.n_max - o.n_min)
@@ -198,6 +186,6 @@ class CERO(Allocator):
         return [Request(pid, int(n)) for pid, n in zip(pids, counts)]
 
     def resolved_options(self) -> dict:
-        return {**super().resolved_options(), "n_max": self.n_max, "saturation": self.tau,
+        return {**super().resolved_options(), "saturation": self.tau,
                 "step_cap": self.step_cap, "run_budget": int(self.setting.steps)
                 * self.setting.rollouts_per_step}

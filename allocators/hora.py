@@ -121,18 +121,22 @@ def hora_counts(alpha, beta, total: int, *, n_min: int = 2, n_max: int = 128) ->
 
 
 @dataclass(frozen=True)
-class HORAOptions(Options):
-    prior_alpha: float = option(1.0, "Beta prior alpha_0 (the paper's uniform prior: 1)", gt=0)
-    prior_beta: float = option(1.0, "Beta prior beta_0 (the paper's uniform prior: 1)", gt=0)
+class BetaCountOptions(Options):
+    """Options of the count allocators on per-prompt Beta posteriors (HORA, CERO)."""
+
+    prior_alpha: float = option(1.0, "Beta prior alpha_0 (HORA's uniform prior: 1)", gt=0)
+    prior_beta: float = option(1.0, "Beta prior beta_0 (HORA's uniform prior: 1)", gt=0)
     n_min: int = option(2, "fewest rollouts per prompt", ge=1)
     n_max: int | None = option(None, "most rollouts per prompt; null = min(16 G, C - (M-1) "
                                "n_min)", ge=1)
     success_threshold: float = option(1.0, "a reward at or above this counts as a success")
 
 
-@register("hora")
-class HORA(Allocator):
-    Options = HORAOptions
+class BetaCountAllocator(Allocator):
+    """Shared part of HORA and CERO: counts in ``[n_min, n_max]`` from each candidate's Beta
+    posterior over its recorded rewards (unregistered: not a method by itself)."""
+
+    Options = BetaCountOptions
 
     def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
@@ -142,17 +146,23 @@ class HORA(Allocator):
             o.n_min, min(16 * setting.group_size, total - (m - 1) * o.n_min))
         check_count_bounds(self.name, m, total, o.n_min, self.n_max)
 
-    def plan(self, step, candidates, stats, budget):
+    def posterior(self, stats: PromptStats, pids) -> tuple[np.ndarray, np.ndarray]:
         o = self.opts
+        return beta_posterior(stats, pids, prior_alpha=o.prior_alpha, prior_beta=o.prior_beta,
+                              success_threshold=o.success_threshold)
+
+    def resolved_options(self) -> dict:
+        return {**super().resolved_options(), "n_max": self.n_max}
+
+
+@register("hora")
+class HORA(BetaCountAllocator):
+    def plan(self, step, candidates, stats, budget):
         pids = [c.pid for c in candidates]
-        alpha, beta = beta_posterior(stats, pids, prior_alpha=o.prior_alpha,
-                                     prior_beta=o.prior_beta,
-                                     success_threshold=o.success_threshold)
-        counts = hora_counts(alpha, beta, budget.rollouts, n_min=o.n_min, n_max=self.n_max)
+        alpha, beta = self.posterior(stats, pids)
+        counts = hora_counts(alpha, beta, budget.rollouts, n_min=self.opts.n_min,
+                             n_max=self.n_max)
         self.step_metrics = {"hit_utility": float(hit_utility(alpha, beta, counts).sum()),
                              "posterior_mean": float(np.mean(alpha / (alpha + beta))),
                              "count_max": int(counts.max()), "count_min": int(counts.min())}
         return [Request(pid, int(n)) for pid, n in zip(pids, counts)]
-
-    def resolved_options(self) -> dict:
-        return {**super().resolved_options(), "n_max": self.n_max}
