@@ -81,7 +81,7 @@ import numpy as np
 from allocators import register
 from allocators.base import Request
 from allocators.hora import BetaCountAllocator, BetaCountOptions, concave_counts
-from allocators.options import option
+from core.options import option
 
 
 def bernoulli_value(alpha, beta) -> np.ndarray:

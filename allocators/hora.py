@@ -63,7 +63,7 @@ from scipy.special import betaln
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, check_count_bounds
 from allocators.knapsack import take_largest
-from allocators.options import Options, option
+from core.options import Options, option
 
 
 def beta_posterior(stats: PromptStats, pids, *, prior_alpha: float, prior_beta: float,

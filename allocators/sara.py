@@ -53,7 +53,7 @@ from scipy.special import betainc
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 PROBE, COMMIT = "probe", "commit"
 COMMITTED, ABANDONED, UNDECIDED = "commit", "abandon", "undecided"
