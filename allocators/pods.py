@@ -1,5 +1,5 @@
 """PODS: generate ``n`` rollouts per prompt, train on the ``m`` whose rewards have the largest
-variance (max-variance down-sampling; docs/METHODS.md, PODS).
+variance (max-variance down-sampling; docs/METHODS.md §PODS).
 
 Paper: "Not All Rollouts are Useful: Down-Sampling Rollouts in LLM Reinforcement Learning", Xu,
 Savani, Fang, Kolter (CMU), arXiv 2504.13818.  Released code: [code]
@@ -24,7 +24,7 @@ and charged but never trained on.
 Defaults and provenance:
 
 * ``n = round_half_up(b*G)`` - harness choice: PODS spends exactly uniform GRPO's rollouts at
-  budget ``b`` (DESIGN.md section 4), so the comparison is at equal generation cost and PODS
+  budget ``b`` (docs/DESIGN.md §Budget), so the comparison is at equal generation cost and PODS
   differs from GRPO only in training on the selected subset.  The released runs compare the
   other way, GRPO at the same number of *trained* rows (GSM8K: PODS 64 -> 16 vs GRPO 16;
   MATH: 32 -> 8 vs 8) [code: ``results/``]; ``rollouts_per_prompt`` sets ``n`` for that
@@ -36,7 +36,7 @@ Defaults and provenance:
   until 2026-12), kept as an option; ``train_per_prompt`` sets ``m`` directly.
 * ``rule = "max_variance"`` [paper, code]; ``"random"`` (a uniform ``m``-subset, seeded) is the
   control for the selection rule [code: ``randomgrpo_trainer.py``, the paper's ablation].
-* Scale-free apart from ``n`` and ``m``, which are relative to ``G`` as ALGORITHMS.md section 10
+* Scale-free apart from ``n`` and ``m``, which are relative to ``G`` as docs/ALGORITHMS.md §Scaling
   asks.
 
 Checked against the release (side by side outside the project, 20,000 random reward vectors,

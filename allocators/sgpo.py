@@ -1,5 +1,5 @@
 """sGPO: one profiling pass at the initial policy decides, once, which prompts train, with how
-many rollouts and in what order (docs/METHODS.md, sGPO).
+many rollouts and in what order (docs/METHODS.md §sGPO).
 
 Paper: "sGPO: Trading Inference FLOPs for Training Efficiency in RLVR", Sudalairaj, Xu,
 Srivastava, Giannone (Red Hat AI Innovation, IBM Core AI), arXiv 2606.08854 (June 2026).  No

@@ -1,5 +1,5 @@
 """VIGOR: every prompt starts with ``m0`` rollouts; over ``T`` follow-up rounds the groups with
-the highest observed reward variance get more (docs/METHODS.md, VIGOR).
+the highest observed reward variance get more (docs/METHODS.md §VIGOR).
 
 Paper: arXiv 2607.22002.  Neither its text nor its abstract could be found (``search`` over the
 stored pages and documentation, 2026-12-06: no arXiv page, mirror or summary of the id), so its
