@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from allocators.base import BASELINE_REWARDS_FLAG, Rollout
+from trainer import fastlm
 
 
 SMALL_GROUP_RULES = ("no_gradient", "verl")
@@ -122,7 +123,13 @@ def _pack(rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int,
 
 
 def token_logprobs(model, ids, attn, targets, temperature: float) -> torch.Tensor:
-    logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1, :].float() / temperature
+    """Log-probs of ``targets`` under ``model`` for right-padded rows: through the lean forward
+    of :mod:`trainer.fastlm` where it applies (the same function; right padding needs no mask
+    there, since a real position never attends to a later one), else transformers'."""
+    fast = fastlm.for_model(model)
+    logits = fast.forward(ids)[0] if fast is not None else \
+        model(input_ids=ids, attention_mask=attn).logits
+    logits = logits[:, :-1, :].float() / temperature
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
