@@ -166,22 +166,97 @@ class FastQwen3:
         else:
             bias = torch.zeros((t, t), dtype=torch.float32).masked_fill_(~causal, float("-inf"))
         h = F.embedding(ids, embed)
-        g = self.heads // self.kv_heads
         for i, lw in enumerate(layers):
-            x = F.rms_norm(h, h.shape[-1:], lw[0], self.eps)
-            q, k, v = self._qkv(x, lw, cos, sin)          # (B, T, heads, D)
-            k, v = k.transpose(1, 2), v.transpose(1, 2)   # (B, kv, T, D)
+            h, k, v = self._layer(h, lw, cos, sin, bias)
             if keep is not None:
                 keep(i, k, v)
-            # query heads of one kv head stacked: (B, kv, g, T, D)
-            q = q.unflatten(2, (self.kv_heads, g)).permute(0, 2, 3, 1, 4)
-            scores = torch.matmul(q, k.unsqueeze(2).transpose(-1, -2)) + bias
-            attn = torch.matmul(torch.softmax(scores, dim=-1), v.unsqueeze(2))
-            attn = attn.permute(0, 3, 1, 2, 4).reshape(b, t, -1)
-            h = _residual(h, attn, lw[3])
-            h = self._mlp(h, lw)
         h = F.rms_norm(h, h.shape[-1:], norm, self.eps)
         return F.linear(h, head), h
+
+    def _layer(self, h, lw, cos, sin, bias, prefix=None):
+        """One decoder layer over sequences ``h`` (B, T, hidden); ``prefix`` (keys, values),
+        each (B, kv_heads, P, head_dim), are earlier positions every query sees (``bias``
+        covers them first).  Returns (h, this layer's K, V of the T positions)."""
+        b, t = h.shape[:2]
+        x = F.rms_norm(h, h.shape[-1:], lw[0], self.eps)
+        q, k, v = self._qkv(x, lw, cos, sin)          # (B, T, heads, D)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)   # (B, kv, T, D)
+        keys, values = (k, v) if prefix is None else \
+            (torch.cat((prefix[0], k), dim=2), torch.cat((prefix[1], v), dim=2))
+        # query heads of one kv head stacked: (B, kv, g, T, D)
+        q = q.unflatten(2, (self.kv_heads, self.heads // self.kv_heads)).permute(0, 2, 3, 1, 4)
+        scores = torch.matmul(q, keys.unsqueeze(2).transpose(-1, -2)) + bias
+        attn = torch.matmul(torch.softmax(scores, dim=-1), values.unsqueeze(2))
+        attn = attn.permute(0, 3, 1, 2, 4).reshape(b, t, -1)
+        h = _residual(h, attn, lw[3])
+        return self._mlp(h, lw), k, v
+
+    # ------------------------------------------------------------------ an update -------
+    def response_logprobs(self, prompts: list, responses: list, temperature: float,
+                          group_rows: int = 32) -> torch.Tensor:
+        """Log-probs of every response token given its prompt, flat in row order (row 0's
+        tokens, then row 1's, ...), differentiable in the model's parameters.
+
+        Each distinct prompt is run once and its keys and values serve all its rows (rows of a
+        group share their prompt: without this the update runs each prompt G times), and the
+        responses run in groups of ``group_rows`` rows of similar length, each padded only to
+        its own longest (rather than every row to the batch's longest prompt + response).  The
+        same function as one padded forward per row; only the summation order differs."""
+        weights = self.weights()
+        layers, norm, embed, head = weights
+        distinct = list(dict.fromkeys(prompts))
+        index_of = {p: i for i, p in enumerate(distinct)}
+        width = max(len(p) for p in distinct)
+        ids = torch.zeros((len(distinct), width), dtype=torch.long)
+        key_mask = torch.zeros((len(distinct), width), dtype=torch.bool)
+        for i, p in enumerate(distinct):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            key_mask[i, width - len(p):] = True
+        kept: list = []
+        prompt_logits, _ = self.forward(ids, (key_mask.cumsum(-1) - 1).clamp(min=0), key_mask,
+                                        weights, lambda i, k, v: kept.append((k, v)))
+        prompt_logits = prompt_logits[:, -1]                           # predicts token 0
+        lengths = [len(r) for r in responses]
+        order = sorted(range(len(responses)), key=lambda i: lengths[i])
+        pieces = {}
+        for start in range(0, len(order), group_rows):
+            group = [i for i in order[start:start + group_rows] if lengths[i] > 0]
+            if not group:
+                continue
+            pidx = torch.tensor([index_of[prompts[i]] for i in group])
+            longest = max(lengths[i] for i in group)
+            targets = torch.zeros((len(group), longest), dtype=torch.long)
+            for j, i in enumerate(group):
+                targets[j, :lengths[i]] = torch.as_tensor(responses[i], dtype=torch.long)
+            logits = prompt_logits[pidx].unsqueeze(1)
+            if longest > 1:                                # tokens 1.. from positions 0..
+                logits = torch.cat((logits, self._continue(
+                    targets[:, :-1], pidx, key_mask, kept, weights)), dim=1)
+            logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+            logp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            for j, i in enumerate(group):
+                pieces[i] = logp[j, :lengths[i]]
+        return torch.cat([pieces[i] for i in range(len(responses)) if lengths[i] > 0])
+
+    def _continue(self, ids, pidx, prompt_mask, kept, weights):
+        """Logits of response positions ``ids`` (G, T) after their prompts ``pidx``, whose
+        per-layer keys and values are ``kept`` (left-padded, ``prompt_mask``)."""
+        layers, norm, embed, head = weights
+        g_rows, t = ids.shape
+        pmask = prompt_mask[pidx]                                      # (G, P)
+        start = pmask.sum(-1, keepdim=True)                            # first response position
+        positions = start + torch.arange(t)
+        cos, sin = self._rope_at(positions)
+        cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+        allowed = torch.cat((pmask[:, None, :].expand(g_rows, t, -1),
+                             torch.ones((t, t), dtype=torch.bool).tril().expand(g_rows, t, t)),
+                            dim=-1)
+        bias = torch.zeros(allowed.shape).masked_fill_(~allowed, float("-inf"))[:, None, None]
+        h = F.embedding(ids, embed)
+        for lw, (k, v) in zip(layers, kept):
+            h, _, _ = self._layer(h, lw, cos, sin, bias, (k[pidx], v[pidx]))
+        h = F.rms_norm(h, h.shape[-1:], norm, self.eps)
+        return F.linear(h, head)
 
     # ------------------------------------------------------------------ decoding --------
     @torch.no_grad()
