@@ -275,12 +275,7 @@ class HFEngine:
         """Each distinct prompt once, left-padded: (ids, mask, chunk row -> its prompt)."""
         prompts = list(dict.fromkeys(r.prompt_ids for r in rows))
         index_of = {p: i for i, p in enumerate(prompts)}
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+        ids, mask = fastlm.left_pad(prompts, self.pad_id)
         expand = torch.tensor([index_of[r.prompt_ids] for r in rows], device=self.device)
         return ids.to(self.device), mask.to(self.device), expand
 

@@ -64,6 +64,17 @@ def supports(model) -> bool:
             and getattr(model.model.rotary_emb, "attention_scaling", 1.0) == 1.0)
 
 
+def left_pad(prompts: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as one left-padded batch: (ids, mask of the real tokens)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
 def for_model(model) -> "FastQwen3 | None":
     """The model's fast forward (made once per model), or None where it does not apply."""
     if not supports(model):
@@ -206,12 +217,8 @@ class FastQwen3:
         layers, norm, embed, head = weights
         distinct = list(dict.fromkeys(prompts))
         index_of = {p: i for i, p in enumerate(distinct)}
-        width = max(len(p) for p in distinct)
-        ids = torch.zeros((len(distinct), width), dtype=torch.long)
-        key_mask = torch.zeros((len(distinct), width), dtype=torch.bool)
-        for i, p in enumerate(distinct):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            key_mask[i, width - len(p):] = True
+        ids, key_mask = left_pad(distinct, 0)
+        key_mask = key_mask.bool()
         kept: list = []
         prompt_logits, _ = self.forward(ids, (key_mask.cumsum(-1) - 1).clamp(min=0), key_mask,
                                         weights, lambda i, k, v: kept.append((k, v)))
