@@ -17,6 +17,9 @@ What it guarantees (DESIGN.md §5):
 * every row samples from its own random stream (seeded per row, one uniform per position,
   inverse-CDF sampling), so what a row generates does not depend on which rows share its batch,
   on compaction or on the batch size;
+* the forward pass is :mod:`trainer.fastlm`'s lean one where it computes the model's function
+  (the embedded presets: a float32 Qwen3 on CPU), else transformers' (``fast=False`` forces
+  it; ``python -m bench.engine`` times both);
 * it returns each sampled token's log-probability under the sampling distribution
   ``softmax(logits / temperature)`` (top-p truncation is not renormalised into the log-prob,
   as in verl's recomputed ``old_log_prob``), and a finish reason per row.

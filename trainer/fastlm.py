@@ -331,7 +331,8 @@ class DecodeCache:
     weights of the generation (fixed while it runs), and which prompt positions are padding."""
 
     def __init__(self, layers, batch, kv_heads, size, head_dim, key_mask, weights) -> None:
-        self.kv = torch.empty((layers, 2, batch, kv_heads, size, head_dim))
+        self.kv = self._base = torch.empty((layers, 2, batch, kv_heads, size, head_dim))
+        self._spare = None
         self.length = 0
         self.weights = weights
         self.kv_heads = kv_heads
@@ -354,10 +355,17 @@ class DecodeCache:
         return None if self._full_bias is None else self._full_bias[..., :length]
 
     def select(self, keep: torch.Tensor) -> None:
-        """Keep only the rows ``keep`` (compaction, and the prompts' replication)."""
-        # the whole buffer, free slots included: one gather of contiguous per-row blocks into
-        # the new buffer, where copying only the filled part takes a gather and a second copy
-        self.kv = self.kv.index_select(2, keep)
+        """Keep only the rows ``keep`` (compaction, and the prompts' replication): the filled
+        part gathered into a second buffer kept for the purpose, the two swapped.  A fresh
+        buffer per compaction costs ~7x the gather (page faults on ~100 MB at 512 rows)."""
+        m = len(keep)
+        if self._spare is None or self._spare.shape[2] < m:
+            self._spare = self.kv.new_empty(self.kv.shape[:2] + (m,) + self.kv.shape[3:])
+        into = self._spare[:, :, :m]
+        torch.index_select(self.kv[..., :self.length, :], 2, keep,
+                           out=into[..., :self.length, :])
+        self._spare, self._base = self._base, self._spare
+        self.kv = into
         self.prompt_mask = self.prompt_mask[keep]
         self._bias()
 
