@@ -117,7 +117,7 @@ def test_an_updates_log_probs_and_gradients_equal_the_padded_transformers_batch(
             loss, _ = policy_loss(model, rollouts, prompt_of, engine.pad_id,
                                   sum(r.n_tokens for r in rollouts), LossConfig())
         loss.backward()
-        return float(loss), [p.grad.clone() for p in model.parameters()]
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
     ref_loss, ref_grads = gradients(False)
     loss, grads = gradients(True)
     assert loss == pytest.approx(ref_loss, abs=1e-5)
