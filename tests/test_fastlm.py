@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from allocators.base import Rollout
 from bench.presets import get_preset
+from core.rows import Rollout
 from trainer import fastlm, sft
 from trainer.engine import HFEngine, RowSpec
 from trainer.grpo import LossConfig, _pack, policy_loss, token_logprobs
