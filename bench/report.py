@@ -89,8 +89,11 @@ def build(sweep_dir: Path, *, target: float | None = None, with_plots: bool = Tr
     text = write_tables(sweep_dir, target=target, extra_sections=sections)
     written = []
     if with_plots:
+        from bench.equal_compute import load_budget_runs
+        from bench.family_plots import write_budget_plots
         written = plots.write_plots(sweep_dir, summaries, curves, steps,
-                                    target=_plot_target(summaries, target)) + figures
+                                    target=_plot_target(summaries, target)) + figures \
+            + write_budget_plots(sweep_dir, load_budget_runs(sweep_dir))
     return Report(text, paper, written)
 
 

@@ -663,7 +663,9 @@ def overhead_from_file(sweep_dir: Path) -> Table | None:
 def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
                     target: float | None) -> list[Table]:
     from bench.headline import headline_table    # it builds on this module's cells
-    tables = [headline_table(summaries), budget_table(summaries), final_budget_table(summaries),
+    from bench.equal_compute import budget_tables    # token protocol: the equal-compute tables
+    tables = [*budget_tables(sweep_dir), headline_table(summaries), budget_table(summaries),
+              final_budget_table(summaries),
               delta_table(summaries, against_full=False),
               delta_table(summaries, against_full=True), normalised_table(summaries),
               speed_table(summaries),

@@ -15,6 +15,7 @@ import allocators
 import lengthctl
 from allocators.base import Setting
 from allocators.options import OptionError, check_instance
+from trainer.budget import ProtocolError, check_protocol
 from trainer.config import Preset
 from trainer.rundir import read_json
 
@@ -36,6 +37,9 @@ class RunSpec:
     length_options: dict = field(default_factory=dict)
     # experiment trackers (trainer.tracking); not part of the run's identity or config
     log_to: tuple[str, ...] = field(default=(), compare=False)
+    # a sub-directory of the sweep the run lives in (e.g. the tuned-uniform grid's
+    # "uniform-grid/M64xG4"), so that it never enters the sweep's own tables
+    group: str = field(default="", compare=False)
 
     def config(self) -> dict:
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
@@ -43,7 +47,8 @@ class RunSpec:
                 "length_options": self.length_options}
 
     def run_name(self) -> str:
-        return f"{self.method}__b{self.budget:g}__s{self.seed}"
+        name = f"{self.method}__b{self.budget:g}__s{self.seed}"
+        return f"{self.group}/{name}" if self.group else name
 
 
 def validate_spec(spec: RunSpec) -> None:
@@ -51,6 +56,10 @@ def validate_spec(spec: RunSpec) -> None:
     try:
         check_instance(spec.preset, "preset")     # every field's declared type and range
     except OptionError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        check_protocol(spec.preset)
+    except ProtocolError as exc:
         raise RunError(str(exc)) from None
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
