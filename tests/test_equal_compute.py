@@ -139,3 +139,14 @@ def test_the_fit_recovers_known_parameters_and_refuses_a_curve_without_a_bend():
     # a straight line has no bend within the data: its midpoint lies beyond it
     line = fit_curve(c, 0.3 + 0.2 * c / 5e5, 0.3, 5e5)
     assert not line.identified
+
+
+def test_calibrate_asks_budget_sensitivity_of_T_under_the_token_protocol(hand_sweep):
+    from bench.calibrate import criteria, token_budget_gains
+    # grpo b=1: 0.6 -> 0.7 (seed 0) and 0.62 -> 0.72 (seed 1) between T/2 and T
+    gains = token_budget_gains(hand_sweep)
+    assert gains == pytest.approx([0.1, 0.1])
+    assert token_budget_gains(hand_sweep, seeds=[1]) == pytest.approx([0.1])
+    sensitivity = criteria(load_budget_runs(hand_sweep).runs.head(0), gains)[1]
+    assert sensitivity.name == "budget sensitivity" and sensitivity.n == 2
+    assert "at T − at T/2" in sensitivity.what
