@@ -6,6 +6,12 @@ is missing.  At the end the sweep's ``summary.csv``, ``tables.md``, one CSV per 
 plots are (re)written from every finished run in ``--out`` (:func:`bench.report.build`, which
 ``python -m bench.report DIR`` also runs) and the tables are printed.
 
+Under the token protocol (the default preset's, :mod:`trainer.budget`) every run spends the same
+budget T and the sweep also runs the tuned uniform baseline's grid at ``--tune-seeds`` and then
+its chosen configuration at ``--seeds`` (:mod:`bench.uniform_grid`); the first table printed is
+the equal-compute headline (:mod:`bench.equal_compute`).  ``--preset noisy-chain-steps`` (or
+``--set preset.protocol=steps``) is the per-step protocol.
+
 ``--config FILE`` and ``--set KEY=VALUE`` change preset fields and method options, checked before
 any work (:mod:`bench.overrides`); ``--log-to wandb,tensorboard`` streams each run to experiment
 trackers (:mod:`trainer.tracking`).  ``--table NAME`` runs what one of the papers' tables needs
@@ -105,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Train with each rollout-allocation method at each budget fraction and seed "
-                    "in the shared GRPO loop, then write and print the budget, paired-Δ, speed, "
+                    "in the shared GRPO loop (token protocol by default: every run spends the "
+                    "preset's token budget T; the tuned uniform baseline's grid runs beside it), "
+                    "then write and print the equal-compute headline, budget, paired-Δ, speed, "
                     "cost-to-target and diagnostics tables (tables.md, one CSV per table) and "
                     "the plots (PNG) into the sweep directory.",
         formatter_class=HelpFormatter)
