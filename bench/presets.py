@@ -69,8 +69,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     # charged tokens (GRPO at b = 1 spends 498,706 in the per-step preset's 60 steps, seed 0), so
     # the schedule's reference is those 60 steps (warm-up over the first 5/60 of T).  Evaluated
     # at 0 and at 6 equal fractions of T with mean@4 (greedy pass@1 at step 0 and the end only):
-    # the trade that keeps the main job within the per-step one's CPU seconds (README, "The
-    # token protocol").
+    # the trade that keeps the main job within the per-step one's CPU seconds (README, "Equal
+    # compute: the token protocol").
     replace(_NOISY_STEPS, name="noisy-chain", description="the embedded default: the "
             "noisy-chain testbed under the token protocol, every run spends T = 500k tokens "
             "(32 prompts x 8 per step at b = 1), evaluated at 6 equal fractions of T",
