@@ -117,6 +117,16 @@ def budget_clock(p) -> BudgetClock | None:
                        p.warmup_steps / p.steps if p.warmup_steps else 0.0, p.schedule)
 
 
+def expected_steps(p, budget: float) -> int:
+    """The steps a run is expected to take, for progress bars: the preset's ``steps`` under the
+    per-step protocol; under the token protocol the reference run's ``steps`` (it spends about T
+    in them at b = 1) over the budget fraction, capped — an estimate (a method that spends more
+    per step, e.g. DAPO, finishes sooner; the bar then jumps to its end)."""
+    if p.protocol != "tokens":
+        return p.steps
+    return min(p.step_cap, math.ceil(p.steps / budget))
+
+
 def last_point(evals: list[dict]) -> int:
     """The largest budget point already evaluated (0: only the step-0 evaluation), so that a
     resumed run does not evaluate a fraction twice."""
