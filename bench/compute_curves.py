@@ -101,7 +101,10 @@ class CurveFit:
 def fit_cell(curves: pd.DataFrame, x: str, total: float) -> CurveFit:
     """Fit one (method, budget) cell's curves (columns seed, ``x``, mean_at_k) and bootstrap
     the parameters over its seeds."""
-    seeds = sorted(curves["seed"].unique())
+    seeds = sorted(curves["seed"].unique()) if not curves.empty else []
+    if not seeds:
+        return CurveFit(Fit(np.nan, np.nan, np.nan, np.nan, False, "no runs"), 0, {},
+                        float("nan"))
     per_seed = {s: curves[curves["seed"] == s] for s in seeds}
 
     def fit_of(chosen) -> Fit:

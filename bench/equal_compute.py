@@ -210,11 +210,16 @@ def headline_table(budget_runs: BudgetRuns) -> Table | None:
     display, data = [], []
     keys = sorted({(m, b) for m, b in zip(sweep["method"], sweep["budget"])},
                   key=lambda k: (k[0] != "grpo", is_control(k[0]), k[0], -k[1]))
-    for method, budget in keys:
-        cell = sweep[(sweep["method"] == method) & np.isclose(sweep["budget"], budget)]
+    cells = [(row_label(m), m, b, sweep[(sweep["method"] == m) & np.isclose(sweep["budget"], b)])
+             for m, b in keys]          # (row label, method in the CSV, budget, runs)
+    if not tuned.empty and not (tuned["source"] == "sweep").all():
+        # the tuned configuration is not a row of the sweep: it gets its own reference row
+        cells.insert(0, (f"tuned uniform ({tuned_name})", "tuned-uniform",
+                         selection.chosen.budget, tuned))
+    for label, method, budget, cell in cells:
         auc, auc_half = t_interval(cell["auc"])
         short = int((~cell["reached"].astype(bool)).sum())
-        row = {"method": row_label(method), "budget": f"{budget:g}",
+        row = {"method": label, "budget": f"{budget:g}",
                "AUC [0,T]": fmt(auc, auc_half) + (f" ({short} short)" if short else ""),
                "spent / T": fmt(*t_interval(cell["spent_ratio"]), digits=3)}
         numbers = {"method": method, "budget": budget, "seeds": len(cell), "short": short,

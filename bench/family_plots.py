@@ -38,9 +38,11 @@ def family_of(method: str) -> str:
 
 def mean_curve(curves: pd.DataFrame, x: str, total: float) -> tuple[np.ndarray, np.ndarray]:
     """(spent / T, accuracy) means over seeds at each evaluation fraction (step 0 at 0)."""
-    points = curves.assign(point=curves["budget_point"].fillna(0) if "budget_point" in curves
-                           else 0)
-    points.loc[curves["step"] == 0, "point"] = 0
+    point = curves["budget_point"] if "budget_point" in curves else pd.Series(np.nan,
+                                                                               curves.index)
+    # step 0 is point 0; an evaluation where the step cap stopped a run short of T comes last
+    point = point.astype(float).where(curves["step"] > 0, 0.0).fillna(np.inf)
+    points = curves.assign(point=point)
     grouped = points.groupby("point")
     return (grouped[x].mean() / total).to_numpy(), grouped["mean_at_k"].mean().to_numpy()
 

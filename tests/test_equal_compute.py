@@ -150,3 +150,23 @@ def test_calibrate_asks_budget_sensitivity_of_T_under_the_token_protocol(hand_sw
     sensitivity = criteria(load_budget_runs(hand_sweep).runs.head(0), gains)[1]
     assert sensitivity.name == "budget sensitivity" and sensitivity.n == 2
     assert "at T − at T/2" in sensitivity.what
+
+
+def test_a_tuned_configuration_outside_the_sweep_is_its_own_reference_row(tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(sweep, "grpo", 1.0, seed, flat(0.6, 0.7))
+        write_run(sweep, "knapsack", 1.0, seed, flat(0.7, 0.8))
+    best = UniformConfig(64, 4, 1.0)
+    for config in grid(32, 8):
+        level = 0.9 if config == best else 0.6
+        for seed in (7,):
+            grid_run(sweep, config, seed, flat(level, level))
+    for seed in (0, 1):                                  # the chosen one at the reported seeds
+        grid_run(sweep, best, seed, flat(0.8, 0.8))
+    table = headline_table(load_budget_runs(sweep))
+    assert table.display["method"].iloc[0] == "tuned uniform (64x4, b=1)"
+    data = table.data.set_index("method")
+    # knapsack AUC ((0.5 + 0.7) / 2 + (0.7 + 0.8) / 2) / 2 = 0.675 vs the tuned runs' ((0.5 + 0.8) / 2 + 0.8) / 2 = 0.725
+    assert data.loc["knapsack", "d_auc_vs_tuned_mean"] == pytest.approx(0.675 - 0.725)
+    assert data.loc["tuned-uniform", "d_auc_vs_grpo_mean"] == pytest.approx(0.725 - 0.6)
