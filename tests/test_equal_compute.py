@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from bench.compute_curves import fit_curve, saturating
+from bench.presets import get_preset, with_overrides
 from bench.equal_compute import (auc_upto, headline_table, load_budget_runs, references,
                                  select_tuned, selection_table)
 from bench.uniform_grid import UniformConfig, grid
@@ -170,3 +171,26 @@ def test_a_tuned_configuration_outside_the_sweep_is_its_own_reference_row(tmp_pa
     # knapsack AUC ((0.5 + 0.7) / 2 + (0.7 + 0.8) / 2) / 2 = 0.675 vs the tuned runs' ((0.5 + 0.8) / 2 + 0.8) / 2 = 0.725
     assert data.loc["knapsack", "d_auc_vs_tuned_mean"] == pytest.approx(0.675 - 0.725)
     assert data.loc["tuned-uniform", "d_auc_vs_grpo_mean"] == pytest.approx(0.725 - 0.6)
+
+
+@pytest.mark.parametrize("best, expected", [(UniformConfig(16, 4, 1.0), 2),
+                                            (UniformConfig(8, 8, 0.5), 0)])
+def test_the_sweep_runs_the_chosen_configuration_at_the_reported_seeds(tmp_path, best, expected):
+    """bench.run's second phase: after the grid's selection runs, the chosen configuration at
+    --seeds, unless the sweep's own GRPO runs are that configuration (no training here)."""
+    from bench.run import Plan, tuned_specs
+    from bench.uniform_grid import selection_specs
+    from trainer.spec import RunSpec
+    preset = with_overrides(get_preset("smoke"), protocol="tokens", token_budget=T)
+    sweep = tmp_path / "sweep"
+    for config in grid(8, 8):
+        grid_run(sweep, config, 7, flat(0.9 if config == best else 0.6, 0.7))
+    specs = [RunSpec("grpo", b, s, preset) for b in (1.0, 0.5) for s in (0, 1)]
+    plan = Plan(preset, specs, [], None, sweep, selection_specs(specs[0], [7]), [0, 1],
+                [1.0, 0.5])
+    tuned = tuned_specs(plan)
+    assert len(tuned) == expected
+    for spec, seed in zip(tuned, (0, 1)):
+        assert (spec.method, spec.budget, spec.seed) == ("grpo", best.budget, seed)
+        assert (spec.preset.prompts_per_step, spec.preset.group_size) == (16, 4)
+        assert spec.run_name() == f"uniform-grid/M16xG4/grpo__b1__s{seed}"
