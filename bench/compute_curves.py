@@ -140,7 +140,7 @@ def compute_curve_table(budget_runs):
     """Per method and budget (and the tuned uniform baseline), the fitted asymptote, midpoint
     and steepness with bootstrap intervals, or why the fit is not identified."""
     from bench.equal_compute import UNIT_COLUMNS, references
-    from bench.tables import Table, row_label
+    from bench.tables.cells import Table, row_label
     sweep = budget_runs.sweep()
     if sweep.empty:
         return None

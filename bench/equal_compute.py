@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from bench.stats import curve_average_upto, mde, prob_improvement, t_interval
-from bench.tables import (MISSING, SweepError, Table, _read, finished_runs, fmt, is_control,
-                          row_label, run_identity, signed)
+from bench.tables.cells import MISSING, Table, fmt, is_control, row_label, signed
+from bench.tables.registry import standard
+from bench.tables.sweep import SweepError, _read, finished_runs, run_identity
 from bench.uniform_grid import GRID_DIR, UniformConfig, config_of_folder
 from trainer.rundir import read_json, read_jsonl
 
@@ -309,6 +310,9 @@ def budget_tables(sweep_dir: Path) -> list[Table]:
               compute_curve_table(budget_runs)]
     return [t for t in tables if t is not None]
 
+
+# the first tables of a token-protocol sweep (before the per-step headline, order 0)
+standard("equal_compute", -1)(lambda ctx: budget_tables(ctx.sweep_dir))
 
 __all__ = ["auc_upto", "run_numbers", "load_budget_runs", "select_tuned", "paired_delta",
            "references", "headline_table", "selection_table", "budget_tables",

@@ -20,7 +20,7 @@ import pandas as pd
 from bench.compute_curves import fit_cell, saturating
 from bench.equal_compute import UNIT_COLUMNS, BudgetRuns, references
 from bench.plots import LINESTYLES, new_figure, save
-from bench.tables import row_label
+from bench.tables.cells import row_label
 
 FAMILIES = {
     "solver allocation": ("knapsack", "coba", "vip", "duet-alloc"),
