@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.compute_curves import (MIN_IDENTIFIED_SHARE, MIN_SEEDS_FOR_INTERVAL, RESAMPLES,
+                                  fit_cell)
 from bench.stats import curve_average_upto, mde, prob_improvement, t_interval
 from bench.tables.cells import MISSING, Table, fmt, is_control, row_label, signed
 from bench.tables.registry import standard
@@ -304,16 +306,76 @@ def _preset_shape(runs: pd.DataFrame) -> tuple[int, int]:
 def budget_tables(sweep_dir: Path) -> list[Table]:
     """The equal-compute headline, the tuned baseline's selection and the compute curves (none
     for a per-step sweep): the first tables of a token-protocol sweep."""
-    from bench.compute_curves import compute_curve_table
     budget_runs = load_budget_runs(sweep_dir)
     tables = [headline_table(budget_runs), selection_table(budget_runs),
               compute_curve_table(budget_runs)]
     return [t for t in tables if t is not None]
 
 
+def _interval_text(value: float, interval: tuple | None, scale: float = 1.0,
+                   digits: int = 3) -> str:
+    text = f"{value * scale:.{digits}f}"
+    if interval:
+        text += f" [{interval[0] * scale:.{digits}f}, {interval[1] * scale:.{digits}f}]"
+    return text
+
+
+def compute_curve_table(budget_runs: BudgetRuns) -> Table | None:
+    """Per method and budget (and the tuned uniform baseline), the fitted asymptote, midpoint
+    and steepness with bootstrap intervals, or why the fit is not identified."""
+    sweep = budget_runs.sweep()
+    if sweep.empty:
+        return None
+    total, unit = float(sweep["budget_total"].iloc[0]), sweep["budget_unit"].iloc[0]
+    x = UNIT_COLUMNS[unit]
+    curves = budget_runs.curves
+    _, tuned, selection = references(budget_runs)
+    cells = [(row_label(m), m, b, sweep[(sweep["method"] == m) & np.isclose(sweep["budget"], b)])
+             for m, b in sorted({(m, b) for m, b in zip(sweep["method"], sweep["budget"])},
+                                key=lambda k: (k[0] != "grpo", k[0], -k[1]))]
+    if selection.chosen is not None and not tuned.empty:
+        cells.append((f"tuned uniform ({selection.chosen.label})", "grpo",
+                      selection.chosen.budget, tuned))
+    display, data = [], []
+    for label, method, budget, runs in cells:
+        ident = ["source", "seed", "method", "budget", "prompts", "group_size"]
+        result = fit_cell(curves.merge(runs[ident].drop_duplicates(), on=ident), x, total)
+        f = result.fit
+        row = {"method": label, "budget": f"{budget:g}", "seeds": result.seeds,
+               "R0": f"{f.r0:.3f}"}
+        if f.identified:
+            row["asymptote A"] = _interval_text(f.asymptote, result.intervals.get("asymptote"))
+            row[f"midpoint C_mid (k {unit})"] = _interval_text(
+                f.midpoint, result.intervals.get("midpoint"), 1e-3, 0)
+            row["steepness B"] = _interval_text(f.steepness, result.intervals.get("steepness"),
+                                                digits=2)
+        else:
+            row["asymptote A"] = f"not identified: {f.reason}"
+            row[f"midpoint C_mid (k {unit})"] = row["steepness B"] = "—"
+        row["identified (bootstrap)"] = (f"{result.identified_share:.0%}"
+                                         if not np.isnan(result.identified_share) else "—")
+        display.append(row)
+        data.append({"method": label, "budget": budget, "seeds": result.seeds, "r0": f.r0,
+                     "asymptote": f.asymptote, "midpoint": f.midpoint,
+                     "steepness": f.steepness, "identified": f.identified, "reason": f.reason,
+                     "identified_share": result.identified_share,
+                     **{f"{k}_{end}": v[i] for k, v in result.intervals.items()
+                        for i, end in enumerate(("low", "high"))}})
+    return Table("compute_curves", f"Compute curves: ScaleRL's saturating fit of accuracy "
+                 f"against cumulative {unit}", pd.DataFrame(display), pd.DataFrame(data),
+                 f"R(C) = R0 + (A − R0) / (1 + (C_mid / C)^B) fitted to every evaluation of the "
+                 f"cell's seeds (R0 fixed to their mean step-0 accuracy); [low, high] = 95% "
+                 f"percentile bootstrap over seeds ({RESAMPLES} resamples, from "
+                 f"{MIN_SEEDS_FOR_INTERVAL} seeds, printed when ≥ {MIN_IDENTIFIED_SHARE:.0%} of "
+                 f"resamples are identified). Not identified = the data do not determine the "
+                 f"parameters, e.g. a curve that never bends within [0, T] (its asymptote is "
+                 f"then only a lower bound). Compare A (ceiling) and C_mid / B (how fast) "
+                 f"separately.")
+
+
 # the first tables of a token-protocol sweep (before the per-step headline, order 0)
 standard("equal_compute", -1)(lambda ctx: budget_tables(ctx.sweep_dir))
 
 __all__ = ["auc_upto", "run_numbers", "load_budget_runs", "select_tuned", "paired_delta",
-           "references", "headline_table", "selection_table", "budget_tables",
+           "references", "headline_table", "selection_table", "compute_curve_table", "budget_tables",
            "config_of_folder"]
