@@ -76,7 +76,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
             "(32 prompts x 8 per step at b = 1), evaluated at 6 equal fractions of T",
             protocol="tokens", token_budget=500_000, eval_points=6, step_cap=600,
             eval_samples=4, greedy_at="ends"),
-    # DUET's GRPO reference config (ALGORITHMS.md section 1.1): Qwen3-1.7B-Base on MATH, 128
+    # DUET's GRPO reference config (docs/ALGORITHMS.md §GRPO): Qwen3-1.7B-Base on MATH, 128
     # prompts x 8, 3,072-token responses, AdamW 3e-6 cosine with 10% warm-up, low-variance KL
     # 0.001, clip 0.2/0.2 (clip_c 3), token-mean, grad clip 1, one optimizer step per training
     # step, T = 0.9 / top-p 0.95, Mean@4 on MATH-500 every 30 steps; 4 epochs of 7,497 problems
