@@ -23,9 +23,9 @@ from bench.plots import LINESTYLES, new_figure, save
 from bench.tables.cells import row_label
 
 FAMILIES = {
-    "solver allocation": ("knapsack", "coba", "vip", "duet-alloc"),
+    "solver allocation": ("knapsack", "coba", "vip", "duet-alloc", "cero", "hora"),
     "filtering and resampling": ("dapo", "greso", "speed-rl", "reinforce-ada", "pods"),
-    "difficulty prediction": ("mopps",),
+    "difficulty prediction": ("mopps", "sara"),
     "length control and early stop": ("duet", "duet-abort", "arrol", "pilot-commit"),
     "controls": ("oracle", "anti-oracle"),
 }
