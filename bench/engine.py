@@ -24,7 +24,14 @@ Rows printed, all on the same rollouts (row seeds):
 * ``model.generate``: transformers' sampler, the baseline;
 * ``forward only``: the model's one-token decode step at the full batch over a cache of the
   mean prompt-plus-half-response length, nothing else: an estimate of the hardware's limit at
-  this batch (rows that finish only lower what a step can use).
+  this batch (rows that finish only lower what a step can use);
+* ``hf engine, transformers fwd`` and ``transformers forward only``: the same engine and step
+  over transformers' forward (``HFEngine(fast=False)``), the path before :mod:`trainer.fastlm`;
+* ``its weight matmuls only``: the step's fused weight matmuls at the same batch on inputs of
+  their shapes, nothing else: the matmul floor the lean step is measured against.
+
+Printed ratios, each the median of per-round paired ratios: the lean engine's seconds per token
+over the transformers path's, and each decode step's seconds over the matmul floor's.
 
 Seconds are process CPU seconds on a CPU device (they survive a shared machine; on 2 threads
 they still count a spinning thread, so compare ratios from one run) and wall seconds on a GPU.
@@ -150,21 +157,36 @@ def time_generate(clock, model, tokenizer, prompts: list[str], samples: int, max
 
 @torch.no_grad()
 def time_forward(clock, engine: HFEngine, rows: list[RowSpec], context: int,
-                 steps: int = 8) -> tuple[float, int]:
-    """``steps`` decode forwards at the full batch after ``context`` cached positions."""
-    model, n = engine.model, len(rows)
-    ids = torch.full((n, context), engine.pad_id, dtype=torch.long, device=engine.device)
-    from trainer.engine import _PreallocatedCache
-    cache = _PreallocatedCache(steps)
-    mask = torch.ones((n, context + steps), dtype=torch.long, device=engine.device)
-    model(input_ids=ids, attention_mask=mask[:, :context], **{engine.cache_argument: cache},
-          use_cache=True)
-    token = torch.full((n, 1), engine.pad_id, dtype=torch.long, device=engine.device)
+                 steps: int = 8) -> tuple[float, int, float]:
+    """``steps`` decode steps at the full batch after ``context`` cached positions, through
+    the engine's forward (the lean one of :mod:`trainer.fastlm`, or transformers')."""
+    n = len(rows)
+    spec = RowSpec(tuple([engine.pad_id] * context), 0)
+    saved = engine.max_new_tokens
+    engine.max_new_tokens = steps                    # the decoder's cache room
+    try:
+        decoder = engine._decoder([spec] * n)
+    finally:
+        engine.max_new_tokens = saved
+    token = torch.full((n,), engine.pad_id, dtype=torch.long, device=engine.device)
     start = clock()
-    for s in range(steps):
-        position = torch.full((n, 1), context + s, dtype=torch.long, device=engine.device)
-        model(input_ids=token, attention_mask=mask[:, :context + s + 1], position_ids=position,
-              **{engine.cache_argument: cache}, use_cache=True)
+    for _ in range(steps):
+        decoder.step(token, False)
+    return clock() - start, n * steps, 0.0
+
+
+@torch.no_grad()
+def time_floor(clock, fast, n: int, steps: int = 8) -> tuple[float, int, float]:
+    """The weight matmuls of ``steps`` decode steps at batch ``n`` and nothing else: the fused
+    projections :mod:`trainer.fastlm` runs (per layer q-k-v, output, gate-up, down; then the
+    head), on inputs of the step's shapes."""
+    layers, _, _, head = fast.weights()
+    weights = [w for lw in layers for w in (lw[1], lw[3], lw[5], lw[6])] + [head]
+    inputs = {w.shape[1]: torch.randn(n, w.shape[1]) for w in weights}
+    start = clock()
+    for _ in range(steps):
+        for w in weights:
+            torch.nn.functional.linear(inputs[w.shape[1]], w)
     return clock() - start, n * steps, 0.0
 
 
@@ -211,6 +233,9 @@ def main(argv=None) -> int:
     tasks = train[:args.prompts]
     engine = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
                       temperature=preset.temperature, top_p=preset.top_p)
+    # the same engine over transformers' forward: the path before trainer.fastlm
+    reference = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
+                         temperature=preset.temperature, top_p=preset.top_p, fast=False)
     rows = [RowSpec(tuple(tokenizer(t.prompt)["input_ids"]), seed=1000 * i + k)
             for i, t in enumerate(tasks) for k in range(args.samples)]
     stop_rule = lengthctl.get("duet")(preset.max_new_tokens, seed=0)
@@ -237,18 +262,25 @@ def main(argv=None) -> int:
 
     context = int(statistics.mean(len(r.prompt_ids) for r in rows) + statistics.mean(natural) / 2)
     time_engine(clock, engine, rows[:8])
+    time_engine(clock, reference, rows[:8])
     run_generate()
     # interleaved, so a burst of load on a shared machine hits every row alike
     runs: dict[str, list[tuple[float, int, float]]] = {k: [] for k in
-                                                ("engine", "dropped", "duet", "cut", "generate",
-                                                         "forward")}
+                                                ("engine", "reference", "dropped", "duet", "cut",
+                                                 "generate", "forward", "forward_hf", "floor")}
     for _ in range(args.repeats):
         runs["engine"].append(time_engine(clock, engine, rows))
+        runs["reference"].append(time_engine(clock, reference, rows))
         runs["dropped"].append(time_engine(clock, engine, dropped_rows()))
         runs["duet"].append(time_engine(clock, engine, controlled_rows()))
         runs["cut"].append(time_engine(clock, engine, cut_rows()))
         runs["generate"].append(run_generate())
         runs["forward"].append(time_forward(clock, engine, rows, context))
+        runs["forward_hf"].append(time_forward(clock, reference, rows, context))
+        if engine.fast is not None:
+            runs["floor"].append(time_floor(clock, engine.fast, len(rows)))
+    if not runs["floor"]:
+        del runs["floor"]
     rate = {k: statistics.median(tok / sec for sec, tok, _ in v) for k, v in runs.items()}
     seconds = {k: statistics.median(sec for sec, _, _ in v) for k, v in runs.items()}
     tokens = {k: v[0][1] for k, v in runs.items()}
@@ -258,10 +290,15 @@ def main(argv=None) -> int:
           f"(mean {statistics.mean(natural):.1f}), device {model.device}, "
           f"{torch.get_num_threads()} threads, {clock.name} seconds, median of {args.repeats}")
     print(f"{'':28s} {'useful tokens/s':>16s} {'tokens':>8s} {'seconds':>8s}")
-    labels = {"engine": "hf engine", "dropped": "  + DUET, decisions dropped",
+    labels = {"engine": "hf engine" + (" (fastlm)" if engine.fast is not None else ""),
+              "reference": "hf engine, transformers fwd",
+              "dropped": "  + DUET, decisions dropped",
               "duet": "  + DUET stop rule", "cut": f"  + cut at {args.cut:g}",
-              "generate": "model.generate", "forward": "forward only (limit)"}
+              "generate": "model.generate", "forward": "forward only (limit)",
+              "forward_hf": "  transformers forward only", "floor": "  its weight matmuls only"}
     for key, label in labels.items():
+        if key not in runs:
+            continue
         print(f"{label:28s} {rate[key]:16,.0f} {tokens[key]:8,d} {seconds[key]:8.3f}")
     token_share = 1 - tokens["cut"] / tokens["engine"]
     # ratios are paired by repeat (each run beside the others of its round): the VM's speed
@@ -276,6 +313,12 @@ def main(argv=None) -> int:
           f"(forward-only limit at batch {len(rows)}: {paired_rate('forward', 'generate'):.2f}x; "
           f"the engine runs at {paired_rate('engine', 'forward'):.0%} of it); ratios are "
           f"medians of the repeats' paired ratios")
+    if "floor" in runs:
+        print(f"lean forward (trainer.fastlm) / transformers': "
+              f"{paired_rate('reference', 'engine'):.2f}x the engine's seconds per token; "
+              f"decode step at batch {len(rows)} / its weight matmuls alone (the matmul floor): "
+              f"fastlm {paired_rate('floor', 'forward'):.2f}x, transformers "
+              f"{paired_rate('floor', 'forward_hf'):.2f}x")
     # the rule's seconds timed inside each run, over that run's other seconds
     share = statistics.median(rule / (sec - rule) for sec, _, rule in runs["dropped"])
     paired = statistics.median(d[0] / e[0] for d, e in zip(runs["dropped"], runs["engine"]))

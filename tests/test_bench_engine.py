@@ -16,7 +16,8 @@ def test_engine_benchmark_rows_and_ratios(smoke_policy, capsys):
                               "--repeats", "1", "--cut", "0.5"]) == 0
     out = capsys.readouterr().out
     for row in ("hf engine", "+ DUET, decisions dropped", "+ DUET stop rule", "+ cut at 0.5", "model.generate",
-                "forward only (limit)", "engine / model.generate:", "DUET controller cost",
+                "forward only (limit)", "hf engine, transformers fwd", "its weight matmuls only",
+                "the matmul floor", "engine / model.generate:", "DUET controller cost",
                 "time saved per token saved:"):
         assert row in out
     controlled, bare = (int(v.replace(",", "")) for v in

@@ -1,5 +1,6 @@
 """The hf rollout engine: counts, batch-independence, controllers, log-probs, finish reasons."""
 import numpy as np
+import pytest
 import torch
 
 from lengthctl.base import RowController
@@ -15,17 +16,19 @@ def _setup(max_new=24):
     return tok, model, prompts, HFEngine(model, tok, max_new_tokens=max_new)
 
 
-def test_rows_do_not_depend_on_batch_layout_or_compaction(smoke_policy):
+@pytest.mark.parametrize("fast", [True, False])
+def test_rows_do_not_depend_on_batch_layout_or_compaction(smoke_policy, fast):
     model, tok = smoke_policy
     prompts = [tuple(tok(p)["input_ids"]) for p in ["1 + 2 =\n", "35 + 94 + 16 =\n", "7 - 8 =\n"]]
     counts = [1, 5, 3]
     rows = [RowSpec(prompts[i], seed=100 * i + k) for i, n in enumerate(counts) for k in range(n)]
-    engine = HFEngine(model, tok, max_new_tokens=30)
+    engine = HFEngine(model, tok, max_new_tokens=30, fast=fast)
     base = engine.generate(rows)
     assert len(base) == sum(counts)
     assert len({len(g.tokens) for g in base}) > 1, "want mixed output lengths"
     no_compaction = engine.generate(rows, compact=False)
-    small_batches = HFEngine(model, tok, max_new_tokens=30, max_batch_rows=2).generate(rows[::-1])[::-1]
+    small_batches = HFEngine(model, tok, max_new_tokens=30, max_batch_rows=2,
+                             fast=fast).generate(rows[::-1])[::-1]
     alone = [engine.generate([r])[0] for r in rows]
     for other in (no_compaction, small_batches, alone):
         for a, b in zip(base, other):
@@ -204,9 +207,10 @@ def test_eager_attention_keeps_the_2d_mask_and_generates_what_sdpa_does():
     tok, model, prompts, _ = _setup(max_new=16)
     rows = [RowSpec(p, seed=10 * i + k) for i, p in enumerate(prompts) for k in range(3)]
     assert model.config._attn_implementation == "sdpa"
-    sdpa = HFEngine(model, tok, max_new_tokens=16).generate(rows)
+    # transformers' path (fast=False): the lean forward of trainer.fastlm has no mask branch
+    sdpa = HFEngine(model, tok, max_new_tokens=16, fast=False).generate(rows)
     model.set_attn_implementation("eager")
-    eager = HFEngine(model, tok, max_new_tokens=16).generate(rows)
+    eager = HFEngine(model, tok, max_new_tokens=16, fast=False).generate(rows)
     for a, b in zip(sdpa, eager):
         assert np.array_equal(a.tokens, b.tokens)
         assert np.allclose(a.logprobs, b.logprobs, atol=1e-4)

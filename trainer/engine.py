@@ -17,6 +17,9 @@ What it guarantees (docs/DESIGN.md §Engines):
 * every row samples from its own random stream (seeded per row, one uniform per position,
   inverse-CDF sampling), so what a row generates does not depend on which rows share its batch,
   on compaction or on the batch size;
+* the forward pass is :mod:`trainer.fastlm`'s lean one where it computes the model's function
+  (the embedded presets: a float32 Qwen3 on CPU), else transformers' (``fast=False`` forces
+  it; ``python -m bench.engine`` times both);
 * it returns each sampled token's log-probability under the sampling distribution
   ``softmax(logits / temperature)`` (top-p truncation is not renormalised into the log-prob,
   as in verl's recomputed ``old_log_prob``), and a finish reason per row.
@@ -35,6 +38,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from lengthctl.base import REASONS, RowBatch, RowController, TokenText
+from trainer import fastlm
 
 
 @dataclass
@@ -149,6 +153,52 @@ def _joining_decoder(tokenizer, pieces):
     return join
 
 
+class _HFDecoder:
+    """transformers' forward over the preallocated cache: a prefill, then one token per row a
+    step (``logits`` holds the next position's).  The reference path, and the one for models
+    :mod:`trainer.fastlm` does not cover."""
+
+    def __init__(self, engine: "HFEngine", ids, mask, expand) -> None:
+        self.model, self.cache_argument = engine.model, engine.cache_argument
+        self.cache = _PreallocatedCache(engine.max_new_tokens)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            **{self.cache_argument: self.cache}, use_cache=True).logits[:, -1, :]
+        self.cache.batch_select_indices(expand)
+        self.logits = logits[expand].float()
+        self.width = width = ids.shape[1]
+        self.t = 0
+        # the mask is preallocated too: a step fills one column instead of concatenating one
+        full = torch.ones((len(expand), width + engine.max_new_tokens), dtype=torch.long,
+                          device=ids.device)
+        full[:, :width] = mask[expand]
+        self.last_pos = positions[expand, -1]
+        # with sdpa the decode steps' mask is handed over ready (transformers builds it anew at
+        # every step from a 2-d mask, ~15% of a step of the embedded policy): a 4-d boolean view
+        # as sdpa takes it, and none while no row is padded, which is what transformers derives
+        # itself, so the logits are bitwise the same.  Other attention keeps the 2-d mask (eager
+        # would add a boolean mask as numbers).
+        self.sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
+        self.mask = full.bool()[:, None, None, :] if self.sdpa else full
+        self.padded = bool((self.mask[..., :width] == 0).any())
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+        self.mask, self.last_pos = self.mask[keep], self.last_pos[keep]
+        self.padded = self.padded and bool((self.mask[..., :self.width] == 0).any())
+
+    def step(self, tokens: torch.Tensor, want_hidden: bool):
+        self.t += 1
+        self.last_pos = self.last_pos + 1
+        step_mask = self.mask[..., :self.width + self.t] if self.padded or not self.sdpa else None
+        output = self.model(input_ids=tokens.unsqueeze(-1), attention_mask=step_mask,
+                            position_ids=self.last_pos.unsqueeze(-1),
+                            **{self.cache_argument: self.cache}, use_cache=True,
+                            **({"output_hidden_states": True} if want_hidden else {}))
+        hidden = output.hidden_states[-1][:, -1, :].float() if want_hidden else None
+        return output.logits[:, -1, :].float(), hidden
+
+
 class Engine:
     """What the loop asks of a rollout engine; :class:`HFEngine` and
     ``trainer.vllm_engine.VLLMEngine`` implement it.
@@ -197,8 +247,12 @@ class Engine:
 
 class HFEngine(Engine):
     def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
+                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1,
+                 fast: bool = True):
         super().__init__(model, tokenizer)
+        # the lean forward where it computes this model's function (trainer.fastlm); fast=False
+        # keeps transformers' (the reference path, what bench.engine compares against)
+        self.fast = fastlm.for_model(model) if fast else None
         self.cache_argument = cache_argument(model)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
@@ -252,29 +306,21 @@ class HFEngine(Engine):
         u = np.stack([np.random.default_rng(r.seed).random(self.max_new_tokens) for r in rows])
         return torch.from_numpy(u).to(self.device, torch.float64)
 
-    @torch.no_grad()
-    def _prefill(self, rows: list[RowSpec]):
-        """Prefill each distinct prompt once (left-padded) and replicate its cache per row."""
+    def _prompt_batch(self, rows: list[RowSpec]):
+        """Each distinct prompt once, left-padded: (ids, mask, chunk row -> its prompt)."""
         prompts = list(dict.fromkeys(r.prompt_ids for r in rows))
         index_of = {p: i for i, p in enumerate(prompts)}
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        cache = _PreallocatedCache(self.max_new_tokens)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            **{self.cache_argument: cache}, use_cache=True).logits[:, -1, :]
+        ids, mask = fastlm.left_pad(prompts, self.pad_id)
         expand = torch.tensor([index_of[r.prompt_ids] for r in rows], device=self.device)
-        cache.batch_select_indices(expand)
-        # the mask is preallocated too: a step fills one column instead of concatenating one
-        full = torch.ones((len(rows), width + self.max_new_tokens), dtype=torch.long,
-                          device=self.device)
-        full[:, :width] = mask[expand]
-        return logits[expand].float(), full, width, positions[expand, -1], cache
+        return ids.to(self.device), mask.to(self.device), expand
+
+    def _decoder(self, rows: list[RowSpec]):
+        """Prefill each distinct prompt once and replicate its cache per row: the lean forward
+        of :mod:`trainer.fastlm` where it applies (``fast``), else transformers'."""
+        ids, mask, expand = self._prompt_batch(rows)
+        if self.fast is not None:
+            return self.fast.decoder(ids, mask, expand, self.max_new_tokens)
+        return _HFDecoder(self, ids, mask, expand)
 
     def _sample(self, logits: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inverse-CDF sample per row with its own uniform; returns (tokens, log-probs).
@@ -316,7 +362,8 @@ class HFEngine(Engine):
     @torch.no_grad()
     def _generate_chunk(self, rows: list[RowSpec], compact: bool) -> list[Generation]:
         n, limit = len(rows), self.max_new_tokens
-        logits, mask, width, last_pos, cache = self._prefill(rows)
+        decoder = self._decoder(rows)
+        logits = decoder.logits
         hidden = None                                   # last-layer states, when a rule asks
         uniforms = self._uniforms(rows)
         # bookkeeping in numpy: one device-to-host copy of the step's tokens, no per-row Python
@@ -333,15 +380,6 @@ class HFEngine(Engine):
         active = np.arange(n)                           # chunk row of each batch position
         active_dev = torch.arange(n, device=self.device)
         alive = np.ones(n, dtype=bool)                  # per batch position
-        # with sdpa the decode steps' mask is handed over ready (transformers builds it anew at
-        # every step from a 2-d mask, ~15% of a step of the embedded policy): a 4-d boolean view
-        # as sdpa takes it, and none while no row is padded, which is what transformers derives
-        # itself, so the logits are bitwise the same.  Other attention keeps the 2-d mask (eager
-        # would add a boolean mask as numbers).
-        sdpa = getattr(self.model.config, "_attn_implementation", None) == "sdpa"
-        if sdpa:
-            mask = mask.bool()[:, None, None, :]
-        padded = bool((mask[..., :width] == 0).any())
         rule_clock = time.process_time if self.device.type == "cpu" else time.perf_counter
 
         for t in range(limit):
@@ -379,23 +417,14 @@ class HFEngine(Engine):
             if compact and dead > self.compact_fraction * len(alive):
                 keep = np.flatnonzero(alive)
                 keep_dev = torch.from_numpy(keep).to(self.device)
-                cache.batch_select_indices(keep_dev)
-                mask, last_pos = mask[keep_dev], last_pos[keep_dev]
-                padded = padded and bool((mask[..., :width] == 0).any())
+                decoder.select(keep_dev)
                 step_tokens = step_tokens[keep_dev]
                 active, active_dev = active[keep], active_dev[keep_dev]
                 alive = np.ones(len(active), dtype=bool)
-            last_pos = last_pos + 1
             # a rule deciding at t + 1 from hidden states gets the last layer's state of this
             # forward pass (the one that makes position t + 1's logits); asked for only then
             want_hidden = any(b.needs_hidden and b.next_position() == t + 1 for b, _ in batches)
-            step_mask = mask[..., :width + t + 1] if padded or not sdpa else None
-            output = self.model(input_ids=step_tokens.unsqueeze(-1), attention_mask=step_mask,
-                                position_ids=last_pos.unsqueeze(-1),
-                                **{self.cache_argument: cache}, use_cache=True,
-                                **({"output_hidden_states": True} if want_hidden else {}))
-            logits = output.logits[:, -1, :].float()
-            hidden = output.hidden_states[-1][:, -1, :].float() if want_hidden else None
+            logits, hidden = decoder.step(step_tokens, want_hidden)
 
         out = []
         for i in range(n):

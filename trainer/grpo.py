@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from core.rows import Rollout
+from trainer import fastlm
 
 
 SMALL_GROUP_RULES = ("no_gradient", "verl")
@@ -126,18 +127,48 @@ def token_logprobs(model, ids, attn, targets, temperature: float) -> torch.Tenso
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
+def _batch(model, rows, prompts, pad_id, temperature, ref_model=None):
+    """(log-probs, old log-probs, per-token advantage, mask, reference log-probs or None), in
+    one of two layouts the loss treats alike (it only multiplies and sums them): flat over the
+    response tokens, row after row, through :mod:`trainer.fastlm` where it applies (each
+    prompt run once for its rows), else transformers' forward over right-padded prompt +
+    response rows (:func:`_pack`)."""
+    fast = fastlm.for_model(model)
+    adv = [r.advantage * r.weight for r in rows]
+    if fast is None:
+        device = next(model.parameters()).device
+        ids, attn, mask, targets, old = _pack(rows, prompts, pad_id, device)
+        logp = token_logprobs(model, ids, attn, targets, temperature)
+        ref = None
+        if ref_model is not None:
+            with torch.no_grad():
+                ref = token_logprobs(ref_model, ids, attn, targets, temperature)
+        return logp, old, torch.tensor(adv, dtype=torch.float32, device=device).unsqueeze(-1), \
+            mask, ref
+    args = ([prompts[r.pid] for r in rows], [r.tokens for r in rows], temperature)
+    logp = fast.response_logprobs(*args)
+    ref = None
+    if ref_model is not None:
+        with torch.no_grad():
+            ref = fastlm.for_model(ref_model).response_logprobs(*args)
+    counts = torch.tensor([r.n_tokens for r in rows])
+    old = torch.from_numpy(np.concatenate([r.logprobs for r in rows]).astype(np.float32))
+    return logp, old, torch.tensor(adv, dtype=torch.float32).repeat_interleave(counts), \
+        torch.ones_like(old), ref
+
+
 @torch.no_grad()
 def recompute_old_logprobs(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]],
                            pad_id: int, temperature: float, micro_batch_rows: int) -> None:
     """Replace each row's stored ``logprobs`` by the current policy's, in place."""
-    device = next(model.parameters()).device
     for start in range(0, len(rows), micro_batch_rows):
         micro = rows[start:start + micro_batch_rows]
-        ids, attn, _, targets, _ = _pack(micro, prompts, pad_id, device)
-        logp = token_logprobs(model, ids, attn, targets, temperature).float().cpu().numpy()
-        for i, r in enumerate(micro):
-            p = len(prompts[r.pid])
-            r.logprobs = logp[i, p - 1:p - 1 + r.n_tokens].astype(np.float32)
+        logp, _, _, mask, _ = _batch(model, micro, prompts, pad_id, temperature)
+        # either layout: the masked positions in row-major order are each row's tokens in turn
+        flat = logp[mask > 0].float().cpu().numpy()
+        ends = np.cumsum([r.n_tokens for r in micro])[:-1]
+        for r, piece in zip(micro, np.split(flat, ends)):
+            r.logprobs = piece.astype(np.float32)
 
 
 def policy_loss(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]], pad_id: int,
@@ -149,19 +180,15 @@ def policy_loss(model, rows: list[Rollout], prompts: dict[int, tuple[int, ...]],
     equals verl's token-mean over the whole mini-batch.
     """
     device = next(model.parameters()).device
-    ids, attn, mask, targets, old = _pack(rows, prompts, pad_id, device)
-    adv = torch.tensor([r.advantage * r.weight for r in rows], dtype=torch.float32,
-                       device=device).unsqueeze(-1)
-    logp = token_logprobs(model, ids, attn, targets, cfg.temperature)
+    logp, old, adv, mask, ref = _batch(model, rows, prompts, pad_id, cfg.temperature,
+                                       ref_model if cfg.kl_coef > 0 else None)
     ratio = torch.exp((logp - old).clamp(-20.0, 20.0))
     pg = torch.maximum(-ratio * adv, -ratio.clamp(1 - cfg.clip_low, 1 + cfg.clip_high) * adv)
     if cfg.dual_clip > 1.0:
         pg = torch.where(adv < 0, torch.minimum(pg, -cfg.dual_clip * adv), pg)
     per_token = pg
     kl_mean = torch.zeros((), device=device)
-    if cfg.kl_coef > 0 and ref_model is not None:
-        with torch.no_grad():
-            ref = token_logprobs(ref_model, ids, attn, targets, cfg.temperature)
+    if ref is not None:
         log_ratio = (ref - logp).clamp(-20.0, 20.0)
         kl = (torch.exp(log_ratio) - log_ratio - 1).clamp(-10.0, 10.0)
         per_token = per_token + cfg.kl_coef * kl
