@@ -1,0 +1,152 @@
+"""Rollout and data-path test (not a training test): a local Ray with verl's real TransferQueue,
+the plugin's real manager subclass and replay-buffer subclass, verl's real agent-loop worker and
+single-turn agent loop, an HF-``generate`` client on a tiny real model, verl's own
+``_compute_advantage`` with the registered ``allocbench`` estimator -- checked against the shared
+loop's step protocol run on the same rewards (``tests/scripted_loop.py``'s way: scripted replay).
+
+What is not real here, because it cannot exist on a CPU: the vLLM/SGLang rollout server (an HF
+client with its contract), verl's reward-loop worker (an actor with its contract), and verl's
+trainer, whose construction needs GPUs (``verl_harness.TrainerStandIn`` makes its calls).
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import transfer_queue as tq
+from omegaconf import OmegaConf
+
+import allocators
+from allocators.base import PromptInfo, PromptStats, Rollout
+from allocbench_verl import adapter
+from allocbench_verl.manager import AllocBenchAgentLoopManager
+from allocbench_verl.sampler import AllocBenchReplayBuffer
+from trainer.grpo import assign_advantages
+from trainer.step import run_step
+from verl_harness import (BoxedAnswerReward, HFGenerateClientNoGPUServer, TrainerStandIn,
+                          chain_sum_prompts, tiny_model_dir, verl_config)
+
+POOL = 40
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # the actors unpickle the harness's client and reward classes by module name
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent),
+                                       os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}})
+    tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
+    model = tiny_model_dir(tmp_path_factory.mktemp("model"))
+    yield model
+    tq.close()
+    ray.shutdown()
+
+
+class Recorder:
+    """Wraps the manager's dispatch: what verl generated, per step and round, in order."""
+
+    def __init__(self, session) -> None:
+        self.inner, self.rounds = session.dispatch, defaultdict(list)
+        session.dispatch = self
+
+    def __call__(self, subs, step):
+        produced = self.inner(subs, step)
+        for sub in subs:
+            rows = [(r, len(tokens)) for _, tokens, r in produced[sub.uid]]
+            self.rounds[step].append((sub.uid, sub.pid, sub.round, sub.n, rows))
+        return produced
+
+
+def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, steps):
+    """The shared loop's step protocol on verl's rewards: same draws, same rewards per
+    (step, pid, round, i); returns per step (counts, [(pid, rows)], advantages)."""
+    alloc = allocators.get(method)(adapter.Setting(**setting_kwargs), **options)
+    stats, cursor, out, group = PromptStats(), [0], [], [0]
+
+    def draw(k):
+        got = [PromptInfo(pid=prompt_order[(cursor[0] + i) % len(prompt_order)], text="",
+                          token_ids=()) for i in range(k)]
+        cursor[0] += k
+        return got
+
+    for step in range(1, steps + 1):
+        rewards = {(pid, rnd): rows for _, pid, rnd, _, rows in recorded[step]}
+
+        def generate(requests, rnd, step=step):
+            rows = []
+            for req in requests:
+                if not req.n:
+                    continue
+                group[0] += 1
+                for r, length in rewards[(req.pid, rnd)]:
+                    finish = "max_len" if length >= alloc.setting.max_response_tokens else "eos"
+                    rows.append(Rollout(pid=req.pid, group=group[0], tag=req.tag, step=step,
+                                        round=rnd, tokens=np.zeros(length, np.int64),
+                                        logprobs=np.zeros(length, np.float32), finish=finish,
+                                        reward=r, weight=req.weight))
+            return rows
+
+        res = run_step(step, alloc, stats, _budget(alloc.setting, stats), draw=draw,
+                       generate=generate, score=lambda rows: [r.reward for r in rows],
+                       advantages=lambda g: assign_advantages(
+                           g, **alloc.advantage_options()))
+        out.append(([n for n in res.counts],
+                    [(g[0].pid, len(g)) for g in res.groups],
+                    [r.advantage * r.weight for g in res.groups for r in g]))
+    return out
+
+
+def _budget(setting, stats):
+    mean_len = stats.global_mean_length(default=setting.max_response_tokens)
+    return adapter.StepBudget(rollouts=setting.rollouts_per_step,
+                              tokens=setting.budget_fraction * setting.prompts_per_step
+                              * setting.group_size * mean_len, mean_length=mean_len)
+
+
+SETTING = dict(prompts_per_step=4, group_size=4, budget_fraction=1.0, max_response_tokens=24,
+               steps=3, seed=0, pool_size=8)
+
+
+@pytest.mark.parametrize("method,options", [("knapsack", {}), ("dapo", {"max_rounds": 4})])
+def test_method_through_verl_matches_shared_loop(cluster, method, options):
+    adapter.close_sessions()
+    kwargs = dict(SETTING, method=method, options=options)
+    cfg = verl_config(cluster, train_batch_size=SETTING["prompts_per_step"],
+                      sampler_kwargs=kwargs)
+    manager = AllocBenchAgentLoopManager.create(
+        cfg, llm_client=HFGenerateClientNoGPUServer(str(cluster)),
+        reward_loop_worker_handles=[BoxedAnswerReward.remote(str(cluster))])
+    recorder = Recorder(manager.session)
+    prompts = chain_sum_prompts(SETTING["pool_size"], seed=1)
+    trainer = TrainerStandIn(cfg, prompts, manager, AllocBenchReplayBuffer)
+    verl_steps = [trainer.step(s) for s in range(1, SETTING["steps"] + 1)]
+
+    setting = {k: v for k, v in SETTING.items()}
+    expected = replay_shared_loop(method, setting, options, [i for i, _, _ in prompts],
+                                  recorder.rounds, SETTING["steps"])
+    for step, (got, (counts, groups, advantages)) in enumerate(zip(verl_steps, expected), 1):
+        subs = recorder.rounds[step]
+        # plans -> __rollout_n__: every submission came back with exactly n rows
+        assert [len(rows) for *_, rows in subs] == [n for *_, n, _ in subs]
+        assert [n for _, _, rnd, n, _ in subs if rnd == 0] == counts
+        # selected groups and advantages, in the order verl trains them
+        uid_pid = {uid: pid for uid, pid, *_ in subs}
+        keys = list(got["advantages"])
+        verl_groups = []
+        for key in keys:
+            pid = uid_pid[key.split("_")[0]]
+            if verl_groups and verl_groups[-1][2] == key.split("_")[0]:
+                verl_groups[-1][1] += 1
+            else:
+                verl_groups.append([pid, 1, key.split("_")[0]])
+        assert [(p, n) for p, n, _ in verl_groups] == groups
+        np.testing.assert_allclose([got["advantages"][k] for k in keys], advantages,
+                                   rtol=1e-5, atol=1e-6)
+        assert got["metrics"]["allocbench/trained_groups"] == len(groups)
+    print(method, {s: [(pid, rnd, n, [r for r, _ in rows]) for _, pid, rnd, n, rows in v]
+                   for s, v in recorder.rounds.items()})
