@@ -32,10 +32,14 @@ class AllocBenchAgentLoopManager(AgentLoopManagerTQ):
 
     def __init__(self, config, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
-        self.session: AllocationSession = open_session(session_options(config))
-        check_config(config, self.session)
-        self.session.dispatch = self.dispatch
         self._sources: dict[int, TensorDict] = {}     # pid -> its one-row prompt batch
+        self.attach(open_session(session_options(config)))
+
+    def attach(self, session: AllocationSession) -> None:
+        """Generate for ``session`` (checked against this manager's verl config first)."""
+        check_config(self.config, session)
+        session.dispatch = self.dispatch
+        self.session = session
 
     def generate_sequences(self, prompts: TensorDict) -> None:
         if "validate" in prompts.keys() and bool(prompts["validate"]):

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 import allocators
 from allocators.base import PromptInfo, PromptStats, Rollout
 from allocbench_verl import adapter
+from allocbench_verl.config import session_options
 from allocbench_verl.manager import AllocBenchAgentLoopManager
 from allocbench_verl.sampler import AllocBenchReplayBuffer
 from trainer.grpo import assign_advantages
@@ -42,7 +43,15 @@ def cluster(tmp_path_factory):
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", "PYTHONPATH": path}})
     tq.init(OmegaConf.create({"backend": {"SimpleStorage": {"num_data_storage_units": 1}}}))
     model = tiny_model_dir(tmp_path_factory.mktemp("model"))
-    yield model
+    # one manager (one agent-loop worker actor) for every test: each test attaches its session
+    adapter.close_sessions()
+    cfg = verl_config(model, train_batch_size=SETTING["prompts_per_step"],
+                      sampler_kwargs=dict(SETTING, method="grpo"))
+    manager = AllocBenchAgentLoopManager.create(
+        cfg, llm_client=HFGenerateClientNoGPUServer(str(model)),
+        reward_loop_worker_handles=[BoxedAnswerReward.remote(str(model))])
+    yield model, manager
+    adapter.close_sessions()
     tq.close()
     ray.shutdown()
 
@@ -114,13 +123,12 @@ SETTING = dict(prompts_per_step=4, group_size=4, budget_fraction=1.0, max_respon
 
 @pytest.mark.parametrize("method,options", [("knapsack", {}), ("dapo", {"max_rounds": 4})])
 def test_method_through_verl_matches_shared_loop(cluster, method, options):
+    model, manager = cluster
     adapter.close_sessions()
     kwargs = dict(SETTING, method=method, options=options)
-    cfg = verl_config(cluster, train_batch_size=SETTING["prompts_per_step"],
+    cfg = verl_config(model, train_batch_size=SETTING["prompts_per_step"],
                       sampler_kwargs=kwargs)
-    manager = AllocBenchAgentLoopManager.create(
-        cfg, llm_client=HFGenerateClientNoGPUServer(str(cluster)),
-        reward_loop_worker_handles=[BoxedAnswerReward.remote(str(cluster))])
+    manager.attach(adapter.open_session(session_options(cfg)))
     recorder = Recorder(manager.session)
     prompts = chain_sum_prompts(SETTING["pool_size"], seed=1)
     trainer = TrainerStandIn(cfg, prompts, manager, AllocBenchReplayBuffer)
