@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 from allocators.base import (Allocator, FollowUpContext, PromptInfo, PromptStats, Request,
-                             Rollout, StepBudget, group_rows)
+                             Rollout, Setting, StepBudget, group_rows)
 
 
 @dataclass
@@ -38,6 +38,16 @@ class StepResult:
     advantages: Any                  # what ``advantages(groups)`` returned
     update: Any                      # what ``update(groups)`` returned (None without one)
     rounds: int                      # generation rounds, round 0 included
+
+
+def step_budget(setting: Setting, stats: PromptStats) -> StepBudget:
+    """A step's budget (DESIGN.md §4): ``C = round(b*M*G)`` rollouts and ``b*M*G*Lbar`` tokens,
+    ``Lbar`` the running mean kept length (``L_max`` before any row)."""
+    mean_len = stats.global_mean_length(default=setting.max_response_tokens)
+    return StepBudget(rollouts=setting.rollouts_per_step,
+                      tokens=setting.budget_fraction * setting.prompts_per_step
+                      * setting.group_size * mean_len,
+                      mean_length=mean_len)
 
 
 def _no_phase(name: str) -> ContextManager:

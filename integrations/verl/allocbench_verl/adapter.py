@@ -44,10 +44,9 @@ from typing import Any, Callable
 import numpy as np
 
 import allocators
-from allocators.base import (Allocator, PromptInfo, PromptStats, Request, Rollout, Setting,
-                             StepBudget)
+from allocators.base import Allocator, PromptInfo, PromptStats, Request, Rollout, Setting
 from trainer.grpo import assign_advantages
-from trainer.step import StepResult, run_step
+from trainer.step import StepResult, run_step, step_budget
 
 
 class RefusedMethod(ValueError):
@@ -191,13 +190,6 @@ class AllocationSession:
         taken, self.queue = self.queue[:k], self.queue[k:]
         return taken
 
-    def budget(self) -> StepBudget:
-        s = self.setting
-        mean_len = self.stats.global_mean_length(default=s.max_response_tokens)
-        return StepBudget(rollouts=s.rollouts_per_step,
-                          tokens=s.budget_fraction * s.prompts_per_step * s.group_size * mean_len,
-                          mean_length=mean_len)
-
     def new_uid(self) -> str:
         self._uid_counter += 1
         return f"ab{self._uid_counter:08d}"
@@ -221,7 +213,7 @@ class AllocationSession:
                     rows.append(row)
             return rows
 
-        result = run_step(step, self.allocator, self.stats, self.budget(), draw=self.draw,
+        result = run_step(step, self.allocator, self.stats, step_budget(self.setting, self.stats), draw=self.draw,
                           generate=generate, score=lambda rows: [r.reward for r in rows],
                           advantages=self._advantages, max_rounds=self.max_rounds)
         self.trained = {self._row_keys[id(r)]: r for g in result.groups for r in g}

@@ -27,7 +27,7 @@ from allocbench_verl.config import session_options
 from allocbench_verl.manager import AllocBenchAgentLoopManager
 from allocbench_verl.sampler import AllocBenchReplayBuffer
 from trainer.grpo import assign_advantages
-from trainer.step import run_step
+from trainer.step import run_step, step_budget
 from verl_harness import (BoxedAnswerReward, HFGenerateClientNoGPUServer, TrainerStandIn,
                           chain_sum_prompts, tiny_model_dir, verl_config)
 
@@ -100,7 +100,7 @@ def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, 
                                         reward=r, weight=req.weight))
             return rows
 
-        res = run_step(step, alloc, stats, _budget(alloc.setting, stats), draw=draw,
+        res = run_step(step, alloc, stats, step_budget(alloc.setting, stats), draw=draw,
                        generate=generate, score=lambda rows: [r.reward for r in rows],
                        advantages=lambda g: assign_advantages(
                            g, **alloc.advantage_options()))
@@ -108,13 +108,6 @@ def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, 
                     [(g[0].pid, len(g)) for g in res.groups],
                     [r.advantage * r.weight for g in res.groups for r in g]))
     return out
-
-
-def _budget(setting, stats):
-    mean_len = stats.global_mean_length(default=setting.max_response_tokens)
-    return adapter.StepBudget(rollouts=setting.rollouts_per_step,
-                              tokens=setting.budget_fraction * setting.prompts_per_step
-                              * setting.group_size * mean_len, mean_length=mean_len)
 
 
 SETTING = dict(prompts_per_step=4, group_size=4, budget_fraction=1.0, max_response_tokens=24,
