@@ -35,6 +35,8 @@ def check_config(config, session: AllocationSession) -> None:
     def refuse(what: str) -> None:
         raise RefusedMethod(f"allocbench-verl: {what}")
 
+    if not config.trainer.get("use_v1", True):
+        refuse("trainer.use_v1 must be true (the plugin extends verl's v1 trainer)")
     v1 = config.trainer.v1
     if v1.trainer_mode != "sync":
         refuse(f"trainer.v1.trainer_mode={v1.trainer_mode} (an allocator plans on-policy steps: "

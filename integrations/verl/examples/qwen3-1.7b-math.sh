@@ -49,6 +49,8 @@ python -m verl.trainer.main_ppo \
     actor_rollout_ref.actor.use_kl_loss=true \
     actor_rollout_ref.actor.kl_loss_coef=0.001 \
     actor_rollout_ref.actor.kl_loss_type=low_var_kl \
+    actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=16 \
+    actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=16 \
     actor_rollout_ref.rollout.name=vllm \
     actor_rollout_ref.rollout.n=$G \
     actor_rollout_ref.rollout.temperature=0.9 \
@@ -59,9 +61,10 @@ python -m verl.trainer.main_ppo \
     actor_rollout_ref.rollout.val_kwargs.top_p=0.95 \
     actor_rollout_ref.rollout.val_kwargs.do_sample=true \
     actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent \
-    actor_rollout_ref.rollout.agent.agent_loop_manager_class=allocbench_verl.manager.AllocBenchAgentLoopManager \
+    +actor_rollout_ref.rollout.agent.agent_loop_manager_class=allocbench_verl.manager.AllocBenchAgentLoopManager \
     reward.custom_reward_function.path="$HERE/math_verify_reward.py" \
     reward.custom_reward_function.name=compute_score \
+    trainer.use_v1=true \
     trainer.v1.trainer_mode=sync \
     trainer.v1.sampler.custom_sampler.path=pkg://allocbench_verl.sampler \
     trainer.v1.sampler.custom_sampler.name=AllocBenchReplayBuffer \

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import verl
+from verl.utils.config import validate_config
+from verl.trainer.ppo.utils import need_critic, need_reference_policy
 from hydra import compose, initialize_config_dir
 
 from allocbench_verl.adapter import AllocationSession
@@ -39,6 +41,9 @@ def test_example_run_composes_in_verl_and_matches_the_preset(tmp_path):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
     session = AllocationSession(**session_options(cfg))
     check_config(cfg, session)
+    # verl's own check of a run's config (main_ppo calls it before starting Ray)
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg),
+                    use_critic=need_critic(cfg))
     s = session.setting
     # bench/presets.py, qwen3-1.7b-math
     assert (s.prompts_per_step, s.group_size, s.max_response_tokens, s.steps) == (128, 8, 3072, 232)
