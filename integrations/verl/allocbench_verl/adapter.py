@@ -10,7 +10,9 @@ and translates between AllocBench's flat rows and verl's per-prompt submissions:
   a skipped prompt a batch slot and return no rows (:func:`submissions`).
 * **verl trajectories -> rows.**  Each finished trajectory becomes a :class:`Rollout` with the
   request's tag, round and weight, its response tokens, its reward (the sum of ``rm_scores``,
-  the canonical pre-KL reward) and ``finish = "max_len"`` when it filled ``max_response_tokens``
+  the canonical pre-KL reward) and ``finish = "max_len"`` when it filled ``max_response_tokens``,
+  which then scores 0 unless ``score_truncated`` (the shared loop's rule; a response whose EOS
+  is exactly its last allowed token counts as truncated here, as verl reports no finish reason)
   (:func:`to_rollout`).
 * **advantages.**  Computed by the shared loop's own function,
   ``trainer.grpo.assign_advantages``, with the method's ``advantage_options()`` (one-row groups:
@@ -60,26 +62,38 @@ _STOP_RULE_REASON = ("its stop rule ({rule}) decides per token inside generation
                      "0.9.1's rollout servers take no per-request stop-rule hook")
 
 
-def refusal(cls: type[Allocator]) -> str | None:
-    """Why method ``cls`` cannot run inside verl, in one line, or ``None`` when it can."""
-    rule = getattr(cls, "default_length", None) or getattr(cls, "length_control", "max_len")
+def _features(alloc: Allocator) -> tuple[str, ...]:
+    needs = getattr(alloc, "needs", None)
+    if callable(needs):                                 # the one declaration (issue 25)
+        return tuple(needs().features)
+    return tuple(getattr(alloc, "needs_features", ()))
+
+
+def refusal(alloc: Allocator) -> str | None:
+    """Why allocator ``alloc`` cannot run inside verl, in one line, or ``None`` when it can."""
+    rule = getattr(alloc, "default_length", None) or getattr(alloc, "length_control", "max_len")
     if rule != "max_len":
         return _STOP_RULE_REASON.format(rule=rule)
-    if getattr(cls, "control", False):
+    if alloc.control:
         return ("a control sees every candidate's pass rate from unbilled extra rollouts: a "
                 "reference row of the benchmark, not a training method")
-    features = tuple(getattr(cls, "needs_features", ()))
+    features = _features(alloc)
     if features:
         return (f"it needs prompt features of the whole pool before step 0 "
                 f"({', '.join(features)}), which verl's streamed dataloader does not give")
     return None
 
 
+# the setting --list judges each method at (refusals depend on the method, not on these numbers)
+_LIST_SETTING = Setting(prompts_per_step=8, group_size=8, budget_fraction=1.0,
+                        max_response_tokens=512, steps=10, seed=0, pool_size=64)
+
+
 def method_table() -> list[tuple[str, str]]:
     """(method, "runs in verl" | "refused, because ...") for every registered method."""
     out = []
     for name in allocators.available():
-        why = refusal(allocators.get(name))
+        why = refusal(allocators.get(name)(_LIST_SETTING))
         out.append((name, "runs in verl" if why is None else f"refused, because {why}"))
     return out
 
@@ -90,10 +104,11 @@ def make_allocator(method: str, setting: Setting, options: dict | None = None) -
         cls = allocators.get(method)
     except KeyError as exc:
         raise RefusedMethod(str(exc.args[0])) from None
-    why = refusal(cls)
+    alloc = cls(setting, **dict(options or {}))
+    why = refusal(alloc)
     if why is not None:
         raise RefusedMethod(f"method {method!r} cannot run in verl: {why}")
-    return cls(setting, **dict(options or {}))
+    return alloc
 
 
 @dataclass(frozen=True)
@@ -123,10 +138,13 @@ def submissions(requests: list[Request], round_index: int,
 
 
 def to_rollout(sub: Submission, group: int, step: int, tokens: np.ndarray, reward: float,
-               max_response_tokens: int) -> Rollout:
-    """One verl trajectory of submission ``sub`` as an AllocBench row."""
+               max_response_tokens: int, score_truncated: bool = False) -> Rollout:
+    """One verl trajectory of submission ``sub`` as an AllocBench row; a truncated row scores 0
+    unless ``score_truncated`` (the shared loop's rule, ``Preset.score_truncated``)."""
     tokens = np.asarray(tokens, dtype=np.int64)
     finish = "max_len" if len(tokens) >= max_response_tokens else "eos"
+    if finish == "max_len" and not score_truncated:
+        reward = 0.0
     return Rollout(pid=sub.pid, group=group, tag=sub.request.tag, step=step, round=sub.round,
                    tokens=tokens, logprobs=np.zeros(len(tokens), dtype=np.float32),
                    finish=finish, reward=float(reward), weight=float(sub.request.weight))
@@ -153,7 +171,7 @@ class AllocationSession:
     def __init__(self, method: str, *, prompts_per_step: int, group_size: int,
                  budget_fraction: float, max_response_tokens: int, steps: int, seed: int = 0,
                  pool_size: int = 0, options: dict | None = None, max_rounds: int = 10,
-                 normalize_std: bool = True) -> None:
+                 normalize_std: bool = True, score_truncated: bool = False) -> None:
         self.setting = Setting(prompts_per_step=int(prompts_per_step), group_size=int(group_size),
                                budget_fraction=float(budget_fraction),
                                max_response_tokens=int(max_response_tokens), steps=int(steps),
@@ -162,6 +180,7 @@ class AllocationSession:
         self.allocator = make_allocator(method, self.setting, options)
         self.advantage_options = dict(self.allocator.advantage_options())
         self.normalize_std = bool(normalize_std)
+        self.score_truncated = bool(score_truncated)
         self.max_rounds = int(max_rounds)
         self.stats = PromptStats()
         self.queue: list[PromptInfo] = []          # prompts verl drew that no draw took yet
@@ -208,7 +227,7 @@ class AllocationSession:
             for sub in subs:
                 for key, tokens, reward in produced.get(sub.uid, []):
                     row = to_rollout(sub, int(sub.uid[2:]), step, tokens, reward,
-                                     self.setting.max_response_tokens)
+                                     self.setting.max_response_tokens, self.score_truncated)
                     self._row_keys[id(row)] = key
                     rows.append(row)
             return rows

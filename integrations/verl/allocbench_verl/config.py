@@ -3,7 +3,8 @@
 Options live in ``trainer.v1.sampler.sampler_kwargs`` (verl hands the sampler nothing else):
 ``method`` (an AllocBench method name), ``prompts_per_step`` (M), ``group_size`` (G),
 ``budget_fraction`` (b), ``steps``, ``seed``, ``pool_size`` (rows of the training file),
-``max_rounds`` and ``options`` (the method's own options, as ``--set METHOD.NAME=V`` takes them).
+``max_rounds``, ``score_truncated`` (default false: a truncated response scores 0, the presets'
+rule) and ``options`` (the method's own options, as ``--set METHOD.NAME=V`` takes them).
 ``max_response_tokens`` and ``normalize_std`` are taken from verl's own settings so the two can
 never disagree.
 """
@@ -56,6 +57,14 @@ def check_config(config, session: AllocationSession) -> None:
     filt = config.algorithm.get("filter_groups", None)
     if filt is not None and filt.get("enable", False):
         refuse("algorithm.filter_groups.enable must be false (DAPO's filter is the dapo method)")
+    correction = config.algorithm.get("rollout_correction", None) or {}
+    if correction.get("bypass_mode", False):
+        refuse("algorithm.rollout_correction.bypass_mode must be false: verl then recomputes "
+               "every row's old log-probs with the current actor, as rows kept from an earlier "
+               "step need (Pilot-Commit's stale pilots)")
+    if getattr(session.allocator.opts, "stale_logprobs", "recompute") != "recompute":
+        refuse("stale_logprobs must be 'recompute': verl recomputes every row's old log-probs, "
+               "so the sampler's cannot be kept per row")
     gen = config.data.get("gen_batch_size", None)
     if gen not in (None, 1) and int(gen) != 1:
         refuse(f"data.gen_batch_size={gen}: must be 1 so follow-up rounds can draw any number of "

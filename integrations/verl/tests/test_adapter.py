@@ -38,8 +38,11 @@ def test_trajectory_becomes_row_with_request_tag_weight_and_finish():
     full = to_rollout(sub, 1, 3, np.arange(8), 1.0, max_response_tokens=8)
     short = to_rollout(sub, 1, 3, np.arange(5), 0.0, max_response_tokens=8)
     assert (full.finish, short.finish) == ("max_len", "eos")
+    assert full.reward == 0.0           # truncated: no reward unless score_truncated
+    kept = to_rollout(sub, 1, 3, np.arange(8), 1.0, max_response_tokens=8, score_truncated=True)
+    assert kept.reward == 1.0
     assert (full.pid, full.tag, full.round, full.step, full.weight) == (7, "screen", 2, 3, 0.5)
-    assert full.n_tokens == 8 and full.reward == 1.0
+    assert full.n_tokens == 8 and short.reward == 0.0
 
 
 class ScriptedVerl:
@@ -154,6 +157,8 @@ def _verl_config(**over):
     ({"algorithm": {"use_kl_in_reward": True}}, "use_kl_in_reward"),
     ({"data": {"gen_batch_size": 4}}, "gen_batch_size=4"),
     ({"data": {"max_response_length": 16}}, "max_response_tokens differs"),
+    ({"algorithm": {"rollout_correction": {"bypass_mode": True}}}, "bypass_mode"),
+    ({"trainer": {"use_v1": False}}, "use_v1"),
 ])
 def test_verl_settings_that_would_change_the_step_are_refused(over, message):
     good = _verl_config()

@@ -94,6 +94,7 @@ def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, 
                 group[0] += 1
                 for r, length in rewards[(req.pid, rnd)]:
                     finish = "max_len" if length >= alloc.setting.max_response_tokens else "eos"
+                    r = 0.0 if finish == "max_len" else r       # the loop's score_truncated=False
                     rows.append(Rollout(pid=req.pid, group=group[0], tag=req.tag, step=step,
                                         round=rnd, tokens=np.zeros(length, np.int64),
                                         logprobs=np.zeros(length, np.float32), finish=finish,
