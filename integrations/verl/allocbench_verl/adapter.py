@@ -51,6 +51,10 @@ from trainer.grpo import assign_advantages
 from trainer.step import StepResult, run_step, step_budget
 
 
+# Rollout.flags key holding the row's TransferQueue key (``{uid}_{session}_{index}``)
+KEY_FLAG = "verl_key"
+
+
 class RefusedMethod(ValueError):
     """A method (or a configuration) that cannot run inside verl; the message is one line."""
 
@@ -187,7 +191,6 @@ class AllocationSession:
         self.dispatch: Callable[[list[Submission], int], dict] | None = None
         self.draw_more: Callable[[int], None] | None = None
         self._uid_counter = 0
-        self._row_keys: dict[int, str] = {}          # id(row) -> verl trajectory key
         self.trained: dict[str, Rollout] = {}        # verl key -> trained row of the last step
         self._metrics: dict[str, float] = {}
 
@@ -218,8 +221,6 @@ class AllocationSession:
         """One step of the shared protocol; returns its result and fills :attr:`trained`."""
         if self.dispatch is None:
             raise RuntimeError("AllocationSession.dispatch is not bound (no verl manager)")
-        self._row_keys = {}
-
         def generate(requests: list[Request], round_index: int) -> list[Rollout]:
             subs = submissions(requests, round_index, self.new_uid)
             produced = self.dispatch(subs, step) if subs else {}
@@ -228,14 +229,15 @@ class AllocationSession:
                 for key, tokens, reward in produced.get(sub.uid, []):
                     row = to_rollout(sub, int(sub.uid[2:]), step, tokens, reward,
                                      self.setting.max_response_tokens, self.score_truncated)
-                    self._row_keys[id(row)] = key
+                    # the key travels with the row: a method may train it in a later step
+                    row.flags[KEY_FLAG] = key
                     rows.append(row)
             return rows
 
         result = run_step(step, self.allocator, self.stats, step_budget(self.setting, self.stats), draw=self.draw,
                           generate=generate, score=lambda rows: [r.reward for r in rows],
                           advantages=self._advantages, max_rounds=self.max_rounds)
-        self.trained = {self._row_keys[id(r)]: r for g in result.groups for r in g}
+        self.trained = {self.key_of(r): r for g in result.groups for r in g}
         self._metrics = self._summarise(result)
         return result
 
@@ -243,8 +245,10 @@ class AllocationSession:
         return assign_advantages(groups, normalize_std=self.normalize_std,
                                  **self.advantage_options)
 
-    def key_of(self, row: Rollout) -> str:
-        return self._row_keys[id(row)]
+    @staticmethod
+    def key_of(row: Rollout) -> str:
+        """The verl (TransferQueue) key of a row generated through verl."""
+        return row.flags[KEY_FLAG]
 
     def row_advantages(self, keys) -> np.ndarray:
         """Advantage x weight of each trained row named by its verl key (0 for a key that is

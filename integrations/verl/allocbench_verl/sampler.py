@@ -40,6 +40,8 @@ class AllocBenchReplayBuffer(ReplayBuffer):
         generated = session.run(global_steps)
         keys = list(session.trained)
         trained = set(keys)
+        # verl clears trained rows at the end of the step; the rest wait for the method
+        self._held = [(ref, key) for ref, key in self._held if key not in trained]
         self._held.extend((weakref.ref(r), session.key_of(r)) for r in generated.rows
                           if session.key_of(r) not in trained)
         del generated

@@ -10,12 +10,16 @@ trainer, whose construction needs GPUs (``verl_harness.TrainerStandIn`` makes it
 """
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("verl", reason="the verl plugin's tests run in its own environment "
+                                   "(README, 'Running a method inside verl')")
+
 import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pytest
 import ray
 import transfer_queue as tq
 from omegaconf import OmegaConf
