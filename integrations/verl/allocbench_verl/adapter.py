@@ -191,6 +191,7 @@ class AllocationSession:
         self.dispatch: Callable[[list[Submission], int], dict] | None = None
         self.draw_more: Callable[[int], None] | None = None
         self._uid_counter = 0
+        self.steps_run = 0                         # allocation steps so far (0-based, as the loop)
         self.trained: dict[str, Rollout] = {}        # verl key -> trained row of the last step
         self._metrics: dict[str, float] = {}
 
@@ -217,13 +218,16 @@ class AllocationSession:
         return f"ab{self._uid_counter:08d}"
 
     # -- the step ----------------------------------------------------------------------
-    def run(self, step: int) -> StepResult:
-        """One step of the shared protocol; returns its result and fills :attr:`trained`."""
+    def run(self, verl_step: int) -> StepResult:
+        """The next allocation step of the shared protocol inside verl's step ``verl_step``;
+        returns its result and fills :attr:`trained`."""
         if self.dispatch is None:
             raise RuntimeError("AllocationSession.dispatch is not bound (no verl manager)")
+        step = self.steps_run
+        self.steps_run += 1
         def generate(requests: list[Request], round_index: int) -> list[Rollout]:
             subs = submissions(requests, round_index, self.new_uid)
-            produced = self.dispatch(subs, step) if subs else {}
+            produced = self.dispatch(subs, verl_step) if subs else {}
             rows = []
             for sub in subs:
                 for key, tokens, reward in produced.get(sub.uid, []):
@@ -262,7 +266,7 @@ class AllocationSession:
 
     def _summarise(self, res: StepResult) -> dict[str, float]:
         sizes = [len(g) for g in res.groups]
-        out = {"allocbench/rounds": res.rounds, "allocbench/generated_rows": len(res.rows),
+        out = {"allocbench/step": self.steps_run - 1, "allocbench/rounds": res.rounds, "allocbench/generated_rows": len(res.rows),
                "allocbench/trained_groups": len(res.groups),
                "allocbench/trained_rows": sum(sizes),
                "allocbench/planned_prompts": len(res.counts),

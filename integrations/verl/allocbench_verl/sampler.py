@@ -28,6 +28,7 @@ PARTITION = "train"
 
 
 class AllocBenchReplayBuffer(ReplayBuffer):
+    max_empty_steps = 10
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._held: list[tuple[weakref.ref, str]] = []
@@ -37,18 +38,25 @@ class AllocBenchReplayBuffer(ReplayBuffer):
             return super().sample(global_steps, partition_id, batch_size)
         session = get_session()
         session.draw_more = self.refill_fn
-        generated = session.run(global_steps)
-        keys = list(session.trained)
-        trained = set(keys)
-        # verl clears trained rows at the end of the step; the rest wait for the method
-        self._held = [(ref, key) for ref, key in self._held if key not in trained]
-        self._held.extend((weakref.ref(r), session.key_of(r)) for r in generated.rows
-                          if session.key_of(r) not in trained)
-        del generated
-        self._release()
-        if not keys:
-            raise RuntimeError(f"allocbench: method {session.method!r} trained no group at step "
-                               f"{global_steps}")
+        # an allocation step that trains nothing (DAPO or Pilot-Commit out of rounds with no
+        # usable group) is a step without an update in the shared loop; verl cannot update on
+        # an empty batch, so the next allocation step runs inside the same verl step
+        for _ in range(self.max_empty_steps):
+            generated = session.run(global_steps)
+            keys = list(session.trained)
+            trained = set(keys)
+            # verl clears trained rows at the end of the step; the rest wait for the method
+            self._held = [(ref, key) for ref, key in self._held if key not in trained]
+            self._held.extend((weakref.ref(r), session.key_of(r)) for r in generated.rows
+                              if session.key_of(r) not in trained)
+            del generated
+            self._release()
+            if keys:
+                break
+        else:
+            raise RuntimeError(f"allocbench: method {session.method!r} trained no group in "
+                               f"{self.max_empty_steps} allocation steps (verl step "
+                               f"{global_steps})")
         listing = tq.kv_list(partition_id=PARTITION) or {}
         items = listing.get(PARTITION, listing)
         missing = [k for k in keys if k not in items]

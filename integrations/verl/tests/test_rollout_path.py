@@ -64,11 +64,12 @@ class Recorder:
     """Wraps the manager's dispatch: what verl generated, per step and round, in order."""
 
     def __init__(self, session) -> None:
-        self.inner, self.rounds = session.dispatch, defaultdict(list)
+        self.session, self.inner, self.rounds = session, session.dispatch, defaultdict(list)
         session.dispatch = self
 
-    def __call__(self, subs, step):
-        produced = self.inner(subs, step)
+    def __call__(self, subs, verl_step):
+        produced = self.inner(subs, verl_step)
+        step = self.session.steps_run - 1                # the allocation step in progress
         for sub in subs:
             rows = [(r, len(tokens)) for _, tokens, r in produced[sub.uid]]
             self.rounds[step].append((sub.uid, sub.pid, sub.round, sub.n, rows))
@@ -87,7 +88,7 @@ def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, 
         cursor[0] += k
         return got
 
-    for step in range(1, steps + 1):
+    for step in range(steps):
         rewards = {(pid, rnd): rows for _, pid, rnd, _, rows in recorded[step]}
 
         def generate(requests, rnd, step=step):
@@ -111,6 +112,7 @@ def replay_shared_loop(method, setting_kwargs, options, prompt_order, recorded, 
                            g, **alloc.advantage_options()))
         out.append(([n for n in res.counts],
                     [(g[0].pid, len(g)) for g in res.groups],
+                    [(r.pid, r.step, r.round) for g in res.groups for r in g],
                     [r.advantage * r.weight for g in res.groups for r in g]))
     return out
 
@@ -119,38 +121,50 @@ SETTING = dict(prompts_per_step=4, group_size=4, budget_fraction=1.0, max_respon
                steps=3, seed=0, pool_size=8)
 
 
-@pytest.mark.parametrize("method,options", [("knapsack", {}), ("dapo", {"max_rounds": 4})])
-def test_method_through_verl_matches_shared_loop(cluster, method, options):
+@pytest.mark.parametrize("method,options,over", [
+    # varied counts through __rollout_n__ (the pool is revisited from step 2 on)
+    ("knapsack", {}, {}),
+    # filter + refill rounds drawn through verl's dataloader path
+    ("dapo", {"max_rounds": 4}, {"steps": 2}),
+    # pilots kept in the method's buffer and trained in a later step (a pool larger than a
+    # round's 3M candidates, or the buffer's entries go stale at once)
+    ("pilot-commit", {"max_rounds": 3}, {"prompts_per_step": 2, "pool_size": 24, "steps": 2}),
+])
+def test_method_through_verl_matches_shared_loop(cluster, method, options, over):
     model, manager = cluster
     adapter.close_sessions()
-    kwargs = dict(SETTING, method=method, options=options)
-    cfg = verl_config(model, train_batch_size=SETTING["prompts_per_step"],
+    setting = dict(SETTING, **over)
+    kwargs = dict(setting, method=method, options=options)
+    cfg = verl_config(model, train_batch_size=setting["prompts_per_step"],
                       sampler_kwargs=kwargs)
     manager.attach(adapter.open_session(session_options(cfg)))
     recorder = Recorder(manager.session)
-    prompts = chain_sum_prompts(SETTING["pool_size"], seed=1)
+    prompts = chain_sum_prompts(setting["pool_size"], seed=1)
     trainer = TrainerStandIn(cfg, prompts, manager, AllocBenchReplayBuffer)
-    verl_steps = [trainer.step(s) for s in range(1, SETTING["steps"] + 1)]
+    verl_steps = [trainer.step(s) for s in range(1, setting["steps"] + 1)]
 
-    setting = {k: v for k, v in SETTING.items()}
+    steps = manager.session.steps_run               # allocation steps (some may train nothing)
     expected = replay_shared_loop(method, setting, options, [i for i, _, _ in prompts],
-                                  recorder.rounds, SETTING["steps"])
-    for step, (got, (counts, groups, advantages)) in enumerate(zip(verl_steps, expected), 1):
+                                  recorder.rounds, steps)
+    trained_at = {int(got["metrics"]["allocbench/step"]): got for got in verl_steps}
+    assert len(trained_at) == len(verl_steps)
+    # every submission, any step: uid -> (pid, allocation step, round)
+    uid_row = {uid: (pid, step, rnd) for step, subs in recorder.rounds.items()
+               for uid, pid, rnd, *_ in subs}
+    for step, (counts, groups, rows, advantages) in enumerate(expected):
         subs = recorder.rounds[step]
+        if step not in trained_at:                   # no update in the shared loop either
+            assert groups == [], step
+            continue
+        got = trained_at[step]
         # plans -> __rollout_n__: every submission came back with exactly n rows
         assert [len(rows) for *_, rows in subs] == [n for *_, n, _ in subs]
         assert [n for _, _, rnd, n, _ in subs if rnd == 0] == counts
-        # selected groups and advantages, in the order verl trains them
-        uid_pid = {uid: pid for uid, pid, *_ in subs}
+        # the trained rows (which prompt, step and round each came from) and their
+        # advantages, in the order verl trains them; rows may come from earlier steps
         keys = list(got["advantages"])
-        verl_groups = []
-        for key in keys:
-            pid = uid_pid[key.split("_")[0]]
-            if verl_groups and verl_groups[-1][2] == key.split("_")[0]:
-                verl_groups[-1][1] += 1
-            else:
-                verl_groups.append([pid, 1, key.split("_")[0]])
-        assert [(p, n) for p, n, _ in verl_groups] == groups
+        assert [uid_row[k.split("_")[0]] for k in keys] == rows
+        assert sum(n for _, n in groups) == len(keys)
         np.testing.assert_allclose([got["advantages"][k] for k in keys], advantages,
                                    rtol=1e-5, atol=1e-6)
         assert got["metrics"]["allocbench/trained_groups"] == len(groups)
