@@ -40,7 +40,8 @@ Departures from the shared loop, each forced by where verl draws prompts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -154,14 +155,6 @@ def to_rollout(sub: Submission, group: int, step: int, tokens: np.ndarray, rewar
                    finish=finish, reward=float(reward), weight=float(sub.request.weight))
 
 
-@dataclass
-class Generated:
-    """What the verl side returns for a round: each submission's trajectories (key, tokens,
-    reward), in submission order."""
-
-    trajectories: dict[str, list[tuple[str, np.ndarray, float]]] = field(default_factory=dict)
-
-
 class AllocationSession:
     """One allocator run inside verl's trainer: the step protocol with verl's generation.
 
@@ -190,6 +183,9 @@ class AllocationSession:
         self.queue: list[PromptInfo] = []          # prompts verl drew that no draw took yet
         self.dispatch: Callable[[list[Submission], int], dict] | None = None
         self.draw_more: Callable[[int], None] | None = None
+        # uids unique across sessions and processes sharing one TransferQueue (no "_": verl
+        # splits keys on it); the trailing counter is the row's AllocBench group id
+        self._uid_prefix = uuid.uuid4().hex[:12]
         self._uid_counter = 0
         self.steps_run = 0                         # allocation steps so far (0-based, as the loop)
         self.trained: dict[str, Rollout] = {}        # verl key -> trained row of the last step
@@ -215,7 +211,7 @@ class AllocationSession:
 
     def new_uid(self) -> str:
         self._uid_counter += 1
-        return f"ab{self._uid_counter:08d}"
+        return f"ab{self._uid_prefix}{self._uid_counter:08d}"
 
     # -- the step ----------------------------------------------------------------------
     def run(self, verl_step: int) -> StepResult:
@@ -231,7 +227,7 @@ class AllocationSession:
             rows = []
             for sub in subs:
                 for key, tokens, reward in produced.get(sub.uid, []):
-                    row = to_rollout(sub, int(sub.uid[2:]), step, tokens, reward,
+                    row = to_rollout(sub, int(sub.uid[-8:]), step, tokens, reward,
                                      self.setting.max_response_tokens, self.score_truncated)
                     # the key travels with the row: a method may train it in a later step
                     row.flags[KEY_FLAG] = key
