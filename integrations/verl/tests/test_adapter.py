@@ -180,3 +180,27 @@ def test_importing_verl_registers_the_estimator_through_the_entry_point():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "allocbench_verl.estimator"
+
+
+# what the plugin may import from the repository: the torch-free method packages and the two
+# step modules whose imports are numpy/torch only (the plugin's environment has no
+# reasoning-gym, sentence-transformers or vLLM, which the rest of trainer and bench import)
+ALLOWED = ("allocators", "core", "trainer.step", "trainer.grpo", "allocbench_verl")
+PROJECT = ("allocators", "core", "lengthctl", "trainer", "bench")
+
+
+def test_the_plugin_imports_only_the_method_packages_and_the_step_modules():
+    import ast
+    from pathlib import Path
+    package = Path(__file__).resolve().parents[1] / "allocbench_verl"
+    bad = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top in PROJECT and not any(name == a or name.startswith(a + ".")
+                                              for a in ALLOWED):
+                    bad.append(f"{path.name}: {name}")
+    assert not bad, bad
