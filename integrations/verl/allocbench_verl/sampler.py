@@ -7,6 +7,11 @@ through the manager's rollout, then hands verl the trained rows: their TransferQ
 field is rewritten to the row's own key, which is how the ``allocbench`` advantage estimator
 (``allocbench_verl.estimator``) finds each row's advantage and weight.
 
+An allocation step that trains no group (DAPO or Pilot-Commit out of rounds) is a step without
+an update in the shared loop; verl cannot update on an empty batch, so the next allocation step
+runs inside the same verl step (at most ``max_empty_steps``, then a clear error): the method's
+step count can run ahead of verl's ``global_steps`` (logged as ``allocbench/step``).
+
 Rows a method does not train are removed from TransferQueue as soon as the method lets go of
 them (weak references: SPEED-RL's queue and Pilot-Commit's pilot buffer keep rows across steps,
 and those rows' trajectories stay until they train or are dropped).
