@@ -17,10 +17,10 @@ METHOD="${METHOD:-knapsack}"; BUDGET="${BUDGET:-1.0}"; SEED="${SEED:-0}"
 DATA="${DATA:-data/verl}"; MODEL="${MODEL:-models/Qwen3-1.7B-Base}"; POOL="${POOL:-7497}"
 GPUS="${GPUS:-8}"
 M=128; G=8; L=3072
-# data.train_batch_size = prompts verl draws per step: the method's candidates per step
-# (M for most; DAPO's oversample x M, MoPPS 16 x M, Pilot-Commit / SPEED-RL 3-4 x M; the plugin
-# queues what a step does not use, and draws more when a follow-up round needs them)
-CANDIDATES="${CANDIDATES:-$M}"
+# data.train_batch_size = M: verl submits M prompts per step; a method that screens more
+# candidates (MoPPS 16 x M, Pilot-Commit / SPEED-RL 3-4 x M, DAPO's refills) draws the rest
+# through verl's dataloader one prompt at a time (gen_batch_size=1), and prompts a step does
+# not use wait in the plugin's queue for the next draw
 
 python -m verl.trainer.main_ppo \
     algorithm.adv_estimator=allocbench \
@@ -28,7 +28,7 @@ python -m verl.trainer.main_ppo \
     algorithm.norm_adv_by_std_in_grpo=true \
     data.train_files="$DATA/train.parquet" \
     data.val_files="$DATA/val.parquet" \
-    data.train_batch_size="$CANDIDATES" \
+    data.train_batch_size=$M \
     data.gen_batch_size=1 \
     data.max_prompt_length=512 \
     data.max_response_length=$L \
