@@ -71,7 +71,7 @@ from scipy.special import betaln, expit
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
-from allocators.options import Options, option
+from core.options import Options, option
 from allocators.knapsack import exact_weight_dp, take_largest
 
 

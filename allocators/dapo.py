@@ -91,7 +91,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 VERIFIER_REWARD_FLAG = "verifier_reward"
 

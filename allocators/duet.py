@@ -126,8 +126,8 @@ from scipy.stats import rankdata
 from sklearn.linear_model import Ridge
 
 from allocators import register
-from allocators.base import Allocator, Request, check_count_bounds
-from allocators.options import Options, option
+from allocators.base import Allocator, Needs, Request, check_count_bounds
+from core.options import Options, option
 from allocators.uniform import UniformGRPO
 
 LOG_PRICE_BRACKET = (-20.0, 20.0)   # [code] bisection on log λ
@@ -366,7 +366,6 @@ class DuetAllocationOptions(Options):
 class DuetAllocation(Allocator):
     """DUET's Neyman counts, propensity weights and stop thresholds; no early stopping."""
 
-    needs_features = (FEATURE,)
     Options = DuetAllocationOptions
 
     def __init__(self, setting, **options) -> None:
@@ -464,7 +463,14 @@ class DuetAllocation(Allocator):
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "n_ref": self.n_ref, "n_max": self.n_max,
-                "length_control": self.length_control}
+                "length_control": self.default_length}
+
+    def needs(self) -> Needs:
+        return Needs(features={FEATURE: {}}, length_options=self.length_options())
+
+    def length_options(self) -> dict:
+        """Options for the method's own stop rule (none: ``max_len``)."""
+        return {}
 
     def advantage_options(self) -> dict:
         return {"small_groups": self.opts.small_groups}
@@ -474,9 +480,9 @@ class DuetAllocation(Allocator):
 class Duet(DuetAllocation):
     """DUET in full: Neyman counts plus the marker-gated abort and confidence stop."""
 
-    length_control = "duet"
+    default_length = "duet"
 
-    def length_control_options(self) -> dict:
+    def length_options(self) -> dict:
         return duet_stop_window(self.setting)
 
 
@@ -497,7 +503,7 @@ class DuetAbortOptions(Options):
 class DuetAbort(UniformGRPO):
     """Uniform GRPO counts with DUET's stop rule at one threshold for every prompt."""
 
-    length_control = "duet"
+    default_length = "duet"
     Options = DuetAbortOptions
 
     def plan(self, step, candidates, stats, budget):
@@ -506,9 +512,9 @@ class DuetAbort(UniformGRPO):
             request.control = {"tau": self.opts.tau}
         return requests
 
-    def length_control_options(self) -> dict:
-        return duet_stop_window(self.setting)
+    def needs(self) -> Needs:
+        return Needs(length_options=duet_stop_window(self.setting))
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "per_prompt": self.per_prompt(),
-                "length_control": self.length_control}
+                "length_control": self.default_length}

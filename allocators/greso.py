@@ -83,7 +83,7 @@ import numpy as np
 
 from allocators import register
 from allocators.dapo import DAPODynamicSampling, DAPOOptions
-from allocators.options import option
+from core.options import option
 from allocators.base import PromptInfo, Rollout
 
 ALL_CORRECT, MIXED, ALL_WRONG = 1, 0, -1

@@ -112,7 +112,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
-from allocators.options import Options, option
+from core.options import Options, option
 
 COST_MODELS = ("probability", "expectation")
 ESTIMATORS = ("robust", "last_visit", "window")

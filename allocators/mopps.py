@@ -63,7 +63,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 STRATEGIES = ("topk", "threshold", "uniform")
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, Request, Rollout, group_rows, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 RULES = ("max_variance", "random")
 

@@ -133,8 +133,8 @@ from scipy.special import expit, logit
 from threadpoolctl import threadpool_limits   # scikit-learn's own dependency
 
 from allocators import register
-from allocators.base import Allocator, Request, check_count_bounds
-from allocators.options import Options, option
+from allocators.base import Allocator, Needs, Request, check_count_bounds
+from core.options import Options, option
 
 OBJECTIVES = ("grpo", "rloo")
 SOLVERS = ("kkt", "cvxpy")
@@ -553,7 +553,6 @@ class VIPOptions(Options):
 class VIP(Allocator):
     """GP-predicted pass rates -> variance-minimising counts under ``C`` rollouts per step."""
 
-    needs_features = ("embedding",)
     Options = VIPOptions
 
     def __init__(self, setting, **options) -> None:
@@ -622,8 +621,8 @@ class VIP(Allocator):
             pids = list(rewards)
             self.gp.update(self._rows(pids), [float(np.mean(rewards[pid])) for pid in pids])
 
-    def feature_options(self) -> dict:
-        return {"embedding": self.opts.embedding}
+    def needs(self) -> Needs:
+        return Needs(features={"embedding": {"embedding": self.opts.embedding}})
 
     def resolved_options(self) -> dict:
         lower, upper = self.count_bounds(self.setting.prompts_per_step,

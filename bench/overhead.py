@@ -211,8 +211,8 @@ def plan_case(method: str) -> Callable[[Instance], Callable[[], object]]:
         try:
             allocator = allocators.get(method)(setting)
             allocator.attach_pool(pool)
-            if allocator.wants_pass_rate_estimates:      # controls: estimates handed in first
-                allocator.receive_pass_rates(1, dict(enumerate(map(float, inst.pass_rate))))
+            if allocator.needs().pass_rate_estimates:    # controls: estimates recorded first
+                stats.record_estimates(1, dict(enumerate(map(float, inst.pass_rate))))
             allocator.plan(1, pool, stats, budget)
         except Exception as error:   # another method's failure must not sink the table
             raise Unavailable(f"plan(): {method} failed at M={inst.prompts}: "

@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from allocators.options import check_values
+from core.options import check_values
 
 from trainer.config import Architecture, Preset, WarmStartConfig
 

@@ -100,7 +100,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from allocators.options import Options, option
+from core.options import Options, option
 from lengthctl import register
 from lengthctl.base import ABORTED, CONTINUE, STOPPED, LengthController, RowBatch, RowController
 
@@ -253,6 +253,10 @@ class DuetRow(RowController):
             "eps_kept": self._phase == _LATE_KEPT,
             "stop_phase": PHASE_NAMES[self._phase],
         }
+
+    @property
+    def row_fields(self) -> dict:
+        return {"kept_by_chance": self._phase == _LATE_KEPT}
 
     # -- the rule ------------------------------------------------------------------------
     def decide(self, t: int, margin: float, tail: Callable[[int], str]) -> str | None:
@@ -448,6 +452,9 @@ class DuetBatch(RowBatch):
             "eps_kept": eps_kept,
             "stop_phase": PHASE_NAMES[phase],
         }
+
+    def row_fields(self, i: int) -> dict:
+        return {"kept_by_chance": int(self.phase[i]) == _LATE_KEPT}
 
     def weight(self, i: int) -> float:
         return 1.0 / self.gates.eps_abort if int(self.phase[i]) == _LATE_KEPT else 1.0

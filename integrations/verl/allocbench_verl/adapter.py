@@ -4,7 +4,7 @@ An :class:`AllocationSession` owns one allocator, the prompt statistics and the 
 (``trainer.step.run_step``, the same function the shared loop and the scripted test loop run),
 and translates between AllocBench's flat rows and verl's per-prompt submissions:
 
-* **plans -> ``__rollout_n__``.**  Each :class:`~allocators.base.Request` with ``n > 0`` becomes
+* **plans -> ``__rollout_n__``.**  Each :class:`~core.rows.Request` with ``n > 0`` becomes
   one verl prompt submission with a fresh uid and ``__rollout_n__ = n`` (one submission = one
   AllocBench group).  Requests with ``n = 0`` (a skip) are never submitted: verl 0.9.1 would give
   a skipped prompt a batch slot and return no rows (:func:`submissions`).
@@ -47,7 +47,8 @@ from typing import Any, Callable
 import numpy as np
 
 import allocators
-from allocators.base import Allocator, PromptInfo, PromptStats, Request, Rollout, Setting
+from allocators.base import Allocator
+from core.rows import PromptInfo, PromptStats, Request, Rollout, Setting
 from trainer.grpo import assign_advantages
 from trainer.step import StepResult, run_step, step_budget
 
@@ -67,22 +68,14 @@ _STOP_RULE_REASON = ("its stop rule ({rule}) decides per token inside generation
                      "0.9.1's rollout servers take no per-request stop-rule hook")
 
 
-def _features(alloc: Allocator) -> tuple[str, ...]:
-    needs = getattr(alloc, "needs", None)
-    if callable(needs):                                 # the one declaration (issue 25)
-        return tuple(needs().features)
-    return tuple(getattr(alloc, "needs_features", ()))
-
-
 def refusal(alloc: Allocator) -> str | None:
     """Why allocator ``alloc`` cannot run inside verl, in one line, or ``None`` when it can."""
-    rule = getattr(alloc, "default_length", None) or getattr(alloc, "length_control", "max_len")
-    if rule != "max_len":
-        return _STOP_RULE_REASON.format(rule=rule)
+    if alloc.default_length != "max_len":
+        return _STOP_RULE_REASON.format(rule=alloc.default_length)
     if alloc.control:
         return ("a control sees every candidate's pass rate from unbilled extra rollouts: a "
                 "reference row of the benchmark, not a training method")
-    features = _features(alloc)
+    features = tuple(alloc.needs().features)
     if features:
         return (f"it needs prompt features of the whole pool before step 0 "
                 f"({', '.join(features)}), which verl's streamed dataloader does not give")

@@ -19,7 +19,7 @@ from allocbench_verl.adapter import (AllocationSession, RefusedMethod, Submissio
                                      method_table, submissions, to_rollout)
 from allocbench_verl.config import check_config, session_options
 from allocbench_verl.estimator import allocbench_advantage
-from allocators.base import Request, Setting
+from core.rows import Request, Setting
 
 SETTING = dict(prompts_per_step=4, group_size=4, budget_fraction=1.0, max_response_tokens=8,
                steps=2, seed=0, pool_size=16)

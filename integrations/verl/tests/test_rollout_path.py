@@ -25,7 +25,7 @@ import transfer_queue as tq
 from omegaconf import OmegaConf
 
 import allocators
-from allocators.base import PromptInfo, PromptStats, Rollout
+from core.rows import PromptInfo, PromptStats, Rollout
 from allocbench_verl import adapter
 from allocbench_verl.config import session_options
 from allocbench_verl.manager import AllocBenchAgentLoopManager
