@@ -3,7 +3,7 @@ RLVR", Xu et al., ACL 2026) as a method: uniform GRPO counts with ARRoL's online
 
 The pruning rule -- quality head, calibration, per-group survival draw at ``l_detect`` -- is the
 stop rule ``lengthctl/arrol.py`` (its docstring has the equations, defaults, provenance and
-departures; docs/METHODS.md §5 the specification).  Any allocator runs it with
+departures; docs/METHODS.md §ARRoL the specification).  Any allocator runs it with
 ``--set METHOD.length=arrol``; this module names the pairing the paper evaluates:
 
 * ``plan``: ``round_half_up(b · G)`` rollouts for each of the ``M`` prompts, as uniform GRPO
@@ -14,7 +14,7 @@ departures; docs/METHODS.md §5 the specification).  Any allocator runs it with
   the update), so advantages are normalised over the survivors only.  The rule's
   ``pruned_in_baseline=true`` (``--set arrol.length.pruned_in_baseline=true``) keeps them in
   their group's mean and std instead -- an ablation, not the paper.
-* Groups that keep fewer than two rows give no gradient (the harness rule, DESIGN.md §3); the
+* Groups that keep fewer than two rows give no gradient (the harness rule, docs/DESIGN.md §Loop); the
   rule keeps at least ``min_keep = 2`` rows of every group it prunes.
 
 Budget: every generated token is charged, a pruned row's up to ``l_detect`` (plus the forced

@@ -1,4 +1,4 @@
-"""The allocator interface of the shared GRPO loop (DESIGN.md §3), torch-free.
+"""The allocator interface of the shared GRPO loop (docs/DESIGN.md §Loop), torch-free.
 
 Every rollout-allocation method is a subclass of :class:`Allocator` registered with
 :func:`allocators.register`.  The loop calls, per training step (``trainer/step.py``)::
@@ -108,7 +108,7 @@ class Allocator:
 
 
 def check_count_bounds(name: str, prompts: int, total: int, low: int, high: int) -> None:
-    """Fail loudly when ``prompts * low <= total <= prompts * high`` cannot hold (ALGORITHMS §10.2)."""
+    """Fail loudly when ``prompts * low <= total <= prompts * high`` cannot hold (docs/ALGORITHMS.md §Scaling)."""
     if prompts * low > total:
         raise ValueError(f"{name}: budget of {total} rollouts is below {prompts} prompts x "
                          f"minimum {low} per prompt")

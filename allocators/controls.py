@@ -1,6 +1,6 @@
 """Controls: ``oracle`` and ``anti-oracle``, the upper and lower references of allocation.
 
-No paper: these are the benchmark's own instruments (issue 12, DESIGN.md §3 and §7).  A testbed
+No paper: these are the benchmark's own instruments (issue 12, docs/DESIGN.md §Loop and §Evaluation).  A testbed
 may report "no method beats GRPO" only after showing that an allocation with perfect knowledge
 *would* beat it, and that a deliberately bad one would lose to it.
 

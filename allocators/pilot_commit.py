@@ -1,5 +1,5 @@
 """Pilot-Commit: a small pilot group screens each candidate, the rest of the group goes only to
-prompts whose pilot pass rate lies in an informative band (ALGORITHMS.md §5).
+prompts whose pilot pass rate lies in an informative band (docs/ALGORITHMS.md §Pilot-Commit).
 
 Paper: "Spend Your Rollouts Where It Counts: Rollout Allocation for Group-Based RL Post-Training",
 Kim, Yang, Yan, Liu (Databricks / Cornell), arXiv 2605.26606.  Only the abstract and the opening
@@ -8,7 +8,7 @@ of the introduction were available; the released code is the reference ([code]
 ``fit``/``filter_batch``/``exclude_batch``, ``recipe/pc/replay_buffer.py``,
 ``recipe/pc/config/pc_trainer.yaml``, ``train_scripts/pc_*.sh``).
 
-Per training step (ALGORITHMS.md §5.3), round ``r = 0, 1, ...``:
+Per training step (docs/ALGORITHMS.md §Pilot-Commit), round ``r = 0, 1, ...``:
 
 a. Pilot requests (tag ``"pilot"``, ``n_p`` rollouts) for the round's fresh candidates: in round 0
    the ``ceil(3*M)`` the loop drew, later ``ctx.draw(ceil(3*M))``.  Evicted prompts among them are

@@ -1,6 +1,6 @@
 """Reinforce-Ada: sample each prompt in rounds, stop sampling it once its group has the signal it
 needs (successive elimination), then train on a fixed-size, balanced subset of its rows
-(docs/METHODS.md, Reinforce-Ada).
+(docs/METHODS.md §Reinforce-Ada).
 
 Paper: "Reinforce-Ada: An Adaptive Sampling Framework for Reinforce-Style LLM Training", Xiong
 et al. (RLHFlow), arXiv 2510.04996.  The released code is the reference ([code]

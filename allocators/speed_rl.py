@@ -1,5 +1,5 @@
 """SPEED-RL: a cheap screening pass per candidate, the rest of the group only for prompts whose
-screening rewards are mixed (docs/METHODS.md, SPEED-RL).
+screening rewards are mixed (docs/METHODS.md §SPEED-RL).
 
 Paper: "SPEED-RL: Faster Training of Reasoning Models via Online Curriculum Learning", Zhang,
 Arora, Mei, Zanette, arXiv 2506.09016.  The released code is the reference ([code]

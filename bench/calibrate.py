@@ -1,7 +1,7 @@
 """``python -m bench.calibrate --preset NAME --seeds 0,1,2``: can this testbed see a difference?
 
 A benchmark may report "no method beats GRPO" only after showing it would have seen one
-(DESIGN.md §7).  This command runs, through the sweep machinery of ``bench.run`` (same run
+(docs/DESIGN.md §Evaluation).  This command runs, through the sweep machinery of ``bench.run`` (same run
 directories, same executors, finished runs reused, unfinished ones resumed):
 
     GRPO at b = 1 and b = 0.5, ``oracle`` and ``anti-oracle`` at b = 0.5 (allocators/controls.py)

@@ -1,4 +1,4 @@
-"""The papers' tables (ALGORITHMS.md §7), as data: name -> methods, budgets, renderer.
+"""The papers' tables (docs/ALGORITHMS.md §Paper-tables), as data: name -> methods, budgets, renderer.
 
 ``python -m bench.run --table NAME`` runs ``methods x budgets`` (x ``--seeds``) on the chosen
 preset and prints the table in the paper's layout; ``--table list`` names them.  Adding a table is
@@ -108,7 +108,7 @@ def missing_methods(methods) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ DUET fig. 1
-DUET_PAPER = {     # ALGORITHMS.md §2.5: Qwen3-1.7B-Base on MATH, MATH-500 Mean@4 (%)
+DUET_PAPER = {     # docs/ALGORITHMS.md §DUET: Qwen3-1.7B-Base on MATH, MATH-500 Mean@4 (%)
     "pareto": {"GRPO": (56.8, 56.4, 54.9), "DAPO": (57.6, 56.6, 55.5), "VIP": (58.6, 56.0, 55.1),
                "DUET": (61.6, 62.1, 61.4)},
     "bars": {"Baseline (no RL)": 45.1, "GRPO": 56.8, "DAPO": 57.6, "ARRoL": 58.4, "VIP": 58.6,

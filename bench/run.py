@@ -31,8 +31,8 @@ import allocators
 import lengthctl
 from core.options import describe, plain
 from bench.executors import EXECUTORS, SweepProgress
-from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
-    load_config_file, run_options
+from bench.overrides import FIXED_PRESET_FIELDS, ConfigError, apply_sets, check_method_options, \
+    checked_preset, load_config_file, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
@@ -239,7 +239,7 @@ def list_everything() -> str:
         lines.append(f"  {name:20s} {preset.description}")
     lines.append("preset fields (--set preset.FIELD=V; defaults of the dataclass, each preset "
                  "sets its own):")
-    lines += _option_lines(Preset, "")
+    lines += _option_lines(Preset, "", FIXED_PRESET_FIELDS)     # set by --preset, not --set
     return "\n".join(lines)
 
 

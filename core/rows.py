@@ -1,4 +1,4 @@
-"""The shared GRPO loop's row and statistics types (DESIGN.md §3), at the bottom of the imports.
+"""The shared GRPO loop's row and statistics types (docs/DESIGN.md §Loop), at the bottom of the imports.
 
 Rollouts are flat :class:`Rollout` rows keyed by prompt id (``pid``) and group id; nothing
 assumes a fixed group size.  ``allocators`` (the methods), ``lengthctl`` (the stop rules),
@@ -99,7 +99,7 @@ class Setting:
 
     @property
     def rollouts_per_step(self) -> int:
-        """C = round(b * M * G) (DESIGN.md §4)."""
+        """C = round(b * M * G) (docs/DESIGN.md §Budget)."""
         return int(round(self.budget_fraction * self.prompts_per_step * self.group_size))
 
 

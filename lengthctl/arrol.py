@@ -13,9 +13,9 @@ pool at once.  DUET's re-implementation (``ray_trainer.py`` L750-808, L899-947, 
 L4296-4449) gives the configuration; its head modules (``duet.arrol_head``,
 ``duet.arrol_faithful_head``) are not public.  The rule is a run option: method ``arrol``
 (``allocators/arrol.py``) runs it with uniform GRPO counts, and any allocator can run it with
-``--set METHOD.length=arrol`` (hf engine only); docs/METHODS.md §5 is the specification.
+``--set METHOD.length=arrol`` (hf engine only); docs/METHODS.md §ARRoL is the specification.
 
-What the sources say (provenance tags as in ALGORITHMS.md)
+What the sources say (provenance tags as in docs/ALGORITHMS.md §Conventions)
 ----------------------------------------------------------
 * A lightweight quality head, trained on the fly on verifier labels, predicts the success
   probability of a partial rollout and drives early pruning [paper abstract]; it reads the
@@ -95,7 +95,7 @@ weight 1 (no importance correction; none is described).
 
 Defaults and provenance
 -----------------------
-* ``l_detect = round_half_up(L_max · 512 / 3072)`` (ALGORITHMS.md §10, exact rationals), floor
+* ``l_detect = round_half_up(L_max · 512 / 3072)`` (docs/ALGORITHMS.md §Scaling, exact rationals), floor
   1; ``absolute=True`` takes 512; an int ``l_detect`` wins over both.  ``L_max = 60``
   (noisy-chain) gives 10, ``40`` (smoke) 7, ``3072`` 512.
 * ``head_hidden = 128``, ``warmup_steps = 20``, ``keep_rate κ = 0.5``, ``target_positive

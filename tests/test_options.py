@@ -149,9 +149,9 @@ def test_list_prints_each_summary_whole_and_without_rest_markup():
     assert "  coba                 max_len   CoBA-RL in the shared loop: one round, counts from " \
            "coba_counts.\n" in text
     # these summaries wrap in their docstrings: the first line alone stopped mid-sentence
-    assert "counts from knapsack_counts (None options = the §10 scaling of the released " \
+    assert "counts from knapsack_counts (None options = the §Scaling rule of the released " \
            "value).\n" in text
-    assert "prompts whose pilot pass rate lies in an informative band (ALGORITHMS.md §5).\n" in text
+    assert "prompts whose pilot pass rate lies in an informative band (docs/ALGORITHMS.md §Pilot-Commit).\n" in text
 
 
 def test_a_summary_keeps_the_text_sphinx_would_show():

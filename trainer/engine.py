@@ -1,6 +1,6 @@
 """The ``hf`` rollout engine: a sampling loop over a ``transformers`` causal LM with a KV cache.
 
-What it guarantees (DESIGN.md §5):
+What it guarantees (docs/DESIGN.md §Engines):
 
 * any number of rollouts per prompt; each prompt is prefilled once and its cache rows are
   replicated for its rollouts;

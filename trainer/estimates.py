@@ -1,4 +1,4 @@
-"""Unbilled pass-rate estimates for the controls (``allocators/controls.py``, DESIGN.md §3).
+"""Unbilled pass-rate estimates for the controls (``allocators/controls.py``, docs/DESIGN.md §Loop).
 
 Before an allocator that declares ``Needs(pass_rate_estimates=k)`` plans a step, the loop calls
 :func:`estimate_pass_rates` once: ``k`` rollouts of every candidate from the current policy,

@@ -1,10 +1,10 @@
 """GRPO advantages and the clipped policy-gradient loss over flat, variable-size groups.
 
-Advantages (ALGORITHMS.md §1.1): within each training group, ``(r - mean) / (std + eps)`` with
+Advantages (docs/ALGORITHMS.md §GRPO): within each training group, ``(r - mean) / (std + eps)`` with
 the unbiased std as in verl (``normalize_std=False`` gives Dr. GRPO's ``r - mean``).  Every row of
-the group, aborted ones included, enters the mean and std with its reward as scored (DUET §2.3
+the group, aborted ones included, enters the mean and std with its reward as scored (docs/ALGORITHMS.md §DUET
 step 14).  The rule for too-small groups lives here and nowhere else, chosen per method through
-:meth:`allocators.base.Allocator.advantage_options` (DESIGN.md §3):
+:meth:`allocators.base.Allocator.advantage_options` (docs/DESIGN.md §Loop):
 
 * ``small_groups="no_gradient"`` (every method's default): a group with fewer than two kept
   (non-aborted) rows gives no gradient — every advantage 0 — and is counted in ``no_gradient``.

@@ -1,7 +1,7 @@
 """The budget ledger: planned and realised tokens and rollouts, and seconds by phase.
 
 Every generated token is charged: pilot rollouts, groups that dynamic sampling throws away, and
-aborted rollouts up to the abort point (DESIGN.md §3).  Phases are the fixed set of DESIGN.md §4;
+aborted rollouts up to the abort point (docs/DESIGN.md §Loop).  Phases are the fixed set of docs/DESIGN.md §Budget;
 training seconds (for speed-ups) are everything but ``evaluate``.  ``logprob`` holds old-policy
 log-probs recomputed by the trainer's model (the vLLM engine's recompute path; the hf engine's
 come with sampling, so its runs charge 0 there); ``advantage`` the group-normalised advantages.

@@ -1,4 +1,4 @@
-"""One run of the shared GRPO loop (DESIGN.md §3): one method, one budget fraction, one seed.
+"""One run of the shared GRPO loop (docs/DESIGN.md §Loop): one method, one budget fraction, one seed.
 
 Per step, :func:`trainer.step.run_step` orders the allocator's calls (plan, follow-up rounds,
 select, advantages, update, observe) and this module supplies the parts::

@@ -1,4 +1,4 @@
-"""The protocol of one training step (DESIGN.md §3), torch-free, shared by the loop and the tests.
+"""The protocol of one training step (docs/DESIGN.md §Loop), torch-free, shared by the loop and the tests.
 
 ::
 

@@ -30,7 +30,7 @@ a left-to-right chain of partial sums ending in ``\\boxed{answer}``::
 
 so rollouts have a length that grows with the number of terms and a final-answer marker that
 DUET's stop rule can detect.  Training and held-out sets come from seeds 10^9 apart
-(reasoning-gym item i of seed s is generated from s + i, DESIGN.md §11), duplicates inside the
+(reasoning-gym item i of seed s is generated from s + i, docs/DESIGN.md §Facts), duplicates inside the
 training pool are dropped and any training question that also occurs in the held-out set is
 removed, so the sets share no question.  The held-out set is drawn first and the training pool
 excludes its questions, because the smallest bucket (two one-digit terms) has only 200 distinct

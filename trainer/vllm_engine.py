@@ -15,7 +15,7 @@ How each part maps onto vLLM (APIs checked against the current documentation and
   stop tokens or sampling defaults: a row ends at the tokenizer's EOS, as in the hf engine.
 * **Old log-probs.**  ``old_logprobs="recompute"`` (default) recomputes them with the trainer's
   model after generation, exactly as the hf engine defines them (``log_softmax(logits / T)``, no
-  top-p renormalisation) -- DESIGN.md §3 takes the engine's values only when they are exact, and
+  top-p renormalisation) -- docs/DESIGN.md §Loop takes the engine's values only when they are exact, and
   vLLM's bf16 kernels and its top-p-renormalised ``processed_logprobs`` are not (verl recomputes
   ``old_log_prob`` with the actor for the same reason).  ``old_logprobs="engine"`` takes vLLM's
   own: ``SamplingParams(logprobs=0)`` returns the sampled token's log-prob, and
