@@ -49,8 +49,9 @@ class StepResult:
 
 
 def step_budget(setting: Setting, stats: PromptStats) -> StepBudget:
-    """A step's budget (DESIGN.md §4): ``C = round(b*M*G)`` rollouts and ``b*M*G*Lbar`` tokens,
-    ``Lbar`` the running mean kept length (``L_max`` before any row)."""
+    """A step's budget (docs/DESIGN.md §Budget): ``C = round(b*M*G)`` rollouts and
+    ``b*M*G*Lbar`` tokens, ``Lbar`` the running mean kept length (``L_max`` before any row);
+    the loop and the verl plugin (``integrations/verl``) both take it from here."""
     mean_len = stats.global_mean_length(default=setting.max_response_tokens)
     return StepBudget(rollouts=setting.rollouts_per_step,
                       tokens=setting.budget_fraction * setting.prompts_per_step
