@@ -15,6 +15,7 @@ import allocators
 import lengthctl
 from core.options import OptionError, check_instance
 from core.rows import Setting
+from trainer.budget import ProtocolError, check_protocol
 from trainer.config import Preset
 from trainer.rundir import read_json
 
@@ -38,6 +39,9 @@ class RunSpec:
     log_to: tuple[str, ...] = field(default=(), compare=False)
     # the stop rule, when not the method's own (``--set METHOD.length=RULE``); None = its own
     length: str | None = None
+    # a sub-directory of the sweep the run lives in (e.g. the tuned-uniform grid's
+    # "uniform-grid/M64xG4"), so that it never enters the sweep's own tables
+    group: str = field(default="", compare=False)
 
     def config(self) -> dict:
         # "length" only when set: a run of a method's own stop rule keeps the config it had
@@ -53,7 +57,8 @@ class RunSpec:
         return self.method if self.length is None else f"{self.method}+{self.length}"
 
     def run_name(self) -> str:
-        return f"{self.label}__b{self.budget:g}__s{self.seed}"
+        name = f"{self.label}__b{self.budget:g}__s{self.seed}"
+        return f"{self.group}/{name}" if self.group else name
 
 
 def validate_spec(spec: RunSpec) -> None:
@@ -61,6 +66,10 @@ def validate_spec(spec: RunSpec) -> None:
     try:
         check_instance(spec.preset, "preset")     # every field's declared type and range
     except OptionError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        check_protocol(spec.preset)
+    except ProtocolError as exc:
         raise RunError(str(exc)) from None
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
