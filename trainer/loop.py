@@ -52,7 +52,7 @@ from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_run_dir, make_co
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
-from trainer.step import StepResult, run_step
+from trainer.step import StepResult, run_step, step_budget
 from trainer.tasks import build_splits
 from trainer.tracking import Tracking
 from trainer.verifier import VerifierPool
@@ -240,11 +240,7 @@ class Run:
 
     # ------------------------------------------------------------------ the step ---------
     def _budget(self) -> StepBudget:
-        s = self.setting
-        mean_len = self.stats.global_mean_length(default=s.max_response_tokens)
-        return StepBudget(rollouts=s.rollouts_per_step,
-                          tokens=s.budget_fraction * s.prompts_per_step * s.group_size * mean_len,
-                          mean_length=mean_len)
+        return step_budget(self.setting, self.stats)
 
     def _sample(self, requests: list[Request], step: int, round_index: int,
                 budget: StepBudget) -> list[Rollout]:

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, ContextManager
 
 from allocators.base import Allocator
-from core.rows import (FollowUpContext, PromptInfo, PromptStats, Request, Rollout, StepBudget,
-                       group_rows)
+from core.rows import (FollowUpContext, PromptInfo, PromptStats, Request, Rollout, Setting,
+                       StepBudget, group_rows)
 
 
 @dataclass
@@ -46,6 +46,17 @@ class StepResult:
     update: Any                      # what ``update(groups)`` returned (None without one)
     rounds: int                      # generation rounds, round 0 included
     length_metrics: dict             # the stop rule's step_metrics ({} without one)
+
+
+def step_budget(setting: Setting, stats: PromptStats) -> StepBudget:
+    """A step's budget (docs/DESIGN.md §Budget): ``C = round(b*M*G)`` rollouts and
+    ``b*M*G*Lbar`` tokens, ``Lbar`` the running mean kept length (``L_max`` before any row);
+    the loop and the verl plugin (``integrations/verl``) both take it from here."""
+    mean_len = stats.global_mean_length(default=setting.max_response_tokens)
+    return StepBudget(rollouts=setting.rollouts_per_step,
+                      tokens=setting.budget_fraction * setting.prompts_per_step
+                      * setting.group_size * mean_len,
+                      mean_length=mean_len)
 
 
 def _no_phase(name: str) -> ContextManager:
