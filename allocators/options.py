@@ -15,7 +15,7 @@ a one-line :class:`OptionError` naming the field, the value and what is allowed:
         Options = MyOptions          # read as self.opts.alpha
 
 Types come from the field annotations: ``int`` (a bool is not an int), ``float`` (an int is
-accepted and converted), ``bool``, ``str``, ``X | None``, ``tuple[T, ...]`` (a JSON list is
+accepted and converted; never inf or nan), ``bool``, ``str``, ``X | None``, ``tuple[T, ...]`` (a JSON list is
 accepted), ``dict``.  Plain dataclasses such as the run presets use :func:`check_values` and
 :func:`check_instance` with the same metadata.  Torch-free, so ``lengthctl`` imports it too.
 """
@@ -159,7 +159,9 @@ def check_value(owner: str, name: str, value, annotation, meta):
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise fail()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and math.isnan(value):
+        # no option means "unbounded" by infinity: inf overflowed timers and optimizers
+        # into silently wrong runs (issue 29); nan compares false with every bound
+        if isinstance(value, float) and not math.isfinite(value):
             raise fail()
         for key, holds in (("ge", value.__ge__), ("gt", value.__gt__), ("le", value.__le__),
                            ("lt", value.__lt__)):

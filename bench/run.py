@@ -15,6 +15,7 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import re
@@ -36,7 +37,8 @@ from bench.overrides import ConfigError, apply_sets, check_method_options, check
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
-from trainer.spec import RunError, RunSpec, check_run_dir, check_task_mix, validate_spec
+from trainer.spec import (RunError, RunSpec, check_run_dir, check_task_mix, validate_preset,
+                          validate_spec)
 from trainer.tracking import TrackingError, check_backends
 
 if TYPE_CHECKING:
@@ -81,7 +83,9 @@ def parse_target(value: float | None) -> float | None:
 
 
 def resolve_methods(text: str) -> list[str]:
-    names = allocators.main_methods() if text == "all" else parse_list(text, "--methods")
+    # each once, in order: grpo,grpo would be two runs of one directory
+    names = allocators.main_methods() if text == "all" else \
+        list(dict.fromkeys(parse_list(text, "--methods")))
     known = set(allocators.available())
     for name in names:
         try:
@@ -267,6 +271,8 @@ def plan_sweep(args) -> Plan:
         raise UsageError("--ray-address applies to --executor ray")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'allocbench[dist]'")
     parse_target(args.target)
     preset = get_preset(args.preset)
     skipped: list[str] = []
@@ -291,9 +297,11 @@ def plan_sweep(args) -> Plan:
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
     lenient = (args.methods or DEFAULT_METHODS) == "all" or (table is not None
                                                              and args.methods is None)
+    validate_preset(preset)         # strict whatever the methods: it is every run's problem
+    check_distinct_directories(specs)
     for spec in list(specs):
         try:
-            validate_spec(spec)
+            validate_spec(spec, check_preset=False)
         except RunError as exc:
             if not lenient or "unknown" in str(exc) or "outside" in str(exc):
                 raise
@@ -305,6 +313,18 @@ def plan_sweep(args) -> Plan:
     for spec in specs:
         check_run_dir(spec, out / spec.run_name())
     return Plan(preset, specs, skipped, table, out)
+
+
+def check_distinct_directories(specs: list[RunSpec]) -> None:
+    """Two runs of a sweep never share a directory (one would train, the lock would refuse the
+    other): budgets that differ only past the run name's 6 significant digits are refused."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        other = seen.setdefault(spec.run_name(), spec)
+        if other is not spec:
+            raise UsageError(f"budgets {other.budget!r} and {spec.budget!r} both name the run "
+                             f"directory {spec.run_name()}; give budgets that differ within "
+                             f"6 significant digits")
 
 
 def configure(preset: Preset, args, methods: list[str]) -> tuple[Preset, dict]:

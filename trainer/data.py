@@ -180,9 +180,10 @@ def load_eval_sets(paths) -> dict[str, list[Task]]:
     return sets
 
 
-def check_data_file(path: str | Path) -> None:
-    """Fail early (one line) on a missing or unusable data file; reads the whole file."""
-    load_tasks(path)
+def check_data_file(path: str | Path) -> int:
+    """Fail early (one line) on a missing or unusable data file; reads the whole file and
+    returns its number of problems."""
+    return len(load_tasks(path))
 
 
 def export_tasks_jsonl(tasks: list[Task], path: str | Path) -> Path:

@@ -46,8 +46,8 @@ from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_jso
                             atomic_write_jsonl, read_checkpoint, read_jsonl,
                             read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
-from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_run_dir, make_controllers,
-                          run_setting, validate_spec)
+from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_pool_size, check_run_dir,
+                          make_controllers, run_setting, validate_spec)
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
@@ -123,6 +123,8 @@ class Run:
                 raise RunError(f"no usable training problems in {p.train_data}")
             self.train_tasks = tasks
             self.held_out = next(iter(self.eval_sets.values()))
+        # the planner checked an upper bound; small buckets and dropped prompts can leave fewer
+        check_pool_size(p, len(self.train_tasks), p.train_data or f"the {p.task_mix} mix")
 
     def setup(self) -> None:
         p, spec = self.p, self.spec

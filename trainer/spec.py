@@ -8,6 +8,7 @@ only about a CUDA device, and the data reader only when a preset names data file
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from trainer.rundir import read_json
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 ENGINES = ("hf", "vllm")
+# the keyword options each engine takes from ``preset.engine_options`` (the rest of their
+# arguments come from the preset); kept here, torch-free, so that a typo is refused before any
+# work -- tests/test_bad_input.py checks these against the engines' signatures
+ENGINE_OPTIONS = {
+    "hf": ("max_batch_rows", "compact_fraction"),
+    "vllm": ("old_logprobs", "gpu_memory_utilization", "max_model_len", "enforce_eager",
+             "sleep_level", "recompute_tokens"),
+}
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+# a seed is a numpy SeedSequence entropy word and torch.manual_seed's argument
+MAX_SEED = 2**32 - 1
 
 
 class RunError(RuntimeError):
@@ -46,14 +58,27 @@ class RunSpec:
         return f"{self.method}__b{self.budget:g}__s{self.seed}"
 
 
-def validate_spec(spec: RunSpec) -> None:
-    """Errors a user can fix, raised before any work (one line each)."""
+def validate_preset(p: Preset) -> None:
+    """The preset's own errors (no method, budget or seed involved), one line each."""
     try:
-        check_instance(spec.preset, "preset")     # every field's declared type and range
+        check_instance(p, "preset")     # every field's declared type and range
     except OptionError as exc:
         raise RunError(str(exc)) from None
+    if p.model_dir is not None:
+        check_model_dir(p.model_dir)
+    check_task_mix(p)
+    check_real_inputs(p)
+
+
+def validate_spec(spec: RunSpec, check_preset: bool = True) -> None:
+    """Errors a user can fix, raised before any work (one line each); ``check_preset=False``
+    where the caller checked the preset once for a whole sweep (:func:`validate_preset`)."""
+    if check_preset:
+        validate_preset(spec.preset)
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise RunError(f"seed {spec.seed} is outside [0, {MAX_SEED}]")
     try:
         allocators.get(spec.method)               # an unknown method fails here, first
     except KeyError as exc:
@@ -64,10 +89,6 @@ def validate_spec(spec: RunSpec) -> None:
         raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
                        f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
                        f"it must cover")
-    if p.model_dir is not None:
-        check_model_dir(p.model_dir)
-    check_task_mix(p)
-    check_real_inputs(p)
     try:
         make_controllers(spec, setting)
     except KeyError as exc:
@@ -105,12 +126,25 @@ def check_real_inputs(p) -> None:
         from trainer.data import DataError, check_data_file     # reasoning_gym: seconds to load
         for path in (p.train_data, *p.eval_data):
             try:
-                check_data_file(path)
+                problems = check_data_file(path)
             except DataError as exc:
                 raise RunError(str(exc)) from None
+            if path == p.train_data:
+                check_pool_size(p, min(problems, p.train_limit or problems), p.train_data)
+    elif p.prompts_per_step > p.train_per_bucket:
+        # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
+        from trainer.tasks import get_mix
+        check_pool_size(p, len(get_mix(p.task_mix).buckets) * p.train_per_bucket,
+                        f"the {p.task_mix} mix at train_per_bucket = {p.train_per_bucket}")
     elif p.eval_data:
         raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
                        f"mix has its own held-out set")
+    if not DEVICE.fullmatch(str(p.device)):
+        raise RunError(f"preset.device = {p.device!r}: expected cpu, cuda, cuda:N or mps")
+    unknown = sorted(set(p.engine_options) - set(ENGINE_OPTIONS.get(p.engine, ())))
+    if unknown:
+        raise RunError(f"preset.engine_options: unknown option(s) {', '.join(unknown)} of the "
+                       f"{p.engine} engine; known: {', '.join(ENGINE_OPTIONS[p.engine])}")
     if p.dtype not in DTYPE_NAMES:
         raise RunError(f"unknown dtype {p.dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
     if p.engine not in ENGINES:
@@ -127,6 +161,14 @@ def check_real_inputs(p) -> None:
             check_vllm(p.device)
         except VLLMUnavailable as exc:
             raise RunError(str(exc)) from None
+
+
+def check_pool_size(p, pool: int, source: str) -> None:
+    """A step draws ``prompts_per_step`` distinct prompts: more than the pool holds would train
+    on repeats of every prompt in each step, which no method asked for."""
+    if p.prompts_per_step > pool:
+        raise RunError(f"preset.prompts_per_step = {p.prompts_per_step} is more than the "
+                       f"{pool} training prompts of {source}")
 
 
 def run_setting(spec: RunSpec, pool_size: int = 0) -> Setting:
