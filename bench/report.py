@@ -133,9 +133,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from bench.run import UsageError, locked, parse_target
     args = build_parser().parse_args(argv)
     try:
+        parse_target(args.target)       # 2, -5 and nan were taken as targets
         check_sweep_dir(args.sweep_dir)
+    except (UsageError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # the sweep directory's lock: tables.md is never written beside a sweep that is running,
+    # and a directory that cannot be written is one line, not a traceback
+    return locked(args.sweep_dir, lambda: report_sweep(args))
+
+
+def report_sweep(args) -> int:
+    """Write and print the tables of ``args.sweep_dir`` (held locked by :func:`main`)."""
+    try:
         report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
         if args.readme is not None:
             table = headline.headline_table(load_summaries(args.sweep_dir))

@@ -15,10 +15,12 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import inspect
 import json
 import re
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -374,13 +376,38 @@ def main(argv=None) -> int:
     return locked(plan.out, lambda: sweep(args, plan, started))
 
 
+INTERRUPTED = "interrupted: finished runs are kept; re-run the same command to resume"
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (``kill``, a scheduler's time limit) ends a sweep as Ctrl-C does, with the same
+    line, instead of silently; the previous handler is restored after."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:          # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def locked(out: Path, body) -> int:
     """``body()`` while this process holds the sweep directory ``out`` (:class:`DirLock`): two
     sweeps writing one directory is refused in one line, as is a directory that cannot be
-    written (finished runs stay on disk); both exit 2."""
+    written (finished runs stay on disk); both exit 2.  Ctrl-C or SIGTERM: one line, exit 130."""
     try:
-        with DirLock(out, "sweep directory"):
+        with sigterm_as_ctrl_c(), DirLock(out, "sweep directory"):
             return body()
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except DirLocked as exc:
         print(f"error: {exc}", file=sys.stderr)
     except OSError as exc:       # no permission, no space, ...: finished runs stay on disk
@@ -402,8 +429,7 @@ def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None 
             after(progress)
     except KeyboardInterrupt:
         progress.close()
-        print("interrupted: finished runs are kept; re-run the same command to resume",
-              file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return None
     progress.close()
     for error in outcome.errors:

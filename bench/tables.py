@@ -44,7 +44,7 @@ from scipy import stats as sps
 from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde, mde_note,
                          normalised_score, prob_improvement, t_interval)
 from trainer.ledger import SHARED_RATIO
-from trainer.rundir import atomic_write_text, read_json, read_jsonl
+from trainer.rundir import RunFileError, atomic_write_text, read_json, read_jsonl
 
 PHASE_COLUMNS = ("generate", "reward", "logprob", "advantage", "update", "allocate", "other")
 MISSING = "—"
@@ -73,6 +73,8 @@ def _read(path: Path, reader):
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SweepError(f"malformed run directory {path.parent}: {path.name} is not valid "
                          f"JSON ({exc})") from None
+    except RunFileError as exc:
+        raise SweepError(f"malformed run directory {path.parent}: {exc}") from None
 
 
 def run_identity(run_dir: Path) -> dict:

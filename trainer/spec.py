@@ -7,6 +7,7 @@ only about a CUDA device, and the data reader only when a preset names data file
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ import lengthctl
 from allocators.base import Setting
 from allocators.options import OptionError, check_instance
 from trainer.config import Preset
-from trainer.rundir import read_json
+from trainer.rundir import (CheckpointError, RunFileError, read_checkpoint_meta, read_json,
+                            read_jsonl, records_digest, verify_checkpoint)
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 ENGINES = ("hf", "vllm")
@@ -56,6 +58,10 @@ class RunSpec:
 
     def run_name(self) -> str:
         return f"{self.method}__b{self.budget:g}__s{self.seed}"
+
+    def config_sha256(self) -> str:
+        """The run's identity as a checkpoint records it (:func:`check_resume`)."""
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()
 
 
 def validate_preset(p: Preset) -> None:
@@ -124,9 +130,12 @@ def check_real_inputs(p) -> None:
         if not p.eval_data:
             raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
         from trainer.data import DataError, check_data_file     # reasoning_gym: seconds to load
+        tokenizer, room = prompt_room(p)
         for path in (p.train_data, *p.eval_data):
+            # training prompts over max_prompt_tokens are dropped (verl), not refused
+            dropped = path == p.train_data and p.max_prompt_tokens is not None
             try:
-                problems = check_data_file(path)
+                problems = check_data_file(path, None if dropped else tokenizer, room)
             except DataError as exc:
                 raise RunError(str(exc)) from None
             if path == p.train_data:
@@ -161,6 +170,23 @@ def check_real_inputs(p) -> None:
             check_vllm(p.device)
         except VLLMUnavailable as exc:
             raise RunError(str(exc)) from None
+
+
+def prompt_room(p) -> tuple[object, int | None]:
+    """(tokenizer, most prompt tokens) of a preset's model directory: its context length less
+    ``max_new_tokens``; (None, None) without a model directory."""
+    if p.model_dir is None:
+        return None, None
+    from transformers import AutoConfig, AutoTokenizer
+    config = AutoConfig.from_pretrained(p.model_dir, local_files_only=True)
+    context = getattr(config, "max_position_embeddings", None)
+    if context is None:
+        return None, None
+    if context <= p.max_new_tokens:
+        raise RunError(f"preset.max_new_tokens = {p.max_new_tokens} leaves no room for a prompt "
+                       f"in the model's context of {context} tokens")
+    return AutoTokenizer.from_pretrained(p.model_dir, local_files_only=True), \
+        context - p.max_new_tokens
 
 
 def check_pool_size(p, pool: int, source: str) -> None:
@@ -204,6 +230,8 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
     made, which the first cannot see (the user set nothing either time), so that a finished run
     of the old default is never reused as if it were the new one.  Options that resolve to None
     before the run are derived during it and are not compared."""
+    if not (Path(run_dir) / "summary.json").is_file():
+        check_resume(spec, run_dir)       # a finished run is only read, never resumed
     config_path = Path(run_dir) / "config.json"
     if not config_path.is_file():
         return
@@ -227,3 +255,60 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
         raise RunError(f"{run_dir} holds a run whose {spec.method} options resolve differently "
                        f"now ({'; '.join(changed)}: a default changed since it ran); use "
                        f"another --out or delete it")
+
+
+CHECKPOINT_META = ("config_sha256", "step", "metric_lines", "metrics_sha256", "eval_lines",
+                   "evals_sha256")
+
+
+def checkpoint_meta(spec: RunSpec, step: int, metrics: list[dict], evals: list[dict]) -> dict:
+    """What a checkpoint records about the run it belongs to: the run's config hash, its step,
+    and the number and hash of the metric and evaluation lines written up to it."""
+    return {"config_sha256": spec.config_sha256(), "step": step,
+            "metric_lines": len(metrics), "metrics_sha256": records_digest(metrics),
+            "eval_lines": len(evals), "evals_sha256": records_digest(evals)}
+
+
+def check_resume(spec: RunSpec, run_dir: Path) -> tuple[int, list[dict], list[dict]] | None:
+    """(step, metric records, evaluation records) to resume ``run_dir`` from, checked against
+    what its checkpoint recorded; None when there is no checkpoint.
+
+    Resume used to trust whatever it found: a metrics.jsonl cut to one line "finished" a run of
+    one step, another run's checkpoint copied in was continued, a deleted config.json let a
+    run go on under another learning rate.  Now a checkpoint from another config, or files
+    that disagree with it, are refused in one line naming the file.  Steps after the checkpoint
+    (written before a kill) are dropped and recomputed, identically, as before."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    restart = "delete it to restart the run from step 0"
+    meta = read_checkpoint_meta(path)
+    if meta is None:
+        try:            # a cut or damaged file says so first (hashes the file: only here)
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            raise RunError(str(exc)) from None
+    if meta is None or not set(CHECKPOINT_META) <= set(meta):
+        raise RunError(f"checkpoint {path} does not record which run it belongs to (written "
+                       f"by an older version, or not by this harness); {restart}")
+    if meta["config_sha256"] != spec.config_sha256():
+        raise RunError(f"checkpoint {path} belongs to a run with another config than "
+                       f"{spec.run_name()} as asked now; use another --out, or {restart}")
+    step = meta["step"]
+    kept = []
+    for name, upto in (("metrics.jsonl", lambda s: s < step), ("eval.jsonl", lambda s: s <= step)):
+        try:
+            records = read_jsonl(Path(run_dir) / name)
+        except RunFileError as exc:
+            raise RunError(f"{exc}; cannot resume from checkpoint {path}") from None
+        kept.append([r for r in records if isinstance(r.get("step"), int) and upto(r["step"])])
+    for name, records, count, digest in (
+            ("metrics.jsonl", kept[0], meta["metric_lines"], meta["metrics_sha256"]),
+            ("eval.jsonl", kept[1], meta["eval_lines"], meta["evals_sha256"])):
+        if len(records) != count or records_digest(records) != digest:
+            how = f"has {len(records)} line(s) up to step {step} where" if len(records) != count \
+                else "differs from the lines that"
+            raise RunError(f"{Path(run_dir) / name} {how} checkpoint {path} recorded "
+                           f"{count} (cut, edited or from another run); restore it, or delete "
+                           f"the checkpoint to restart the run from step 0")
+    return step, kept[0], kept[1]
