@@ -688,15 +688,15 @@ def replace_steps(preset, steps):
 
 
 def _sweep_until(tmp_path, line_start: str) -> tuple[subprocess.Popen, list[str]]:
-    """``bench.run`` on the smoke preset, read until a stderr line starts with ``line_start``
-    (the lines before it returned)."""
+    """``bench.run`` on the smoke preset, its stdout (where the progress bar's messages go)
+    read until a line starts with ``line_start`` (the lines up to it returned)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen([sys.executable, "-m", "bench.run", *SMOKE, "--executor",
                                 "serial", "--no-plots", "--out", str(tmp_path / "o")],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in process.stderr:
+    for line in process.stdout:
         lines.append(line)
         if any(part.lstrip().startswith(line_start) for part in line.split("\r")):
             return process, lines

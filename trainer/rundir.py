@@ -6,7 +6,10 @@ each file, never a torn one.
 
 ``checkpoint.pt`` ends with a trailer holding the sha256 of everything before it (torch.load
 ignores bytes after the zip archive); :func:`read_checkpoint` refuses, in one line, a file whose
-bytes do not match, so a flipped bit in a tensor cannot resume a run silently.  A temp file left
+bytes do not match, so a flipped bit in a tensor cannot resume a run silently.  Before the
+trailer, one JSON line records what the checkpoint belongs to (the run's config hash, its step,
+the number and hash of the metric and evaluation lines written so far): readable without torch
+(:func:`read_checkpoint_meta`) and checked by :func:`trainer.spec.check_resume` before a resume.  A temp file left
 by a kill during a write (``.NAME.*.tmp``) is removed by :func:`remove_stale_temp_files` when the
 run resumes.
 """
