@@ -99,12 +99,17 @@ def allowed(annotation, meta) -> str:
     high = ("]", meta["le"]) if meta.get("le") is not None else \
         (")", meta["lt"]) if meta.get("lt") is not None else None
     if low and high:
-        return f"{word} in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}{null}"
+        return f"{word} in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}{null}"
     if low:
-        return f"{word} {'>=' if low[0] == '[' else '>'} {low[1]:g}{null}"
+        return f"{word} {'>=' if low[0] == '[' else '>'} {_number(low[1])}{null}"
     if high:
-        return f"{word} {'<=' if high[0] == ']' else '<'} {high[1]:g}{null}"
+        return f"{word} {'<=' if high[0] == ']' else '<'} {_number(high[1])}{null}"
     return word + null
+
+
+def _number(bound) -> str:
+    """A bound as a reader writes it: 1000000, not 1e+06; 1e-06 and 0.2 as :g has them."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def _coerce(value, annotation):

@@ -416,8 +416,8 @@ def test_report_on_a_read_only_directory_is_a_one_line_error(tmp_path):
     finally:
         sweep.chmod(0o755)
     message = assert_one_line_failure(result)
-    assert f"cannot write the sweep directory {sweep}" in message and "Permission denied" in message
-    assert not (sweep / "tables.md").exists()
+    assert f"cannot write the sweep directory {sweep}" in message
+    assert "Permission denied" in message and not (sweep / "tables.md").exists()
 
 
 def test_report_refuses_a_sweep_directory_another_process_holds(tmp_path, capsys):
