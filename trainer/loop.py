@@ -17,6 +17,10 @@ methods that ask for the same rollout see the same sample (common random numbers
 Responses cut at the maximum length (finish ``max_len``) score 0 unless the preset sets
 ``score_truncated``: a harness choice (the shared GRPO config is silent) that keeps GRPO on the
 tiny policy from learning to run past its answer, since the verifier reads the last ``\boxed{}``.
+
+A run stops in one line, without a summary, rather than finish with a number that only looks
+like a result: when the verifier fails on most items of a call, or the policy diverges (the
+constants and their reasons are below the imports).
 """
 from __future__ import annotations
 

@@ -4,6 +4,10 @@ checks a user's inputs get before any work, each failing in one line (:class:`Ru
 Kept apart from :mod:`trainer.loop` and free of torch at import, so that ``python -m bench.run``
 answers a bad argument at once instead of after the seconds torch takes to load; torch is asked
 only about a CUDA device, and the data reader only when a preset names data files.
+
+A resume is checked here too (:func:`check_resume`), from the checkpoint's record of the run it
+belongs to, read without torch: a checkpoint of another config, or metric and evaluation files
+that disagree with it, are refused before any work, naming the file.
 """
 from __future__ import annotations
 
