@@ -2,18 +2,19 @@
 RLVR", Xu et al., ACL 2026) as a method: uniform GRPO counts with ARRoL's online pruning.
 
 The pruning rule -- quality head, calibration, per-group survival draw at ``l_detect`` -- is the
-length controller ``lengthctl/arrol.py`` (its docstring has the equations, defaults, provenance
-and departures; docs/METHODS.md §5 the specification).  This module is the allocation side:
+stop rule ``lengthctl/arrol.py`` (its docstring has the equations, defaults, provenance and
+departures; docs/METHODS.md §ARRoL the specification).  Any allocator runs it with
+``--set METHOD.length=arrol``; this module names the pairing the paper evaluates:
 
 * ``plan``: ``round_half_up(b · G)`` rollouts for each of the ``M`` prompts, as uniform GRPO
   (the paper prunes GRPO's and DAPO's groups; their reduced-budget rows are UNKNOWN, so the
   harness's uniform ``b · G`` stands in, as for every other comparator).
-* ``select``: each group without its pruned rows (the paper re-batches the survivors for
-  log-probability computation and the update; a pruned row carries
-  ``lengthctl.arrol.PRUNED_FLAG``).  Advantages are then normalised over the survivors only.
-  ``pruned_in_baseline=True`` keeps pruned rows in their group's mean and std as scored (the
-  harness's rule for DUET's aborted rows) -- an ablation, not the paper.
-* Groups that keep fewer than two rows give no gradient (the harness rule, DESIGN.md §3); the
+* Pruned rows (``Rollout.pruned``) leave their groups in the loop, after ``select``
+  (``trainer/step.py``; the paper re-batches the survivors for log-probability computation and
+  the update), so advantages are normalised over the survivors only.  The rule's
+  ``pruned_in_baseline=true`` (``--set arrol.length.pruned_in_baseline=true``) keeps them in
+  their group's mean and std instead -- an ablation, not the paper.
+* Groups that keep fewer than two rows give no gradient (the harness rule, docs/DESIGN.md §Loop); the
   rule keeps at least ``min_keep = 2`` rows of every group it prunes.
 
 Budget: every generated token is charged, a pruned row's up to ``l_detect`` (plus the forced
@@ -23,37 +24,22 @@ over GRPO [paper, DUET]).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from allocators import register
-from allocators.base import group_rows
-from allocators.options import Options, option
 from allocators.uniform import UniformGRPO
-
-PRUNED_FLAG = "arrol_pruned"          # = lengthctl.arrol.PRUNED_FLAG (allocators stay apart)
-
-
-@dataclass(frozen=True)
-class ArrolAllocationOptions(Options):
-    pruned_in_baseline: bool = option(False, "keep pruned rows in their group's mean and std "
-                                      "(no gradient); false = drop them, as the paper does")
 
 
 @register("arrol")
 class Arrol(UniformGRPO):
-    """Uniform GRPO counts; ARRoL's length control prunes, ``select`` drops the pruned rows."""
+    """Uniform GRPO counts with ARRoL's stop rule (pruned rows leave their groups)."""
 
-    length_control = "arrol"
-    Options = ArrolAllocationOptions
+    default_length = "arrol"
 
     def select(self, step, rollouts):
-        groups = group_rows(rollouts)
-        pruned = sum(bool(r.flags.get(PRUNED_FLAG)) for r in rollouts)
-        self.step_metrics = {"pruned_rows": pruned, "rows": len(rollouts)}
-        if self.opts.pruned_in_baseline:
-            return groups
-        return [[r for r in g if not r.flags.get(PRUNED_FLAG)] for g in groups]
+        # diagnostics: under ARRoL's rule the only aborted rows are the pruned ones
+        self.step_metrics = {"pruned_rows": sum(r.finish == "aborted" for r in rollouts),
+                             "rows": len(rollouts)}
+        return super().select(step, rollouts)
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "per_prompt": self.per_prompt(),
-                "length_control": self.length_control}
+                "length_control": self.default_length}

@@ -1,11 +1,11 @@
 """CoBA-RL: capability-oriented budget allocation with a Beta preference over pass rates.
 
 Paper: Yao, Zhang, Chen, et al. (Meituan), "CoBA-RL: Capability-Oriented Budget Allocation"
-(title as ALGORITHMS.md §4 gives it), arXiv 2602.03048, v3, Feb 2026.  Code is announced at
-github.com/Within-yao/CoBA-RL (README only), so the paper is the only reference.  ALGORITHMS.md §4 (method), §7.3 (tables), §9 (UNKNOWNs), §10
+(title as docs/ALGORITHMS.md §CoBA-RL gives it), arXiv 2602.03048, v3, Feb 2026.  Code is announced at
+github.com/Within-yao/CoBA-RL (README only), so the paper is the only reference.  docs/ALGORITHMS.md §CoBA-RL (method), §Paper-tables (tables), §Unknowns (UNKNOWNs), §Scaling
 (scaling).
 
-Equations (§4.3):
+Equations (§CoBA-RL):
 
 * capability ``F_t = 1 - mean_i p_i`` of step ``t``'s batch; ``F̄`` = mean over the last ``k``
   steps; ``F̃ = F̄`` if ``F̄ > 0.5`` else ``sigmoid(gamma (F̄ - 0.5))`` (continuous: both give 0.5
@@ -33,17 +33,17 @@ equal gains the prompt holding fewer rollouts goes first, then the lower index. 
 ``p in {0, 1}`` have gain 0 and so receive rollouts only after every other prompt has reached
 ``B_up``; they then fill round-robin from the lowest index.
 
-Defaults and provenance (§9 UNKNOWNs marked [inferred]; none is a paper value unless [paper]):
+Defaults and provenance (§Unknowns UNKNOWNs marked [inferred]; none is a paper value unless [paper]):
 
 * ``kappa = 11``, ``gamma = 10``, ``B_low = 2``, ``B_up = 128`` [paper]; ``alpha_min = 2``,
-  ``alpha_max = 9``, ``slope = 8``, ``tau = 1``, ``window = 10`` steps [inferred, ALGORITHMS §9].
+  ``alpha_max = 9``, ``slope = 8``, ``tau = 1``, ``window = 10`` steps [inferred, docs/ALGORITHMS.md §Unknowns].
   Check of the placeholders against Fig. 4's (alpha, beta) = (2.54, 8.46), (4.50, 6.50),
   (7.26, 3.74): ``alpha = 2 + 8 F̃`` gives exactly these at ``F̃ = 0.0675 / 0.3125 / 0.6575``
-  (2.56 / 4.48 / 7.28 at the two-decimal ``F̃ = 0.07 / 0.31 / 0.66`` quoted in §9), so the
+  (2.56 / 4.48 / 7.28 at the two-decimal ``F̃ = 0.07 / 0.31 / 0.66`` quoted in §Unknowns), so the
   placeholders reproduce the figure and are kept.  ``beta = 11 - alpha >= 2``.
-* In the allocator: ``B_up = 8 G`` capped at ``C - (M - 1) B_low`` [inferred, §10];
+* In the allocator: ``B_up = 8 G`` capped at ``C - (M - 1) B_low`` [inferred, §Scaling];
   ``p_i`` = last-visit pass rate; cold prompts use the running mean of every observed group pass
-  rate, ``cold_pass_rate = 0.5`` before any is observed [inferred, §9].  All cold prompts then share
+  rate, ``cold_pass_rate = 0.5`` before any is observed [inferred, §Unknowns].  All cold prompts then share
   one ``p``, so the first step's plan is as even as the budget allows whatever ``alpha``.  Before
   any step has been observed the failure history is taken as ``1 - cold pass rate``
   (harness choice; source silent).
@@ -71,7 +71,7 @@ from scipy.special import betaln, expit
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
-from allocators.options import Options, option
+from core.options import Options, option
 from allocators.knapsack import exact_weight_dp, take_largest
 
 
@@ -80,7 +80,7 @@ def coba_shape(fail_rates, *, kappa=11.0, gamma=10.0, alpha_min=2.0, alpha_max=9
                window=10) -> tuple[float, float]:
     """(alpha_t, beta_t) from the per-step batch failure rates ``F_t`` (oldest first).
 
-    Defaults: kappa, gamma [paper]; alpha_min, alpha_max, slope, window [inferred, §9].
+    Defaults: kappa, gamma [paper]; alpha_min, alpha_max, slope, window [inferred, §Unknowns].
     """
     history = np.asarray(fail_rates, dtype=np.float64).reshape(-1)
     if history.size == 0:
@@ -232,7 +232,7 @@ class CoBA(Allocator):
         return self.observed_pass_sum / self.observed_groups
 
     def shape_at(self, step: int) -> tuple[float, float]:
-        """(alpha, beta) for ``step``: the capability-driven schedule of §4.3."""
+        """(alpha, beta) for ``step``: the capability-driven schedule of §CoBA-RL."""
         history = self.fail_history or [1.0 - self.cold_estimate()]
         o = self.opts
         return coba_shape(history, kappa=o.kappa, gamma=o.gamma, alpha_min=o.alpha_min,

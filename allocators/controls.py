@@ -1,18 +1,18 @@
 """Controls: ``oracle`` and ``anti-oracle``, the upper and lower references of allocation.
 
-No paper: these are the benchmark's own instruments (issue 12, DESIGN.md §3 and §7).  A testbed
+No paper: these are the benchmark's own instruments (issue 12, docs/DESIGN.md §Loop and §Evaluation).  A testbed
 may report "no method beats GRPO" only after showing that an allocation with perfect knowledge
 *would* beat it, and that a deliberately bad one would lose to it.
 
-Knowledge.  Before planning, the loop (``trainer.estimates``, called once from
-``Run.train_step``) draws ``estimate_rollouts`` (default 16) extra rollouts of every candidate
-from the current policy and gives the allocator their mean reward ``p̂_i`` through
-:meth:`Allocator.receive_pass_rates`.  Those rollouts are *unbilled*: the ledger counts them
+Knowledge.  A control declares ``Needs(pass_rate_estimates=estimate_rollouts)``; before
+planning, the step protocol (``trainer.step.run_step``, with ``trainer.estimates`` in a run)
+draws ``estimate_rollouts`` (default 16) extra rollouts of every candidate from the current
+policy and records their mean reward ``p̂_i`` as this step's estimates in the prompt statistics
+(:meth:`core.rows.PromptStats.estimate`).  Those rollouts are *unbilled*: the ledger counts them
 apart (``unbilled_rollouts`` / ``unbilled_tokens`` / ``unbilled`` seconds), no cost or speed
-table reads them, no row of them is trained on, and they never enter the prompt-statistics store
-(that store is the history of what methods drew and trained on; the controls' allocation reads
-only this step's estimates, so keeping them out changes nothing for the controls and keeps the
-store's meaning the same for every method).
+table reads them, no row of them is trained on, and they never enter the prompt-statistics
+history (visits, lengths: the history of what methods drew and trained on; the estimates sit
+beside it, replaced every step, so the history's meaning stays the same for every method).
 
 Objective: the expected number of groups with a non-zero advantage, the quantity allocation
 methods try to raise (a group of ``n`` binary rewards with pass rate ``p`` has all rewards equal
@@ -79,8 +79,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import Allocator, Request, check_count_bounds
-from allocators.options import Options, option
+from allocators.base import Allocator, Needs, Request, check_count_bounds
+from core.options import Options, option
 
 
 def expected_signal_groups(pass_rate, counts) -> float:
@@ -203,24 +203,18 @@ class PassRateControl(Allocator):
     def __init__(self, setting, **options) -> None:
         super().__init__(setting, **options)
         o = self.opts
-        self.wants_pass_rate_estimates = o.estimate_rollouts
         total, m = setting.rollouts_per_step, setting.prompts_per_step
         self.n_min = o.n_min
         cap = total - (m - 1) * self.n_min
         self.n_max = o.n_max if o.n_max is not None else max(self.n_min,
                                                               min(16 * setting.group_size, cap))
         check_count_bounds(self.name, m, total, self.n_min, self.n_max)
-        self._estimates: dict[int, float] = {}
-        self._estimate_step: int | None = None
 
-    def receive_pass_rates(self, step: int, estimates: dict[int, float]) -> None:
-        self._estimates, self._estimate_step = dict(estimates), step
+    def needs(self) -> Needs:
+        return Needs(pass_rate_estimates=self.opts.estimate_rollouts)
 
     def plan(self, step, candidates, stats, budget):
-        if self._estimate_step != step:
-            raise RuntimeError(f"{self.name}: no pass-rate estimates for step {step}; the loop "
-                               f"must call receive_pass_rates before plan")
-        p = np.array([self._estimates[c.pid] for c in candidates], dtype=float)
+        p = np.array([stats.estimate(c.pid, step) for c in candidates], dtype=float)
         counts = type(self).counts_fn(p, budget.rollouts, n_min=self.n_min, n_max=self.n_max)
         self.step_metrics = {"expected_signal_groups": expected_signal_groups(p, counts),
                              "estimate_mean": float(p.mean()),

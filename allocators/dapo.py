@@ -1,4 +1,4 @@
-"""DAPO dynamic sampling (ALGORITHMS.md §1.2).
+"""DAPO dynamic sampling (docs/ALGORITHMS.md §DAPO).
 
 Paper: "DAPO: An Open-Source LLM Reinforcement Learning System at Scale", Yu et al., ByteDance
 Seed / Tsinghua AIR, arXiv 2503.14476.
@@ -17,7 +17,7 @@ What this module implements (sampling only, see "Departures"):
 * Refill sizing shared with GRESO: :func:`refill_size`.
 
 Per step: round 0 generates ``n = round_half_up(b*G)`` rollouts (uniform GRPO's group at budget
-``b``, DESIGN.md §4) for ``ceil(oversample*M)`` candidates; every later round draws fresh candidates
+``b``, docs/DESIGN.md §Budget) for ``ceil(oversample*M)`` candidates; every later round draws fresh candidates
 while fewer than ``M`` mixed groups exist, up to ``max_rounds`` rounds; ``select`` keeps the first
 ``M`` mixed groups in generation order.  Every generated row, filtered or not, is charged by the
 loop.
@@ -49,13 +49,13 @@ Defaults and provenance:
 * ``max_rounds = 10`` - [code] ``max_num_gen_batches=10`` (Pilot-Commit's DAPO script); the loop's
   own ``ctx.max_rounds`` also applies.
 * ``tol = 1e-6`` - harness choice: rewards within ``tol`` count as equal (float rewards).
-* ``refill = True`` - [paper] (ALGORITHMS.md "How to use" item 3).  ``refill=False`` is DUET's
+* ``refill = True`` - [paper] (docs/ALGORITHMS.md §Conventions).  ``refill=False`` is DUET's
   comparator form ([code] DUET ``ray_trainer.py`` ~L4153-4245): no refill, zero-variance groups
   stay in the batch and simply give no gradient; ``select`` then returns every generated group.
 * ``overlong = False`` - harness choice, so that only the sampling rule differs from the shared
   loop's GRPO.  The paper and DUET's comparator use it ([paper]; [code] DUET: buffer 512 of 3,072,
   penalty factor 1.0); switch it on for paper reproductions.
-* ``overlong_cache_fraction = 1/6`` - ALGORITHMS.md §10: 512 of 3,072 [code], resolved as
+* ``overlong_cache_fraction = 1/6`` - docs/ALGORITHMS.md §Scaling: 512 of 3,072 [code], resolved as
   ``min(L_max, max(1, round_half_up(L_max/6)))``; ``overlong_cache_tokens`` is the absolute
   override.
 * ``overlong_penalty_factor = 1.0`` - [code] (DUET comparator, Pilot-Commit scripts).
@@ -91,7 +91,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 VERIFIER_REWARD_FLAG = "verifier_reward"
 
@@ -135,7 +135,7 @@ def refill_size(deficit: int, kept: int, generated: int, *, headroom: float = 1.
 
 
 def resolve_cache_len(max_len: int, fraction: float, tokens: int | None) -> int:
-    """L_cache per ALGORITHMS.md §10: a fraction of L_max unless an absolute override is given."""
+    """L_cache per docs/ALGORITHMS.md §Scaling: a fraction of L_max unless an absolute override is given."""
     if tokens is not None:
         resolved = int(tokens)
     else:

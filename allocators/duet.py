@@ -6,7 +6,7 @@ rewards, arXiv 2605.08441 (May 2026).  The paper body was unavailable, so the re
 ``src/duet/duet_prompt_state.py``, ``src/duet/duet_surrogate.py``,
 ``src/duet/duet_logits_processor.py::assign_thresholds_batched`` and the allocation / update
 blocks of ``src/verl_runtime/verl/trainer/ppo/ray_trainer.py``) is the reference, as described in
-ALGORITHMS.md §2.3 (steps 1-8 and 14-18) and scaled by §10.  Code was read for behaviour only.
+docs/ALGORITHMS.md §DUET (steps 1-8 and 14-18) and scaled by §Scaling.  Code was read for behaviour only.
 The stop rule (steps 9-13) is ``lengthctl/duet.py``.
 
 Registered methods
@@ -15,7 +15,7 @@ Registered methods
 * ``duet``: the same plus DUET's marker-gated abort and confidence stop (``duet``).
 * ``duet-abort``: uniform GRPO counts with DUET's stop rule (the stop rule's ablation).
 
-Equations (§2.3)
+Equations (§DUET)
 ----------------
 1. ``ŝ_q = max(σ_min, σ̂_q)`` once ``q`` has ``k_warmup`` observed spreads, else the cold start
    ``ŝ_q = max(σ_min, α0 + α1 f(q))``, ``f(q)`` = prompt log-prob mean (missing ⇒ pool median)
@@ -41,7 +41,7 @@ rule cuts rollouts (the source of DUET's speed-up).
 Defaults and provenance
 -----------------------
 * ``n_ref = G`` (8 in the release), ``n_min = 1``, ``n_max = 4 G`` (32 at G = 8) [code
-  ``run_duet.sh``; scaled by §10 [inferred]]; ``ε_pre = 0.05``, 10 bisection iterations on
+  ``run_duet.sh``; scaled by §Scaling [inferred]]; ``ε_pre = 0.05``, 10 bisection iterations on
   ``[-20, 20]``, ``k_warmup = 1`` [code]; stop band floor 0.5, ceiling 0.99 [code].
 * Rounding: the release uses Python's ``int(round(x))``, round-half-to-even; ``np.rint`` here is
   the same rule [code].  ``L̂`` enters the square root as ``max(L̂, 1)`` [code].
@@ -109,8 +109,8 @@ Released behaviour kept by default (each with the harness alternative as an opti
 * Groups with fewer than two kept rows (``small_groups="verl"`` [code: verl's GRPO
   advantage]): a one-row group has mean 0 and std 1, so its advantage is its reward times its
   weight, and a group of two or more rows is normalised over all of them even when only one is
-  kept.  ``small_groups="no_gradient"`` is the harness rule of every other method (DESIGN.md
-  §3).  The rule is applied by ``trainer.grpo.assign_advantages``, which the loop calls with
+  kept.  ``small_groups="no_gradient"`` is the harness rule of every other method (docs/DESIGN.md
+  §Loop).  The rule is applied by ``trainer.grpo.assign_advantages``, which the loop calls with
   this allocator's :meth:`advantage_options`; ``duet-abort`` uses the same default.  Groups
   of one row are common under DUET (``n_min = 1``; 17-36 % of its groups in the committed tiny
   sweep at b = 1 to 0.25), so this changes what DUET trains on.
@@ -126,8 +126,8 @@ from scipy.stats import rankdata
 from sklearn.linear_model import Ridge
 
 from allocators import register
-from allocators.base import Allocator, Request, check_count_bounds
-from allocators.options import Options, option
+from allocators.base import Allocator, Needs, Request, check_count_bounds
+from core.options import Options, option
 from allocators.uniform import UniformGRPO
 
 LOG_PRICE_BRACKET = (-20.0, 20.0)   # [code] bisection on log λ
@@ -248,7 +248,7 @@ def allocation_propensities(counts, *, eps_pre: float = 0.05) -> np.ndarray:
 
 def neyman_counts(s_hat, mean_len, token_budget, *, n_min=1, n_max=32, eps_pre=0.05,
                   iterations=10, trim_ties="lowest_index") -> tuple[np.ndarray, np.ndarray]:
-    """DUET's per-prompt counts and allocation propensities (DESIGN.md §9).
+    """DUET's per-prompt counts and allocation propensities (docs/DESIGN.md §Solvers).
 
     ``s_hat``: predicted gradient-signal spreads ``ŝ_q >= 0``; ``mean_len``: predicted rollout
     lengths ``L̂_q > 0``; ``token_budget``: ``B``.  Returns ``(counts, propensities)``: counts in
@@ -343,12 +343,13 @@ class DuetAllocationOptions(Options):
     n_min: int = option(1, "fewest rollouts of a drawn prompt", ge=0)
     n_max: int | None = option(None, "most rollouts of a prompt; null = 4 n_ref", ge=1)
     eps_pre: float = option(0.05, "floor of the pre-draw propensity", ge=0, le=1)
-    iterations: int = option(10, "fixed-point iterations of the Neyman counts", ge=1)
+    iterations: int = option(10, "bisection steps on log lambda in [-20, 20]", ge=1)
     k_warmup: int = option(1, "visits before a prompt's observed spread is used", ge=1)
     sigma_min: float = option(1e-6, "floor of the predicted spread", ge=0)
     cold_start: str = option("ridge", "spread of unvisited prompts: ridge on the prompt "
                              "log-prob, or constant (cold_spread)", choices=COLD_STARTS)
-    cold_spread: float = option(1.0, "spread assumed before the ridge is fitted", gt=0)
+    cold_spread: float = option(1.0, "spread of cold prompts until the ridge is fitted, "
+                                "and always with cold_start=constant", gt=0)
     ridge_alpha: float = option(1.0, "ridge regularisation", ge=0)
     ridge_min_points: int = option(8, "warm prompts before the ridge is fitted", ge=2)
     stop_floor: float = option(0.5, "lowest stop threshold tau", ge=0, le=1)
@@ -366,7 +367,6 @@ class DuetAllocationOptions(Options):
 class DuetAllocation(Allocator):
     """DUET's Neyman counts, propensity weights and stop thresholds; no early stopping."""
 
-    needs_features = (FEATURE,)
     Options = DuetAllocationOptions
 
     def __init__(self, setting, **options) -> None:
@@ -464,7 +464,14 @@ class DuetAllocation(Allocator):
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "n_ref": self.n_ref, "n_max": self.n_max,
-                "length_control": self.length_control}
+                "length_control": self.default_length}
+
+    def needs(self) -> Needs:
+        return Needs(features={FEATURE: {}}, length_options=self.length_options())
+
+    def length_options(self) -> dict:
+        """Options for the method's own stop rule (none: ``max_len``)."""
+        return {}
 
     def advantage_options(self) -> dict:
         return {"small_groups": self.opts.small_groups}
@@ -474,14 +481,14 @@ class DuetAllocation(Allocator):
 class Duet(DuetAllocation):
     """DUET in full: Neyman counts plus the marker-gated abort and confidence stop."""
 
-    length_control = "duet"
+    default_length = "duet"
 
-    def length_control_options(self) -> dict:
+    def length_options(self) -> dict:
         return duet_stop_window(self.setting)
 
 
 def duet_stop_window(setting) -> dict:
-    """DUET's K-window holds one step of reference rollouts, M * n_ref (1,024 = 128 x 8, §10)."""
+    """DUET's K-window holds one step of reference rollouts, M * n_ref (1,024 = 128 x 8, §Scaling)."""
     return {"window": setting.prompts_per_step * setting.group_size}
 
 
@@ -497,7 +504,7 @@ class DuetAbortOptions(Options):
 class DuetAbort(UniformGRPO):
     """Uniform GRPO counts with DUET's stop rule at one threshold for every prompt."""
 
-    length_control = "duet"
+    default_length = "duet"
     Options = DuetAbortOptions
 
     def plan(self, step, candidates, stats, budget):
@@ -506,9 +513,9 @@ class DuetAbort(UniformGRPO):
             request.control = {"tau": self.opts.tau}
         return requests
 
-    def length_control_options(self) -> dict:
-        return duet_stop_window(self.setting)
+    def needs(self) -> Needs:
+        return Needs(length_options=duet_stop_window(self.setting))
 
     def resolved_options(self) -> dict:
         return {**super().resolved_options(), "per_prompt": self.per_prompt(),
-                "length_control": self.length_control}
+                "length_control": self.default_length}

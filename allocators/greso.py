@@ -1,4 +1,4 @@
-"""GRESO: pre-rollout skipping of prompts predicted to give zero-variance groups (ALGORITHMS §1.3).
+"""GRESO: pre-rollout skipping of prompts predicted to give zero-variance groups (docs/ALGORITHMS.md §GRESO).
 
 Paper: "Act Only When It Pays: Efficient Reinforcement Learning for LLM Reasoning via Selective
 Rollouts", Zheng, Zhou, Bartoldson, Kailkhura, Lai, Zhao, Chen (CMU / LLNL / UIUC / Meta),
@@ -45,7 +45,7 @@ skip draws come from a numpy Generator seeded with ``setting.seed``.
 Departures:
 
 * Visit classification uses exact all-correct / all-wrong tests instead of the code's mean
-  ``>= 0.98`` / ``<= 0.11`` (ALGORITHMS.md §10: those thresholds mean "all" only for ``G <= 9``).
+  ``>= 0.98`` / ``<= 0.11`` (docs/ALGORITHMS.md §Scaling: those thresholds mean "all" only for ``G <= 9``).
 * "Hard" is adapted to binary rewards.  The release scores 0 (no extractable answer), 0.1
   (formatted but wrong, ``latex_math.compute_score(format_score=0.1)``) and 1, and uses two
   notions of hard: the skip streak counts visits of mean ``<= 0.11`` (no correct answer, any mix
@@ -83,7 +83,7 @@ import numpy as np
 
 from allocators import register
 from allocators.dapo import DAPODynamicSampling, DAPOOptions
-from allocators.options import option
+from core.options import option
 from allocators.base import PromptInfo, Rollout
 
 ALL_CORRECT, MIXED, ALL_WRONG = 1, 0, -1

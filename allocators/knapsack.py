@@ -3,10 +3,10 @@
 Paper: Ziniu Li et al., "Knapsack RL: Unlocking Exploration of LLMs via Optimizing Budget
 Allocation", arXiv 2509.25849 (ICML 2026 poster).  The paper body was unavailable, so the
 released code (github.com/liziniu/KnapsackRL @ ca5d5f5, ``verl/trainer/ppo/exploration_utils.py``
-and ``verl/utils/dataset/rl_dataset.py``) is the reference; ALGORITHMS.md §6 describes it and
-§10 scales it.  This module re-implements that behaviour; no code is copied.
+and ``verl/utils/dataset/rl_dataset.py``) is the reference; docs/ALGORITHMS.md §Knapsack-RL describes it and
+§Scaling scales it.  This module re-implements that behaviour; no code is copied.
 
-Allocation (ALGORITHMS §6.3, steps 1-6), ``q = 1 - p``:
+Allocation (docs/ALGORITHMS.md §Knapsack-RL, steps 1-6), ``q = 1 - p``:
 
 1. cold prompts (fewer than ``min_buffer_length`` recorded rewards) get ``n_default``;
    ``0 < p < 1`` gets ``n_min`` and is *effective*, with cost
@@ -45,9 +45,9 @@ against brute force.
 Defaults and provenance:
 
 * ``alpha = 0.9`` probability cost, fallback on, ``n_min = n_zero = n_one = 2``, ``n_max = 128``,
-  ``n_default = 8`` [code: ``run_knapsack_grpo_7b.sh``].  The allocator scales them per §10:
+  ``n_default = 8`` [code: ``run_knapsack_grpo_7b.sh``].  The allocator scales them per §Scaling:
   ``n_max = 16 G`` capped at ``C - (M - 1) n_min``; ``min_buffer_length = N_b``,
-  ``reward_buffer_length = 2 N_b`` with ``N_b = C // M`` (below) [inferred, §10; 8 and 16 at
+  ``reward_buffer_length = 2 N_b`` with ``N_b = C // M`` (below) [inferred, §Scaling; 8 and 16 at
   the released ``N = 8``, ``b = 1``].
 * Cold prompts get ``n_default = C // M`` in the allocator (harness choice; source silent for
   ``b < 1``): the code's ``n = N`` holds only at ``C = M N``.  ``C // M`` equals ``G`` at
@@ -55,7 +55,7 @@ Defaults and provenance:
   makes the cold prompts alone overshoot ``C`` (``b G = 2.5`` rounds up to 3).
 * ``p̂`` = mean of the last visit's rewards, or of the last ``reward_buffer_length`` rewards
   across visits when that visit had fewer rollouts [code: ``robust_epoch_estimation``].
-* §10 scaling of the validity rule with the budget: a prompt is valid once it holds one
+* §Scaling rule of the validity rule with the budget: a prompt is valid once it holds one
   visit's worth of rewards at the run's budget, ``min_buffer_length = N_b = C // M`` (the
   count a cold prompt gets), and the robust window is two visits' worth, ``2 N_b``.  The
   release sets both relative to its uniform group ``N`` (8 and 16 at ``N = 8``), the group a
@@ -98,7 +98,7 @@ Released behaviour kept by default (the harness alternative is an option):
   budget (``cold_joins_unsolved=True``): the code's pass-rate array is zero-initialised, so a
   prompt with too few rewards reads ``p = 0`` there while still getting ``n_default`` in
   step 1.  ``cold_joins_unsolved=False`` sends those splits to valid ``p̂ = 0`` prompts only
-  (ALGORITHMS §6.3's wording).  The two differ whenever cold and unsolved prompts share a batch
+  (docs/ALGORITHMS.md §Knapsack-RL's wording).  The two differ whenever cold and unsolved prompts share a batch
   and a surplus is split: in the side-by-side check against the released function (random
   batches, M = 4..32, N = 8, a quarter or half of them cold) 69 of the 78 plans with both kinds
   differed under the old rule; with this default all 150 plans are identical.
@@ -112,7 +112,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptStats, Request, StepBudget, check_count_bounds
-from allocators.options import Options, option
+from core.options import Options, option
 
 COST_MODELS = ("probability", "expectation")
 ESTIMATORS = ("robust", "last_visit", "window")
@@ -345,7 +345,7 @@ def _knapsack_plan(pass_rate, valid, total, *, n_default, n_min, n_zero, n_one, 
 def knapsack_counts(pass_rate, valid, total, *, n_default=8, n_min=2, n_zero=2, n_one=2,
                     n_max=128, alpha=0.9, cost="probability", allow_fallback=True,
                     cold_joins_unsolved=True) -> np.ndarray:
-    """Knapsack-RL rollout counts (ALGORITHMS §6.3 steps 1-6), exact greedy solver.
+    """Knapsack-RL rollout counts (docs/ALGORITHMS.md §Knapsack-RL steps 1-6), exact greedy solver.
 
     ``pass_rate[i]`` is prompt ``i``'s estimated pass rate (read only where ``valid[i]``);
     invalid (cold) prompts get ``n_default``.  Returns int64 counts summing exactly to ``total``,
@@ -382,14 +382,17 @@ class KnapsackOptions(Options):
                                "min(16 G, C - (M - 1) n_min)", ge=1)
     min_buffer_length: int | None = option(None, "rewards a prompt needs for a valid "
                                            "estimate; null = C // M, one visit's worth at "
-                                           "this budget (the §10 scaling)", ge=1)
+                                           "this budget (the §Scaling rule)", ge=1)
     reward_buffer_length: int | None = option(None, "rewards the estimate averages; "
                                               "null = 2 (C // M)", ge=1)
-    alpha: float = option(0.9, "the value model's exponent on the gradient variance",
-                          ge=0)
+    alpha: float = option(0.9, "cost confidence: an effective prompt's cost is the rollouts "
+                          "that give a non-zero gradient with this probability, "
+                          "ln(1 - alpha) / ln(max(p, 1 - p))", gt=0, lt=1)
     cost: str = option("probability", "cost model of a rollout", choices=COST_MODELS)
-    allow_fallback: bool = option(True, "fall back to uniform counts when the classes do "
-                                  "not fit the budget")
+    allow_fallback: bool = option(True, "step 4: when the effective prompts' summed costs "
+                                  "fall short of the remaining budget, the surplus goes "
+                                  "evenly to the unsolved prompts (false: all of it to the "
+                                  "knapsack)")
     cold_joins_unsolved: bool = option(True, "prompts without an estimate join the unsolved "
                                        "class, as in the release's zero-initialised array")
     adv_clip: float | None = option(5.0, "clamp group-normalised advantages to +-adv_clip "
@@ -402,7 +405,7 @@ class KnapsackOptions(Options):
 @register("knapsack")
 class KnapsackRL(Allocator):
     """Knapsack-RL in the shared loop: one round, counts from :func:`knapsack_counts`
-    (``None`` options = the §10 scaling of the released value)."""
+    (``None`` options = the §Scaling rule of the released value)."""
 
     Options = KnapsackOptions
 
@@ -419,7 +422,7 @@ class KnapsackRL(Allocator):
                                      else o.min_buffer_length)
         self.reward_buffer_length = int(2 * visit if o.reward_buffer_length is None
                                         else o.reward_buffer_length)
-        # fail at start-up (ALGORITHMS §10.2), not at the first step whose classes do not fit
+        # fail at start-up (docs/ALGORITHMS.md §Scaling), not at the first step whose classes do not fit
         largest_floor = max(self.n_default, o.n_min, o.n_zero, o.n_one)
         check_count_bounds("knapsack", prompts, total, largest_floor, self.n_max)
 
@@ -430,7 +433,7 @@ class KnapsackRL(Allocator):
                     allow_fallback=o.allow_fallback, cold_joins_unsolved=o.cold_joins_unsolved)
 
     def estimate(self, pid: int, stats: PromptStats) -> tuple[bool, float]:
-        """(valid, p̂) of one prompt from the shared statistics store (ALGORITHMS §6.2)."""
+        """(valid, p̂) of one prompt from the shared statistics store (docs/ALGORITHMS.md §Knapsack-RL)."""
         visits = stats.visits.get(pid, ())
         if sum(len(rewards) for _, rewards in visits) < self.min_buffer_length:
             return False, 0.0

@@ -1,5 +1,5 @@
 """MoPPS: Model Predictive Prompt Selection - a Beta posterior per prompt over its pass rate,
-Thompson sampling to pick the step's prompts, no extra rollouts (docs/METHODS.md, MoPPS).
+Thompson sampling to pick the step's prompts, no extra rollouts (docs/METHODS.md §MoPPS).
 
 Paper: "Can Prompt Difficulty be Online Predicted for Accelerating RL Finetuning of Reasoning
 Models?", Qu, Wang, Mao, Hu, Ji (v5 adds Ommer) - Tsinghua / LMU Munich, arXiv 2507.04632.  Released
@@ -38,7 +38,7 @@ Defaults and provenance:
   0.5``, ``lower = 0.3``, ``upper = 0.7`` [code].
 * ``decay = 1.0`` [code: yaml default, MATH scripts]; the Countdown / Geometry3k scripts use 0.5.
 * ``prior_alpha = prior_beta = 1.0`` [code].
-* Scale-free: no token or count constant needs the ALGORITHMS.md section 10 scaling.
+* Scale-free: no token or count constant needs the docs/ALGORITHMS.md §Scaling rule.
 
 Departures:
 
@@ -63,7 +63,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, PromptInfo, Request, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 STRATEGIES = ("topk", "threshold", "uniform")
 

@@ -1,5 +1,5 @@
 """Pilot-Commit: a small pilot group screens each candidate, the rest of the group goes only to
-prompts whose pilot pass rate lies in an informative band (ALGORITHMS.md §5).
+prompts whose pilot pass rate lies in an informative band (docs/ALGORITHMS.md §Pilot-Commit).
 
 Paper: "Spend Your Rollouts Where It Counts: Rollout Allocation for Group-Based RL Post-Training",
 Kim, Yang, Yan, Liu (Databricks / Cornell), arXiv 2605.26606.  Only the abstract and the opening
@@ -8,7 +8,7 @@ of the introduction were available; the released code is the reference ([code]
 ``fit``/``filter_batch``/``exclude_batch``, ``recipe/pc/replay_buffer.py``,
 ``recipe/pc/config/pc_trainer.yaml``, ``train_scripts/pc_*.sh``).
 
-Per training step (ALGORITHMS.md §5.3), round ``r = 0, 1, ...``:
+Per training step (docs/ALGORITHMS.md §Pilot-Commit), round ``r = 0, 1, ...``:
 
 a. Pilot requests (tag ``"pilot"``, ``n_p`` rollouts) for the round's fresh candidates: in round 0
    the ``ceil(3*M)`` the loop drew, later ``ctx.draw(ceil(3*M))``.  Evicted prompts among them are
@@ -38,8 +38,8 @@ with the current policy before every update ([code] ``pc_ray_trainer.py`` "recom
 old_log_probs"), so with one update per step a pilot row sampled in an earlier step has a PPO
 ratio of exactly 1 at the start of the update: it is treated as an on-policy sample, with no
 correction for its staleness.  ``stale_logprobs="recompute"`` (default) follows it: ``select``
-flags each pilot row of a training group that an earlier step sampled with
-:data:`allocators.base.RECOMPUTE_OLD_LOGPROBS`, and the loop recomputes those rows' log-probs
+marks each pilot row of a training group that an earlier step sampled
+(``Rollout.recompute_logprobs``), and the loop recomputes those rows' log-probs
 with the current policy before the update, charged to the ledger's ``logprob`` phase.  Rows of the
 current step are not flagged: the policy has not changed since they were sampled, so their
 engine log-probs are already the current policy's.  ``stale_logprobs="sampler"`` keeps each
@@ -102,9 +102,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from allocators import register
-from allocators.base import (RECOMPUTE_OLD_LOGPROBS, Allocator, PromptInfo, Request, Rollout,
-                             group_rows, round_half_up)
-from allocators.options import Options, option
+from allocators.base import (Allocator, PromptInfo, Request, Rollout, group_rows,
+                             round_half_up, two_stage_split)
+from core.options import Options, option
 from allocators.dapo import RowCursor
 from allocators.greso import EpochTracker
 
@@ -124,14 +124,12 @@ class PilotEntry:
 def pilot_split(n: int, *, pilot_fraction: float = 0.25, min_pilot: int = 2,
                 pilot_size: int | None = None, commit_size: int | None = None) -> tuple[int, int]:
     """(n_p, n_c): pilot and commit rollouts per prompt for a group of ``n``."""
-    n_pilot = pilot_size if pilot_size is not None else max(min_pilot,
-                                                            round_half_up(pilot_fraction * n))
-    n_commit = commit_size if commit_size is not None else n - n_pilot
+    n_pilot, n_commit = two_stage_split(n, pilot_fraction, min_pilot, pilot_size, commit_size)
     if n_pilot < 1 or n_commit < 1:
         raise ValueError(f"pilot-commit: a group of {n} gives pilot {n_pilot} / commit {n_commit}; "
                          f"both must be >= 1 (raise the budget fraction or set pilot_size/"
                          f"commit_size)")
-    return int(n_pilot), int(n_commit)
+    return n_pilot, n_commit
 
 
 def effective_band(n_pilot: int, lower: float, upper: float) -> list[float]:
@@ -243,7 +241,7 @@ class PilotCommit(Allocator):
         stale = [r for _, _, pilot_rows in self.committed for r in pilot_rows if r.step < step]
         if self.opts.stale_logprobs == "recompute":
             for row in stale:
-                row.flags[RECOMPUTE_OLD_LOGPROBS] = True
+                row.recompute_logprobs = True
         dropped = self.drop_stale(step)
         self.step_metrics.update(trained_groups=len(groups), stale_dropped=dropped,
                                  stale_rows=len(stale),

@@ -1,5 +1,5 @@
 """PODS: generate ``n`` rollouts per prompt, train on the ``m`` whose rewards have the largest
-variance (max-variance down-sampling; docs/METHODS.md, PODS).
+variance (max-variance down-sampling; docs/METHODS.md §PODS).
 
 Paper: "Not All Rollouts are Useful: Down-Sampling Rollouts in LLM Reinforcement Learning", Xu,
 Savani, Fang, Kolter (CMU), arXiv 2504.13818.  No official code was found; the reference is the
@@ -23,7 +23,7 @@ and charged but never trained on.
 Defaults and provenance:
 
 * ``n = round_half_up(b*G)`` - harness choice: PODS spends exactly uniform GRPO's rollouts at
-  budget ``b`` (DESIGN.md section 4), so the comparison is at equal generation cost and PODS
+  budget ``b`` (docs/DESIGN.md §Budget), so the comparison is at equal generation cost and PODS
   differs from GRPO only in training on the selected subset.  ``rollouts_per_prompt`` overrides
   ``n`` for the paper's "generate more than you train" form (then compare on cumulative tokens).
 * ``m = max(2, round_half_up(keep_fraction * n))``, ``keep_fraction = 0.5`` - harness choice:
@@ -31,7 +31,7 @@ Defaults and provenance:
   baseline.  ``train_per_prompt`` overrides ``m``.
 * ``rule = "max_variance"`` [paper]; ``"random"`` (a uniform ``m``-subset, seeded) is the
   natural control for the selection rule (harness option).
-* Scale-free apart from ``n`` and ``m``, which are relative to ``G`` as ALGORITHMS.md section 10
+* Scale-free apart from ``n`` and ``m``, which are relative to ``G`` as docs/ALGORITHMS.md §Scaling
   asks.
 
 Departures:
@@ -51,7 +51,7 @@ import numpy as np
 
 from allocators import register
 from allocators.base import Allocator, Request, Rollout, group_rows, round_half_up
-from allocators.options import Options, option
+from core.options import Options, option
 
 RULES = ("max_variance", "random")
 

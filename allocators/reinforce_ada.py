@@ -1,6 +1,6 @@
 """Reinforce-Ada: sample each prompt in rounds, stop sampling it once its group has the signal it
 needs (successive elimination), then train on a fixed-size, balanced subset of its rows
-(docs/METHODS.md, Reinforce-Ada).
+(docs/METHODS.md §Reinforce-Ada).
 
 Paper: "Reinforce-Ada: An Adaptive Sampling Framework for Reinforce-Style LLM Training", Xiong
 et al. (RLHFlow), arXiv 2510.04996.  The released code is the reference ([code]
@@ -25,7 +25,7 @@ Per step, for the ``M`` candidates:
    are the first ones cached of each kind; positives first.
 4. Advantages with global statistics (``global_stat = True``): the group's mean and std are
    those of *every* row the prompt drew this step, not only the ``keep`` trained rows.  The loop's
-   advantage function reads them from :data:`allocators.base.BASELINE_REWARDS_FLAG`.
+   advantage function reads them from ``Rollout.baseline_rewards``.
 
 Defaults and provenance:
 
@@ -62,9 +62,9 @@ from typing import Sequence
 import numpy as np
 
 from allocators import register
-from allocators.base import BASELINE_REWARDS_FLAG, Allocator, Request, Rollout, round_half_up
+from allocators.base import Allocator, Request, Rollout, round_half_up
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 CHOICES = ("balanced", "positive_focused")
 
@@ -179,7 +179,7 @@ class ReinforceAda(Allocator):
             if self.opts.global_stat:
                 pool = tuple(float(r.reward) for r in rows)
                 for r in chosen:
-                    r.flags[BASELINE_REWARDS_FLAG] = pool
+                    r.baseline_rewards = pool
             groups.append(chosen)
         self.step_metrics.update(finished=sum(self.finished.values()),
                                  unfinished=len(self.order) - sum(self.finished.values()),

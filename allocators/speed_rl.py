@@ -1,5 +1,5 @@
 """SPEED-RL: a cheap screening pass per candidate, the rest of the group only for prompts whose
-screening rewards are mixed (docs/METHODS.md, SPEED-RL).
+screening rewards are mixed (docs/METHODS.md §SPEED-RL).
 
 Paper: "SPEED-RL: Faster Training of Reasoning Models via Online Curriculum Learning", Zhang,
 Arora, Mei, Zanette, arXiv 2506.09016.  The released code is the reference ([code]
@@ -67,9 +67,10 @@ from typing import Sequence
 import numpy as np
 
 from allocators import register
-from allocators.base import Allocator, PromptInfo, Request, Rollout, group_rows, round_half_up
+from allocators.base import (Allocator, PromptInfo, Request, Rollout, group_rows,
+                             round_half_up, two_stage_split)
 from allocators.dapo import RowCursor
-from allocators.options import Options, option
+from core.options import Options, option
 
 SCREEN, CONTINUE = "screen", "continue"
 
@@ -84,14 +85,12 @@ def speed_split(n: int, *, screen_fraction: float = 4.0 / 24.0, min_screen: int 
                 screen_size: int | None = None,
                 continue_size: int | None = None) -> tuple[int, int]:
     """(n_init, n_cont): screening and continuation rollouts for a trained group of ``n``."""
-    n_init = screen_size if screen_size is not None else max(min_screen,
-                                                            round_half_up(screen_fraction * n))
-    n_cont = continue_size if continue_size is not None else n - n_init
+    n_init, n_cont = two_stage_split(n, screen_fraction, min_screen, screen_size, continue_size)
     if n_init < 2 or n_cont < 1:
         raise ValueError(f"speed-rl: a group of {n} gives screen {n_init} / continue {n_cont}; "
                          f"need screen >= 2 and continue >= 1 (raise the budget fraction or set "
                          f"screen_size/continue_size)")
-    return int(n_init), int(n_cont)
+    return n_init, n_cont
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
-"""Uniform GRPO (DeepSeekMath, arXiv 2402.03300, ALGORITHMS.md §1.1): the reference allocation.
+"""Uniform GRPO (DeepSeekMath, arXiv 2402.03300, docs/ALGORITHMS.md §GRPO): the reference allocation.
 
-Every prompt gets ``round(b * G)`` rollouts (DESIGN.md §4), at least one.  At b = 1 this is
+Every prompt gets ``round_half_up(b * G)`` rollouts (docs/DESIGN.md §Budget); a budget that gives
+fewer than one is refused.  At b = 1 this is
 GRPO's fixed group of G; at lower budgets it is the "uniform G = b*8" baseline DUET's README
-implies for its reduced-budget GRPO rows (ALGORITHMS.md §9, [inferred]).
+implies for its reduced-budget GRPO rows (docs/ALGORITHMS.md §Unknowns, [inferred]).
 """
 from __future__ import annotations
 

@@ -2,12 +2,12 @@
 
 Paper: Nguyen, Nguyen, Ma, Zhao, She, Nguyen, "Adaptive Rollout Allocation for Online
 Reinforcement Learning with Verifiable Rewards" (VIP), arXiv 2602.01601, ICLR 2026.
-ALGORITHMS.md §3 describes it (paper form from detailed paper notes [2nd], code form from
-github.com/HieuNT91/VIP [code]); §10 scales the bounds.  Code was read for behaviour only.
+docs/ALGORITHMS.md §VIP describes it (paper form from detailed paper notes [2nd], code form from
+github.com/HieuNT91/VIP [code]); §Scaling scales the bounds.  Code was read for behaviour only.
 
 What it implements
 ------------------
-Prediction (§3.3 steps 1, 2, 7, 8), :class:`PassRateGP`:
+Prediction (§VIP steps 1, 2, 7, 8), :class:`PassRateGP`:
 
 * latent ``g = logit(p)`` with GP prior ``GP(m_1, K)``, ``K(x, x') = exp(-|x - x'|^2 / (2 h^2))``
   over prompt embeddings;
@@ -19,7 +19,7 @@ Prediction (§3.3 steps 1, 2, 7, 8), :class:`PassRateGP`:
   The mean is carried over the whole pool; the covariance is never updated (as the official
   trainer: ``reuse_mean=True``, ``reuse_covariance=False``).
 
-Allocation (§3.3 steps 3-5), :func:`vip_counts`:
+Allocation (§VIP steps 3-5), :func:`vip_counts`:
 
 * ``a_q = p_q (1 - p_q)`` (the paper's ``4 sigma_Z^2`` factor is common to all prompts and
   drops out);
@@ -88,13 +88,13 @@ Defaults and provenance
 * Prior mean ``0`` [paper] (``p = 0.5`` for unseen prompts); the official trainer's ``-5``
   through ``prior_mean`` [code].
 * Observation clip ``eps = 1e-6`` [code: ``GPR._logit``]; kriging jitter ``1e-4`` [paper, code].
-* Bounds ``L = C / (2M)``, ``U = 2C / M`` [inferred, §10: 4 and 16 at 8 per prompt, the run
+* Bounds ``L = C / (2M)``, ``U = 2C / M`` [inferred, §Scaling: 4 and 16 at 8 per prompt, the run
   script's values].  Made integral as ``L = max(1, floor(C / 2M))`` (floor keeps ``M L <= C``),
   ``U = ceil(2C / M)`` capped at ``C - (M - 1) L`` (no prompt can use more), and for RLOO
   ``L >= 2``.  Explicit ``lower`` / ``upper`` keywords replace them (e.g. the trainer call's
   absolute ``1, 32``).
 * Paper form by default: every prompt gets at least ``L``.  ``skip_below_lower=True`` gives the
-  code form (§3.3 "Official-code variants", §10): the relaxation runs with lower bound 1 (RLOO:
+  code form (§VIP "Official-code variants", §Scaling): the relaxation runs with lower bound 1 (RLOO:
   2), prompts rounded below ``L`` are skipped (``n = 0``) and their rollouts go one at a time to
   the currently largest count below ``U`` (the code's ``enforce_min_after_rounding``).
 
@@ -133,8 +133,8 @@ from scipy.special import expit, logit
 from threadpoolctl import threadpool_limits   # scikit-learn's own dependency
 
 from allocators import register
-from allocators.base import Allocator, Request, check_count_bounds
-from allocators.options import Options, option
+from allocators.base import Allocator, Needs, Request, check_count_bounds
+from core.options import Options, option
 
 OBJECTIVES = ("grpo", "rloo")
 SOLVERS = ("kkt", "cvxpy")
@@ -395,7 +395,7 @@ def _greedy_remove(counts: np.ndarray, a: np.ndarray, steps: int, lower: int,
 # ----------------------------------------------------------------------------------------------
 
 def vip_counts(pass_rate, total, *, lower, upper, objective="grpo", solver="kkt") -> np.ndarray:
-    """VIP's per-prompt rollout counts for predicted pass rates (DESIGN.md §9).
+    """VIP's per-prompt rollout counts for predicted pass rates (docs/DESIGN.md §Solvers).
 
     Minimises the predicted gradient variance ``sum_q p_q (1 - p_q) f~(n_q)`` over integer
     ``n`` with ``sum n = total`` and ``lower <= n <= upper``: continuous relaxation by
@@ -553,7 +553,6 @@ class VIPOptions(Options):
 class VIP(Allocator):
     """GP-predicted pass rates -> variance-minimising counts under ``C`` rollouts per step."""
 
-    needs_features = ("embedding",)
     Options = VIPOptions
 
     def __init__(self, setting, **options) -> None:
@@ -622,8 +621,8 @@ class VIP(Allocator):
             pids = list(rewards)
             self.gp.update(self._rows(pids), [float(np.mean(rewards[pid])) for pid in pids])
 
-    def feature_options(self) -> dict:
-        return {"embedding": self.opts.embedding}
+    def needs(self) -> Needs:
+        return Needs(features={"embedding": {"embedding": self.opts.embedding}})
 
     def resolved_options(self) -> dict:
         lower, upper = self.count_bounds(self.setting.prompts_per_step,

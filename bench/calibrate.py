@@ -1,7 +1,7 @@
 """``python -m bench.calibrate --preset NAME --seeds 0,1,2``: can this testbed see a difference?
 
 A benchmark may report "no method beats GRPO" only after showing it would have seen one
-(DESIGN.md §7).  This command runs, through the sweep machinery of ``bench.run`` (same run
+(docs/DESIGN.md §Evaluation).  This command runs, through the sweep machinery of ``bench.run`` (same run
 directories, same executors, finished runs reused, unfinished ones resumed):
 
     GRPO at b = 1 and b = 0.5, ``oracle`` and ``anti-oracle`` at b = 0.5 (allocators/controls.py)
@@ -38,10 +38,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.overrides import ConfigError
+from bench.overrides import ConfigError, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
 from bench.report import build, update_sweep_file
-from bench.run import HelpFormatter, UsageError, configure, execute, locked, parse_ints
+from bench.run import (HelpFormatter, UsageError, add_override_arguments, configure, execute,
+                       locked, parse_ints)
 from bench.stats import t_interval
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
 from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
@@ -243,14 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>-calibration); an existing "
                              "bench.run sweep of the same preset works too: its runs are reused")
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
-    parser.add_argument("--config", default=None,
-                        help="JSON file overriding preset fields and per-method options, as in "
-                             "bench.run (e.g. {\"method_options\": {\"oracle\": "
-                             "{\"estimate_rollouts\": 32}}})")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, after --config (repeatable), as in bench.run: "
-                             "preset.FIELD=V, METHOD.OPTION=V, method.OPTION=V")
+    add_override_arguments(parser)
     parser.add_argument("--with-duet", action="store_true",
                         help="also run duet-abort at b = 1 for the stop-rule diagnostic (read "
                              "whenever present, run only with this flag)")
@@ -277,9 +271,7 @@ def plan(args) -> tuple[list[RunSpec], Path]:
     # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
     order = [(m, b, s) for s in seeds for m, b in RUNS]
     order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []
-    specs = [RunSpec(m, b, s, preset, config.get("method_options", {}).get(m, {}),
-                     config.get("length_options", {}).get(m, {}))
-             for m, b, s in order]
+    specs = [RunSpec(m, b, s, preset, **run_options(config, m)) for m, b, s in order]
     out = Path(args.out or f"runs/{preset.name}-calibration")
     for spec in specs:
         validate_spec(spec)

@@ -18,9 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.tables import (MISSING, HEADLINE, INTERVAL_NOTE, SweepError, Table, blabel,
-                          budgets_of, cell_runs, delta_stats, fmt, is_control, row_label, signed)
 from bench.stats import t_interval
+from bench.tables.cells import (HEADLINE, INTERVAL_NOTE, MISSING, Table, blabel, budgets_of,
+                                cell_runs, fmt, is_control, row_label, signed)
+from bench.tables.registry import standard
+from bench.tables.speedup import delta_stats
+from bench.tables.sweep import SweepError
 from trainer.rundir import atomic_write_text
 
 BEGIN = "<!-- headline table: python -m bench.report DIR --readme README.md writes below -->"
@@ -85,6 +88,9 @@ def headline_table(df: pd.DataFrame) -> Table | None:
                  f"the cell cannot rule it out); controls first, then by Δ at the largest "
                  f"budget. Tokens vs GRPO: the run's cumulative tokens over GRPO's at the same "
                  f"budget and seed, mean over seeds.")
+
+
+standard("headline", 0)(lambda ctx: headline_table(ctx.summaries))
 
 
 def paste_into(path: Path, table: Table) -> None:

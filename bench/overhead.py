@@ -1,7 +1,7 @@
 """Allocator overhead micro-benchmark: CoBA-RL's Table 4 layout, extended to every allocator.
 
 ``python -m bench.overhead`` prints one row per solver path (the public solver functions of
-DESIGN.md §9, their slow references, and ``plan()`` of every registered allocator) and one column
+docs/DESIGN.md §Solvers, their slow references, and ``plan()`` of every registered allocator) and one column
 per batch size ``M`` with ``C = 16 M`` rollouts (CoBA-RL's setting: ``M = 512``,
 ``B_total = 8192``).  A cell is the median wall-clock of ``--repeats`` solves of one fixed random
 instance, after one untimed warm-up call.  Ratio rows divide a reference's time by its default's.
@@ -14,7 +14,7 @@ and is then the median of the calls made (at least one).
 
 Instances (seeded): pass rates on the 1/16 grid with about 20% exactly 0 and 20% exactly 1,
 90% of prompts warm (Knapsack-RL's ``valid``); DUET's spread and length predictions are
-log-normal.  Solver options follow ALGORITHMS §10's scaling at ``G = C / M``.
+log-normal.  Solver options follow docs/ALGORITHMS.md §Scaling rule at ``G = C / M``.
 
 Adding a solver is one entry in :data:`SOLVER_CASES`: ``(label, builder)`` where
 ``builder(instance)`` returns the zero-argument call to time.
@@ -92,13 +92,13 @@ def _check_dp_work(inst: Instance, work: float, label: str) -> None:
 
 
 def _knapsack_options(inst: Instance) -> dict:
-    # ALGORITHMS §10: n_max = 16 N capped at C - (M - 1) n_min, cold prompts at C // M
+    # docs/ALGORITHMS.md §Scaling: n_max = 16 N capped at C - (M - 1) n_min, cold prompts at C // M
     return dict(n_default=inst.group,
                 n_max=min(16 * inst.group, inst.total - (inst.prompts - 1) * 2))
 
 
 def _coba_options(inst: Instance) -> dict:
-    # Fig. 4's middle shape; B_up = 8 G capped at C - (M - 1) B_low (§10)
+    # Fig. 4's middle shape; B_up = 8 G capped at C - (M - 1) B_low (§Scaling)
     return dict(alpha=4.5, beta=6.5,
                 n_high=min(8 * inst.group, inst.total - (inst.prompts - 1) * 2))
 
@@ -154,7 +154,7 @@ def vip_cvxpy(inst):
 def duet_neyman(inst):
     neyman_counts = _optional("allocators.duet", "neyman_counts")
     budget = float(inst.total * inst.mean_length.mean())
-    # §10: n_max = 4 n_ref
+    # §Scaling: n_max = 4 n_ref
     return lambda: neyman_counts(inst.spread, inst.mean_length, budget, n_min=1,
                                  n_max=4 * inst.group)
 
@@ -211,8 +211,8 @@ def plan_case(method: str) -> Callable[[Instance], Callable[[], object]]:
         try:
             allocator = allocators.get(method)(setting)
             allocator.attach_pool(pool)
-            if allocator.wants_pass_rate_estimates:      # controls: estimates handed in first
-                allocator.receive_pass_rates(1, dict(enumerate(map(float, inst.pass_rate))))
+            if allocator.needs().pass_rate_estimates:    # controls: estimates recorded first
+                stats.record_estimates(1, dict(enumerate(map(float, inst.pass_rate))))
             allocator.plan(1, pool, stats, budget)
         except Exception as error:   # another method's failure must not sink the table
             raise Unavailable(f"plan(): {method} failed at M={inst.prompts}: "

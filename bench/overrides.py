@@ -1,19 +1,22 @@
 """A sweep's configuration from ``--config`` and ``--set``, checked before any work.
 
 ``--config FILE`` is JSON: ``{"preset": {field: value}, "method_options": {method: {...}},
-"length_options": {method: {...}}}``.  ``--set KEY=VALUE`` (repeatable, applied after the file)
-changes one value without a file:
+"length_options": {method: {...}}, "length": {method: rule}}``.  ``--set KEY=VALUE``
+(repeatable, applied after the file) changes one value without a file:
 
 * ``preset.FIELD=V``          a preset field (``preset.lr=3e-5``);
 * ``METHOD.OPTION=V``         one method's option (``vip.embedding=hashed``);
 * ``method.OPTION=V``         that option of every selected method that declares it
                               (``method.max_rounds=4``);
-* ``METHOD.length.OPTION=V``  one method's length-control option (``duet.length.window=256``);
-* ``length.OPTION=V``         that option of every selected method whose length control has it.
+* ``METHOD.length=RULE``      the stop rule one method runs with instead of its own
+                              (``knapsack.length=duet``); ``method.length=RULE``: every
+                              selected method;
+* ``METHOD.length.OPTION=V``  an option of one method's stop rule (``duet.length.window=256``);
+* ``length.OPTION=V``         that option of every selected method whose stop rule has it.
 
 ``V`` is read as JSON where it parses (numbers, ``true``/``false``, ``null``, lists such as
 ``["a.jsonl"]``) and as a plain string otherwise (``preset.device=cpu``).  Every value is checked
-against its field's declared type and range (:mod:`allocators.options`); a problem is a
+against its field's declared type and range (:mod:`core.options`); a problem is a
 :class:`ConfigError`, one line naming the key, the value and what is allowed.
 """
 from __future__ import annotations
@@ -23,10 +26,10 @@ from pathlib import Path
 
 import allocators
 import lengthctl
-from allocators.options import OptionError, check_values
+from core.options import OptionError, check_values
 from bench.presets import Preset, with_overrides
 
-SECTIONS = ("preset", "method_options", "length_options")
+SECTIONS = ("preset", "method_options", "length_options", "length")
 # set by the preset's name, never by a file or --set
 FIXED_PRESET_FIELDS = ("name", "description", "warm_start")
 
@@ -61,6 +64,10 @@ def load_config_file(path: str | None) -> dict:
         for method, values in loaded.get(section, {}).items():
             if not isinstance(values, dict):
                 raise ConfigError(f"config file {path!r}: {section}.{method} must be an object")
+    for method, rule in loaded.get("length", {}).items():
+        if not isinstance(rule, str):
+            raise ConfigError(f"config file {path!r}: length.{method} must be a stop rule's "
+                              f"name; rules: {', '.join(lengthctl.available())}")
     config.update(loaded)
     return config
 
@@ -91,9 +98,16 @@ def apply_sets(config: dict, assignments: list[str], methods: list[str]) -> dict
                               f"(METHOD.length.OPTION)")
         if head == "preset" and len(parts) == 2:
             config["preset"][name] = value
+        elif len(parts) == 2 and name == "length" and head != "length":
+            if head != "method" and head not in methods:
+                raise ConfigError(f"--set {key}: {head!r} is not a selected method "
+                                  f"({', '.join(methods) or 'none'})")
+            for method in (methods if head == "method" else [head]):
+                config["length"][method] = value
         elif head in ("method", "length") and len(parts) == 2:
             section = "length_options" if head == "length" else "method_options"
-            takers = [m for m in methods if name in option_names(m, length=head == "length")]
+            takers = [m for m in methods
+                      if name in option_names(m, length=head == "length", config=config)]
             if not takers:
                 raise ConfigError(f"--set {key}: no selected method has {head} option "
                                   f"{name!r}")
@@ -112,9 +126,25 @@ def apply_sets(config: dict, assignments: list[str], methods: list[str]) -> dict
     return config
 
 
-def option_names(method: str, length: bool = False) -> tuple[str, ...]:
-    cls = allocators.get(method)
-    return (lengthctl.get(cls.length_control) if length else cls).Options.names()
+def stop_rule(method: str, config: dict | None = None) -> str:
+    """The stop rule ``method`` runs with under ``config``: the one it names, else its own."""
+    return (config or {}).get("length", {}).get(method) or allocators.get(method).default_length
+
+
+def run_options(config: dict, method: str) -> dict:
+    """The RunSpec keywords of ``method`` under ``config``: its options, its stop rule's options
+    and the rule when it is not the method's own (so a run of the method's own rule keeps its
+    name and config)."""
+    rule = stop_rule(method, config)
+    return {"method_options": config.get("method_options", {}).get(method, {}),
+            "length_options": config.get("length_options", {}).get(method, {}),
+            "length": None if rule == allocators.get(method).default_length else rule}
+
+
+def option_names(method: str, length: bool = False, config: dict | None = None
+                 ) -> tuple[str, ...]:
+    cls = lengthctl.get(stop_rule(method, config)) if length else allocators.get(method)
+    return cls.Options.names()
 
 
 def checked_preset(preset: Preset, overrides: dict) -> Preset:
@@ -130,14 +160,24 @@ def checked_preset(preset: Preset, overrides: dict) -> Preset:
 
 
 def check_method_options(config: dict, methods: list[str]) -> None:
-    """Every method's options and length-control options checked against their declarations."""
+    """Every method's stop rule, options and stop-rule options checked against their
+    declarations."""
+    for method, rule in config.get("length", {}).items():
+        if method not in allocators.available():
+            raise ConfigError(f"length: unknown method {method!r}; known: "
+                              f"{', '.join(allocators.available())}")
+        try:
+            lengthctl.get(rule)
+        except KeyError:
+            raise ConfigError(f"{method}.length = {rule!r}: expected one of the stop rules "
+                              f"{', '.join(lengthctl.available())}") from None
     for section, length in (("method_options", False), ("length_options", True)):
         for method, values in config[section].items():
             if method not in allocators.available():
                 raise ConfigError(f"{section}: unknown method {method!r}; known: "
                                   f"{', '.join(allocators.available())}")
-            cls = allocators.get(method)
-            options_cls = (lengthctl.get(cls.length_control) if length else cls).Options
+            options_cls = (lengthctl.get(stop_rule(method, config)) if length
+                           else allocators.get(method)).Options
             owner = f"{method}.length" if length else method
             try:
                 check_values(options_cls, values, owner)

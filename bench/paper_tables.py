@@ -1,9 +1,10 @@
-"""The papers' tables (ALGORITHMS.md §7), as data: name -> methods, budgets, renderer.
+"""The papers' tables (docs/ALGORITHMS.md §Paper-tables), as data: name -> methods, budgets, renderer.
 
 ``python -m bench.run --table NAME`` runs ``methods x budgets`` (x ``--seeds``) on the chosen
 preset and prints the table in the paper's layout; ``--table list`` names them.  Adding a table is
-one entry in :data:`PAPER_TABLES`: a :class:`PaperTable` whose ``render(ctx)`` returns
-:class:`bench.tables.Table` objects (and, optionally, whose ``figure(ctx)`` returns a figure and
+one :class:`PaperTable` (``bench.tables.registry.TableSpec``) in the one registry of tables
+(:data:`bench.tables.registry.TABLES`; :data:`PAPER_TABLES` here lists the papers' ones), whose
+``render(ctx)`` returns :class:`bench.tables.Table` objects (and, optionally, whose ``figure(ctx)`` returns a figure and
 whose ``measure(out_dir)`` does non-training work first, like CoBA-RL's allocation timing).
 
 Our numbers and the paper's never share a cell.  The paper's numbers appear, in columns or rows
@@ -18,45 +19,21 @@ Our accuracy cells are final held-out mean@k in %, ``mean ± 95% t-interval`` ov
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from bench.tables import (MISSING, NEVER, SPEEDUP_NOTE, Table, cell_runs, cost_cell,
                           default_target, fmt, ratio_text, reach_costs, speedup_of, t_interval)
+from bench.tables.registry import Context, TableSpec, register
 from trainer.rundir import atomic_write_json, read_json
 
 FULL, HALF, QUARTER = 1.0, 0.5, 0.25
 
 
-@dataclass
-class Context:
-    """Everything a renderer reads: the sweep's frames (bench.tables loaders) and options."""
-
-    sweep_dir: Path
-    preset: str
-    summaries: pd.DataFrame
-    curves: pd.DataFrame
-    steps: pd.DataFrame
-    target: float | None = None
-
-
-@dataclass(frozen=True)
-class PaperTable:
-    name: str
-    summary: str                                  # one line for --table list
-    methods: tuple[str, ...]
-    budgets: tuple[float, ...]
-    render: Callable[[Context], list[Table]]
-    figure: Callable[[Context], object] | None = None
-    measure: Callable[[Path], None] | None = None  # non-training work, run before rendering
-
-    @property
-    def trains(self) -> bool:
-        return bool(self.methods)
+# a paper's table is a registered table that names its methods and budgets
+PaperTable = TableSpec
 
 
 # ------------------------------------------------------------------------------ cells
@@ -131,7 +108,7 @@ def missing_methods(methods) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ DUET fig. 1
-DUET_PAPER = {     # ALGORITHMS.md §2.5: Qwen3-1.7B-Base on MATH, MATH-500 Mean@4 (%)
+DUET_PAPER = {     # docs/ALGORITHMS.md §DUET: Qwen3-1.7B-Base on MATH, MATH-500 Mean@4 (%)
     "pareto": {"GRPO": (56.8, 56.4, 54.9), "DAPO": (57.6, 56.6, 55.5), "VIP": (58.6, 56.0, 55.1),
                "DUET": (61.6, 62.1, 61.4)},
     "bars": {"Baseline (no RL)": 45.1, "GRPO": 56.8, "DAPO": 57.6, "ARRoL": 58.4, "VIP": 58.6,
@@ -466,7 +443,7 @@ PAPER_SETTINGS: dict[str, tuple[str, ...]] = {
     "duet-fig1": ("qwen3-1.7b-math",),
 }
 
-PAPER_TABLES: dict[str, PaperTable] = {t.name: t for t in [
+PAPER_TABLES: dict[str, PaperTable] = {t.name: register(t) for t in [
     PaperTable("duet-fig1", "DUET Fig. 1: (a) accuracy at 100/50/25% budget, (b) full-budget "
                "bars incl. no-RL baseline and DUET at 50%, (c) speed-up vs GRPO",
                ("grpo", "dapo", "arrol", "vip", "duet"), (FULL, HALF, QUARTER),

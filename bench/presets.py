@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from allocators.options import check_values
+from core.options import check_values
 
 from trainer.config import Architecture, Preset, WarmStartConfig
 
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            warm_start=_NOISY_WARM_START, task_mix="noisy_chain", train_per_bucket=120,
            eval_per_bucket=80, steps=60, max_new_tokens=60, lr=1e-4, warmup_steps=5,
            updates_per_step=2, eval_every=15, eval_samples=8, checkpoint_every=15, threads=1),
-    # DUET's GRPO reference config (ALGORITHMS.md section 1.1): Qwen3-1.7B-Base on MATH, 128
+    # DUET's GRPO reference config (docs/ALGORITHMS.md §GRPO): Qwen3-1.7B-Base on MATH, 128
     # prompts x 8, 3,072-token responses, AdamW 3e-6 cosine with 10% warm-up, low-variance KL
     # 0.001, clip 0.2/0.2 (clip_c 3), token-mean, grad clip 1, one optimizer step per training
     # step, T = 0.9 / top-p 0.95, Mean@4 on MATH-500 every 30 steps; 4 epochs of 7,497 problems

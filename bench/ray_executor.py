@@ -5,7 +5,7 @@ executing ``trainer.loop.Run(spec, out_dir / spec.run_name()).execute()`` -- the
 local runner, so finished runs are skipped and unfinished ones resume from their checkpoint --
 and returns the summaries, keyed by run name in the order of ``specs``.  A task asks Ray for
 ``num_cpus = preset.threads`` and, for a CUDA preset, ``num_gpus = 1``; each run stays on one node
-(DESIGN.md §10).
+(docs/DESIGN.md §Scale).
 
 ``address=None`` starts a local Ray instance (``num_cpus`` caps it; default: all cores) and shuts
 it down afterwards; an address (``"auto"``, ``"ray://head:10001"``) joins an existing cluster,

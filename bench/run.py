@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 # itself by the executors when a run starts.
 import allocators
 import lengthctl
-from allocators.options import describe, plain
+from core.options import describe, plain
 from bench.executors import EXECUTORS, SweepProgress
-from bench.overrides import ConfigError, apply_sets, check_method_options, checked_preset, \
-    load_config_file
+from bench.overrides import FIXED_PRESET_FIELDS, ConfigError, apply_sets, check_method_options, \
+    checked_preset, load_config_file, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from trainer.config import Preset
 from trainer.dirlock import DirLock, DirLocked
@@ -127,18 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"run preset: {', '.join(f'{k} ({v.description})' for k, v in PRESETS.items())}")
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>); one sub-directory per run")
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
-    parser.add_argument("--config", default=None,
-                        help="JSON file overriding preset fields and per-method options: "
-                             '{"preset": {FIELD: V}, "method_options": {METHOD: {OPTION: V}}, '
-                             '"length_options": {METHOD: {OPTION: V}}}')
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one value, after --config (repeatable): preset.FIELD=V, "
-                             "METHOD.OPTION=V (e.g. vip.embedding=hashed), method.OPTION=V "
-                             "(every selected method with that option), METHOD.length.OPTION=V "
-                             "or length.OPTION=V (length control); V is JSON where it parses "
-                             "(3e-5, true, null, [\"a.jsonl\"]), else a string; --list shows "
-                             "every field and option with its default and range")
+    add_override_arguments(parser)
     parser.add_argument("--table", default=None, metavar="NAME",
                         help="run what one of the papers' tables needs (its methods and budgets, "
                              "on --preset, with --seeds, into --out) and print it in the paper's "
@@ -168,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "sweep directory, continued on resume (extra 'track')")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
     parser.add_argument("--list", action="store_true",
-                        help="list the methods with their options, the length controls with "
+                        help="list the methods with their options, the stop rules with "
                              "theirs, the presets and the preset fields (defaults and allowed "
                              "values), then exit")
     return parser
@@ -211,12 +200,31 @@ def summary(cls) -> str:
     return LITERAL.sub(r"\1", ROLE.sub(_role_text, first))
 
 
+def add_override_arguments(parser) -> None:
+    """``--steps``, ``--config`` and ``--set``: how ``bench.run`` and ``bench.calibrate`` change a
+    preset and the methods' options (read by :func:`configure`)."""
+    parser.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    parser.add_argument("--config", default=None,
+                        help="JSON file overriding preset fields and per-method options: "
+                             '{"preset": {FIELD: V}, "method_options": {METHOD: {OPTION: V}}, '
+                             '"length_options": {METHOD: {OPTION: V}}, "length": {METHOD: RULE}}')
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one value, after --config (repeatable): preset.FIELD=V, "
+                             "METHOD.OPTION=V (e.g. vip.embedding=hashed), method.OPTION=V "
+                             "(every selected method with that option), METHOD.length=RULE or "
+                             "method.length=RULE (run with another stop rule, e.g. "
+                             "knapsack.length=duet), METHOD.length.OPTION=V or length.OPTION=V "
+                             "(the stop rule's options); V is JSON where it parses "
+                             "(3e-5, true, null, [\"a.jsonl\"]), else a string; --list shows "
+                             "every field and option with its default and range")
+
+
 def list_everything() -> str:
-    lines = ["methods (name, length control, or 'ablation' / 'control' = not in --methods all), "
+    lines = ["methods (name, own stop rule, or 'ablation' / 'control' = not in --methods all), "
              "with their options (--set METHOD.OPTION=V):"]
     for name in allocators.available():
         cls = allocators.get(name)
-        kind = "ablation" if cls.ablation else "control" if cls.control else cls.length_control
+        kind = "ablation" if cls.ablation else "control" if cls.control else cls.default_length
         lines.append(f"  {name:20s} {kind:9s} {summary(cls)}")
         parent = _parent_method(cls)
         if parent is not None:
@@ -224,7 +232,8 @@ def list_everything() -> str:
             more = cls.Options.names() != inherited
             lines.append(f"      (the options of {parent}{', plus:' if more else ''})")
         lines += _option_lines(cls.Options, "", inherited if parent else ())
-    lines.append("length controls, with their options (--set METHOD.length.OPTION=V):")
+    lines.append("stop rules (any method runs with any of them, the engine permitting: "
+                 "--set METHOD.length=RULE), with their options (--set METHOD.length.OPTION=V):")
     for name in lengthctl.available():
         cls = lengthctl.get(name)
         lines.append(f"  {name:20s} {summary(cls)}")
@@ -236,7 +245,7 @@ def list_everything() -> str:
         lines.append(f"  {name:20s} {preset.description}")
     lines.append("preset fields (--set preset.FIELD=V; defaults of the dataclass, each preset "
                  "sets its own):")
-    lines += _option_lines(Preset, "")
+    lines += _option_lines(Preset, "", FIXED_PRESET_FIELDS)     # set by --preset, not --set
     return "\n".join(lines)
 
 
@@ -292,8 +301,7 @@ def plan_sweep(args) -> Plan:
         log_to = check_backends(t.strip() for t in args.log_to.split(",") if t.strip())
     except TrackingError as exc:
         raise UsageError(str(exc)) from None
-    specs = [RunSpec(m, b, s, preset, config["method_options"].get(m, {}),
-                     config["length_options"].get(m, {}), log_to)
+    specs = [RunSpec(m, b, s, preset, **run_options(config, m), log_to=log_to)
              for m in methods for b in budgets for s in seeds]
     # with --methods all or a table's own methods, a method that cannot run at some budget (e.g.
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep

@@ -1,4 +1,4 @@
-"""The statistics every comparison table uses (DESIGN.md §7), as plain functions of numbers.
+"""The statistics every comparison table uses (docs/DESIGN.md §Evaluation), as plain functions of numbers.
 
 * Curve average (the headline accuracy): the area under a run's held-out accuracy curve over its
   evaluations after step 0, by the trapezoid rule on the step axis, divided by the span it covers

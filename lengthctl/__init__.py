@@ -8,51 +8,12 @@ and the others still load.
 """
 from __future__ import annotations
 
-from allocators._discovery import import_submodules
+import sys
 
+from core.registry import Registry
 
-from lengthctl.base import LengthController
-
-_REGISTRY: dict[str, type[LengthController]] = {}
-_IMPORT_ERRORS: dict[str, str] = {}
-_DISCOVERED = False
-
-
-def register(name: str):
-    def wrap(cls: type[LengthController]) -> type[LengthController]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"length controller {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def _discover() -> None:
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    _IMPORT_ERRORS.update(import_submodules(__name__, __path__))
-    _DISCOVERED = True
-
-
-def import_errors() -> dict[str, str]:
-    """Modules of this package that failed to import: {module: "ErrorType: message"}."""
-    _discover()
-    return dict(_IMPORT_ERRORS)
-
-
-def available() -> list[str]:
-    _discover()
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[LengthController]:
-    _discover()
-    if name not in _REGISTRY:
-        message = f"unknown length controller {name!r}; known: {', '.join(available())}"
-        if _IMPORT_ERRORS:
-            message += "; not loaded: " + "; ".join(f"{m} ({e})" for m, e in _IMPORT_ERRORS.items())
-        raise KeyError(message)
-    return _REGISTRY[name]
+_REGISTRY = Registry(sys.modules[__name__], "length controller")
+register = _REGISTRY.register
+import_errors = _REGISTRY.import_errors
+available = _REGISTRY.available
+get = _REGISTRY.get

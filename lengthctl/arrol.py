@@ -11,11 +11,11 @@ vllm_rollout/arrol_vllm_patch.py``): the backend evaluates a rollout's quality a
 pruning decision according to a survival probability, and pruned rollouts leave the request
 pool at once.  DUET's re-implementation (``ray_trainer.py`` L750-808, L899-947, L2934-3097,
 L4296-4449) gives the configuration; its head modules (``duet.arrol_head``,
-``duet.arrol_faithful_head``) are not public.  The allocator that runs this rule with uniform
-GRPO counts is ``allocators/arrol.py`` (method ``arrol``); docs/METHODS.md §5 is the
-specification.
+``duet.arrol_faithful_head``) are not public.  The rule is a run option: method ``arrol``
+(``allocators/arrol.py``) runs it with uniform GRPO counts, and any allocator can run it with
+``--set METHOD.length=arrol`` (hf engine only); docs/METHODS.md §ARRoL is the specification.
 
-What the sources say (provenance tags as in ALGORITHMS.md)
+What the sources say (provenance tags as in docs/ALGORITHMS.md §Conventions)
 ----------------------------------------------------------
 * A lightweight quality head, trained on the fly on verifier labels, predicts the success
   probability of a partial rollout and drives early pruning [paper abstract]; it reads the
@@ -82,17 +82,20 @@ What is implemented (the equations of this module)
    rows still record their state at ``l_detect`` for the head.
 
 A pruned row ends at ``l_detect`` with a forced EOS (``finish = "aborted"``, flag
-``arrol_pruned``): its ``l_detect + 1`` tokens (the EOS included) are charged to the ledger like
-every generated token, the engine drops it from the batch and the KV cache (the paper's
-request-pool removal), and the ``arrol`` allocator's ``select`` removes it from its group, so it
-enters neither the update nor the group's mean and std (the paper's re-batching of the
-survivors).  Its verifier reward is computed by the loop like every row's and read by nothing:
+``arrol_pruned``, typed field ``Rollout.pruned``): its ``l_detect + 1`` tokens (the EOS
+included) are charged to the ledger like every generated token, the engine drops it from the
+batch and the KV cache (the paper's request-pool removal), and the loop removes it from its group
+after ``select`` (``trainer/step.py``: pruned rows never train), so it enters neither the update
+nor the group's mean and std (the paper's re-batching of the survivors).
+``pruned_in_baseline = true`` leaves ``Rollout.pruned`` unset: the row stays in its group as an
+aborted row (no gradient, in the mean and std), the harness's rule for DUET's aborted rows -- an
+ablation, not the paper.  Its verifier reward is computed by the loop like every row's and read by nothing:
 the head never trains on a pruned row's label (the paper never finishes one).  Survivors keep
 weight 1 (no importance correction; none is described).
 
 Defaults and provenance
 -----------------------
-* ``l_detect = round_half_up(L_max · 512 / 3072)`` (ALGORITHMS.md §10, exact rationals), floor
+* ``l_detect = round_half_up(L_max · 512 / 3072)`` (docs/ALGORITHMS.md §Scaling, exact rationals), floor
   1; ``absolute=True`` takes 512; an int ``l_detect`` wins over both.  ``L_max = 60``
   (noisy-chain) gives 10, ``40`` (smoke) 7, ``3072`` 512.
 * ``head_hidden = 128``, ``warmup_steps = 20``, ``keep_rate κ = 0.5``, ``target_positive
@@ -131,14 +134,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from allocators.options import Options, option
+from core.options import Options, option
 from lengthctl import register
 from lengthctl.base import ABORTED, LengthController, RowBatch, RowController
 from lengthctl.duet import scale_token_constant
 
 RELEASED_L_DETECT = 512               # [code] DUET arrol.l_detect, of L_max = 3072
 FEATURES = ("logprob_mean", "logprob_std", "logprob_min", "logprob_max")
-PRUNED_FLAG = "arrol_pruned"          # Rollout.flags key the allocator's select reads
+PRUNED_FLAG = "arrol_pruned"          # diagnostic flag: the rule cut this row at l_detect
 FEATURES_FLAG = "arrol_features"      # the head's input row recorded at l_detect
 _NEVER = np.iinfo(np.int64).max
 
@@ -412,6 +415,7 @@ class _Gate:
     target_positive: float
     eps: float
     min_keep: int
+    leave_group: bool = True          # pruned rows leave their group's baseline (paper)
 
 
 class ArrolRow(RowController):
@@ -518,6 +522,9 @@ class ArrolBatch(RowBatch):
             FEATURES_FLAG: self.features.get(i),
         }
 
+    def row_fields(self, i: int) -> dict:
+        return {"pruned": bool(self.pruned[i]) and self.gate.leave_group}
+
     def weight(self, i: int) -> float:
         return 1.0
 
@@ -546,6 +553,8 @@ class ArrolOptions(Options):
     l2: float = option(1e-4, "weight decay of the head", ge=0)
     updates_per_step: int = option(50, "head mini-batch updates after each step", ge=0)
     batch_size: int = option(128, "head mini-batch size", ge=1)
+    pruned_in_baseline: bool = option(False, "keep pruned rows in their group's mean and std "
+                                      "(no gradient); false = drop them, as the paper does")
 
 
 @register("arrol")
@@ -576,7 +585,8 @@ class ArrolPrune(LengthController):
         head = None if self.head is None else self.head.copy()
         table = None if self.table is None else self.table.copy()
         self._gates = {prune: _Gate(head, table, self.l_detect, o.features, prune, o.keep_rate,
-                                    o.target_positive, o.eps_exploration, o.min_keep)
+                                    o.target_positive, o.eps_exploration, o.min_keep,
+                                    not o.pruned_in_baseline)
                        for prune in (False, True)}
 
     def active(self, step: int) -> bool:

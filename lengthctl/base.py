@@ -50,6 +50,8 @@ from typing import Any, Callable, ClassVar, Hashable, Sequence
 
 import numpy as np
 
+from core.options import Options
+
 CONTINUE, STOPPED, ABORTED = 0, 1, 2
 REASONS = {STOPPED: "stopped", ABORTED: "aborted"}
 _CODES = {reason: code for code, reason in REASONS.items()}
@@ -93,8 +95,13 @@ class RowBatch:
         return np.zeros(len(rows), dtype=np.int8)
 
     def flags(self, i: int) -> dict:
-        """Row ``i``'s flags, copied onto its rollout (e.g. saw_marker, eps_kept)."""
+        """Row ``i``'s diagnostic flags, copied onto its rollout (e.g. saw_marker)."""
         return dict(self.controllers[i].flags)
+
+    def row_fields(self, i: int) -> dict:
+        """Row ``i``'s typed :class:`core.rows.Rollout` fields that change the loop, by field
+        name (``pruned``: leaves its group before the advantage; ``kept_by_chance``)."""
+        return dict(self.controllers[i].row_fields)
 
     def weight(self, i: int) -> float:
         """Row ``i``'s advantage-weight multiplier when generation ends (a batch rule keeps its
@@ -123,8 +130,6 @@ class RowwiseBatch(RowBatch):
                 out[k] = _CODES[reason]
         return out
 
-from allocators.options import Options
-
 
 class RowController:
     """One rollout's stop rule; the per-row reference of a batch rule (module docstring)."""
@@ -142,7 +147,12 @@ class RowController:
 
     @property
     def flags(self) -> dict:
-        """Per-row metrics copied onto the rollout's flags (e.g. saw_marker, eps_kept)."""
+        """Per-row diagnostics copied onto the rollout's flags (e.g. saw_marker)."""
+        return {}
+
+    @property
+    def row_fields(self) -> dict:
+        """Typed rollout fields set by the rule (:meth:`RowBatch.row_fields`)."""
         return {}
 
     def batch_key(self) -> Hashable:
@@ -156,11 +166,11 @@ class RowController:
 
 class LengthController:
     name: ClassVar[str] = ""
-    # the rule's options (allocators.options), read as self.opts.NAME
+    # the rule's options (core.options), read as self.opts.NAME
     Options: ClassVar[type[Options]] = Options
     # a rule that needs what only the hf engine hands it (ARRoL: the sampled log-probs and the
-    # hidden states at its position, per group) runs only there; the loop refuses another
-    # engine before any work
+    # hidden states at its position, per group) runs only there; ``make_controllers`` refuses
+    # another engine before any work
     hf_engine_only: ClassVar[bool] = False
 
     def __init__(self, max_response_tokens: int, seed: int, **options: Any) -> None:

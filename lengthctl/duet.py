@@ -5,7 +5,7 @@ Rewards" (DUal-controlled tokEn allocaTion), Hu, Zhao, Xu, Jacoby, arXiv 2605.08
 The paper body was unavailable; the official code github.com/Haoyu-Hu/DUET @ 82bd6f4 is the
 reference (``src/duet/duet_logits_processor.py::DuetStopProcessor``,
 ``src/duet/duet_marker_detector.py``, K1/K2 refit in ``ray_trainer.py`` L4651-4663).  This module
-implements ALGORITHMS.md §2.3 steps 9-13 and the K-window part of step 18; the weights of steps
+implements docs/ALGORITHMS.md §DUET steps 9-13 and the K-window part of step 18; the weights of steps
 15-16 are applied by the trainer from the row weight reported here.  The rollout-count half of DUET
 (Neyman allocation, thresholds tau_q) lives in ``allocators/duet.py``.
 
@@ -29,20 +29,20 @@ The released detector only ever sees the last ``scan_window`` tokens at check po
 so a marker emitted more than ``scan_window`` tokens before the first check is never seen
 (replicated on purpose; the row then meets the phase C gate like a marker-less one).
 
-Token-valued constants (ALGORITHMS.md §10): each is a fraction phi = released / 3072 of the run's
+Token-valued constants (docs/ALGORITHMS.md §Scaling): each is a fraction phi = released / 3072 of the run's
 L_max, resolved once as ``min(L_max, max(floor, round_half_up(phi * L_max)))``, which reproduces
 the released value at L_max = 3072 exactly:
 
     name             released  floor  provenance
     min_tokens          200      0    [code] run_duet.sh DUET_MIN_TOKENS
     grace               150      1    [code] run_duet.sh DUET_GRACE_WINDOW
-    scan_window         256     16    [code] detector suffix_window; floor 16 [inferred] §10 (the
+    scan_window         256     16    [code] detector suffix_window; floor 16 [inferred] §Scaling (the
                                       released detector also floors it at 16)
     check_interval        8      1    [code] detector check_every
     refit_k1_floor       32      1    [code] ray_trainer K1 = max(32, Q_0.30)
     min_gap              50      1    [code] ray_trainer K2 = max(K1 + 50, Q_0.80)
     hysteresis            5      2    [code] run_duet.sh DUET_HYSTERESIS_K; floor h_min = 2
-                                      [inferred] §10 (a debounce, not a length)
+                                      [inferred] §Scaling (a debounce, not a length)
 
 Initial K1 = int(0.3 * L_max), K2 = int(0.7 * L_max) with ``int()`` truncation [code].
 ``absolute=True`` takes the released absolute values unscaled (paper reproductions); any single
@@ -51,7 +51,7 @@ constant can also be given as an int option, which wins over both.
 Scale-free defaults: eps_abort = 0.05 [code, run_duet.sh; 2nd: sensitivity over
 {0.01, 0.05, 0.1, 0.2}], eps_len = 0.05 [code], stop_floor = 0.5 / ceiling 0.99 [code],
 K-window 1,024 lengths [code; = M * n_ref = 128 * 8, so the trainer passes ``window = M * G``
-per §10 [inferred]], refit every 10 steps once >= 32 lengths are stored, quantiles 0.30 / 0.80
+per §Scaling [inferred]], refit every 10 steps once >= 32 lengths are stored, quantiles 0.30 / 0.80
 [code].  ``default_tau`` (used when the allocator sends no ``{"tau": ...}``, e.g. DUET's stop
 under another allocator) is the band midpoint (stop_floor + ceiling) / 2 = 0.745: the released
 ``assign_thresholds_batched`` gives a prompt with no batch to rank against exactly this value
@@ -68,7 +68,7 @@ Departures from the released code:
 
 * Code domain: the released set also accepts a bare closing fence (``\\n```\\s*$`` under
   re.MULTILINE), which equally matches an *opening* fence on its own line; only closed pairs
-  (opening fence ... closing fence) count here, as ALGORITHMS.md §2.3 step 10 specifies.
+  (opening fence ... closing fence) count here, as docs/ALGORITHMS.md §DUET step 10 specifies.
 * ``needs_margin`` is true in phase B and at positions where a marker scan is due, so that the
   engine computes the margin exactly where the released processor may use it and skips it
   elsewhere.  A ``nan`` margin (engine skipped it) counts as "not confident".
@@ -100,7 +100,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from allocators.options import Options, option
+from core.options import Options, option
 from lengthctl import register
 from lengthctl.base import ABORTED, CONTINUE, STOPPED, LengthController, RowBatch, RowController
 
@@ -178,7 +178,7 @@ def find_marker(text: str, domain: str = "math") -> bool:
 
 
 def scale_token_constant(released: int, floor: int, max_response_tokens: int) -> int:
-    """ALGORITHMS.md §10.1: min(L_max, max(floor, round_half_up(released / 3072 * L_max)))."""
+    """docs/ALGORITHMS.md §Scaling: min(L_max, max(floor, round_half_up(released / 3072 * L_max)))."""
     # exact rationals, so that ties (5 * 1536 / 3072 = 2.5) round up by arithmetic, not by float luck
     scaled = Fraction(released * max_response_tokens, RELEASED_MAX_RESPONSE_TOKENS)
     rounded = math.floor(scaled + Fraction(1, 2))
@@ -253,6 +253,10 @@ class DuetRow(RowController):
             "eps_kept": self._phase == _LATE_KEPT,
             "stop_phase": PHASE_NAMES[self._phase],
         }
+
+    @property
+    def row_fields(self) -> dict:
+        return {"kept_by_chance": self._phase == _LATE_KEPT}
 
     # -- the rule ------------------------------------------------------------------------
     def decide(self, t: int, margin: float, tail: Callable[[int], str]) -> str | None:
@@ -449,6 +453,9 @@ class DuetBatch(RowBatch):
             "stop_phase": PHASE_NAMES[phase],
         }
 
+    def row_fields(self, i: int) -> dict:
+        return {"kept_by_chance": int(self.phase[i]) == _LATE_KEPT}
+
     def weight(self, i: int) -> float:
         return 1.0 / self.gates.eps_abort if int(self.phase[i]) == _LATE_KEPT else 1.0
 
@@ -475,7 +482,8 @@ class DuetStopOptions(Options):
     k2_fraction: float = option(0.7, "initial K2 as a fraction of L_max", ge=0, le=1)
     eps_abort: float = option(0.05, "chance that a row due for abort is kept anyway", ge=0,
                               le=1)
-    eps_len: float = option(0.05, "chance that a late row is kept past the late gate", ge=0,
+    eps_len: float = option(0.05, "chance that a confident stop (after the marker) is "
+                            "ignored once, so the row runs on", ge=0,
                             le=1)
     stop_floor: float = option(0.5, "lowest stop threshold", ge=0, le=1)
     stop_ceiling: float = option(0.99, "highest stop threshold", ge=0, le=1)

@@ -13,23 +13,34 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# package -> top-level modules it must never import (anywhere in a file, lazy imports included)
-FORBIDDEN = {
-    "trainer": {"bench"},
-    "allocators": {"trainer", "bench", "torch"},
-    "lengthctl": {"trainer", "bench", "torch"},
-}
+# The layers, top to bottom: a package may import the ones below it, never one above it or
+# beside it (allocators and lengthctl are side by side: neither imports the other).
+LAYERS = [{"bench"}, {"trainer"}, {"allocators", "lengthctl"}, {"core"}]
+PACKAGES = sorted(set().union(*LAYERS))
+# anywhere in a file, lazy imports included
+FORBIDDEN = {package: set().union(*LAYERS[:i]) | (layer - {package})
+             for i, layer in enumerate(LAYERS) for package in layer}
+FORBIDDEN["allocators"] |= {"torch"}
+FORBIDDEN["lengthctl"] |= {"torch"}
+FORBIDDEN["core"] |= {"torch"}
 
 
 def imported_roots(source: str) -> set[str]:
     """Top-level names of every absolute import in ``source``, at any depth of the tree."""
-    roots = set()
+    return {name.split(".")[0] for name in imported_modules(source)}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Every absolute module ``source`` imports, at any depth of the tree; ``from a import b``
+    counts as ``a.b`` too (``b`` may be a module)."""
+    names = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
 
 
 def test_the_scanner_sees_lazy_and_from_imports():
@@ -43,7 +54,14 @@ def test_the_scanner_sees_lazy_and_from_imports():
     assert imported_roots(source) == {"numpy", "os", "bench", "torch"}
 
 
-@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_the_layers_forbid_up_and_sideways():
+    assert FORBIDDEN["core"] == {"bench", "trainer", "allocators", "lengthctl", "torch"}
+    assert FORBIDDEN["allocators"] == {"bench", "trainer", "lengthctl", "torch"}
+    assert FORBIDDEN["lengthctl"] == {"bench", "trainer", "allocators", "torch"}
+    assert FORBIDDEN["trainer"] == {"bench"} and FORBIDDEN["bench"] == set()
+
+
+@pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_one_way(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no Python files under {package}/"
@@ -51,6 +69,63 @@ def test_imports_point_one_way(package):
                 for path in files
                 for name in sorted(imported_roots(path.read_text()) & FORBIDDEN[package])]
     assert offences == []
+
+
+def module_graph(package: str, root: Path = ROOT) -> dict[str, set[str]]:
+    """``{module: modules of the same package it imports}``, lazy imports included (a package's
+    ``__init__`` is the module ``package``)."""
+    files = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return {module: {m for m in imported_modules(path.read_text()) if m in files and m != module}
+            for module, path in files.items()}
+
+
+def find_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` (its modules, the first repeated at the end), or None.
+    A package's ``__init__`` importing its own modules is not a circle by itself: modules
+    reach their registry through it, so edges into a package's ``__init__`` are left out."""
+    graph = {m: {t for t in targets if "." in t} for m, targets in graph.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                return stack[stack.index(t):] + [t]
+            if t not in state:
+                found = visit(t)
+                if found:
+                    return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state:
+            found = visit(m)
+            if found:
+                return found
+    return None
+
+
+def test_the_circle_finder_sees_a_lazy_circle_and_not_a_registry(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from pkg.base import Base\n")
+    (pkg / "base.py").write_text("X = 1\n")
+    (pkg / "method.py").write_text("from pkg import register\nfrom pkg.base import X\n")
+    assert find_circle(module_graph("pkg", tmp_path)) is None
+    (pkg / "base.py").write_text("def f():\n    from pkg.method import X\n")
+    assert find_circle(module_graph("pkg", tmp_path)) == ["pkg.base", "pkg.method", "pkg.base"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_circle_inside_a_package(package):
+    assert find_circle(module_graph(package)) is None
 
 
 BLOCKER = textwrap.dedent("""

@@ -223,27 +223,50 @@ def test_per_row_decide_is_refused():
 
 def test_registry_options_and_scaling():
     assert "arrol" in allocators.main_methods() and "arrol" in lengthctl.available()
-    assert allocators.get("arrol").length_control == "arrol"
-    from allocators.arrol import PRUNED_FLAG as allocator_flag
-    assert allocator_flag == PRUNED_FLAG
+    assert allocators.get("arrol").default_length == "arrol"
     assert ArrolPrune(3072, 0).l_detect == 512 and ArrolPrune(60, 0).l_detect == 10
     assert ArrolPrune(40, 0).l_detect == 7 and ArrolPrune(40, 0, absolute=True).l_detect == 512
     assert ArrolPrune(40, 0, l_detect=3).resolved_options()["l_detect"] == 3
-    from allocators.options import OptionError
+    from core.options import OptionError
     with pytest.raises(OptionError):
         ArrolPrune(40, 0, keep_rate=0.0)
 
 
-def test_select_drops_pruned_rows_unless_asked_to_keep_them():
-    from allocators.base import Setting
-    setting = Setting(2, 4, 1.0, 40, 2, 0)
+@pytest.mark.parametrize("method", ["arrol", "grpo", "knapsack"])
+def test_the_step_drops_pruned_rows_whatever_the_allocator(method):
+    """``Rollout.pruned`` rows leave their groups in trainer.step, after any allocator's select;
+    the rule's aborted rows that are not pruned (pruned_in_baseline) stay in the baseline."""
+    from allocators.base import PromptInfo, PromptStats, Setting, StepBudget
+    from trainer.grpo import assign_advantages
+    from trainer.step import run_step
+    setting = Setting(1, 8, 1.0, 40, 2, 0)
     rows = fake_rows(8, np.random.default_rng(6))
+    for r in rows:
+        r.group = 0
     for r in rows[::3]:
-        r.flags[PRUNED_FLAG] = True
-    drop = allocators.get("arrol")(setting).select(0, rows)
-    assert [len(g) for g in drop] == [5]
-    keep = allocators.get("arrol")(setting, pruned_in_baseline=True).select(0, rows)
-    assert [len(g) for g in keep] == [8]
+        r.finish = "aborted"
+    for r in rows[:4:3]:
+        r.pruned = True                      # rows 0 and 3 pruned, row 6 only aborted
+    result = run_step(0, allocators.get(method)(setting), PromptStats(),
+                      StepBudget(8, 0.0, 4.0), draw=lambda k: [PromptInfo(0, "", ())] * k,
+                      generate=lambda requests, r: rows, score=lambda rs: [r.reward for r in rs],
+                      advantages=assign_advantages)
+    assert [len(g) for g in result.groups] == [6]
+    kept = {id(r) for r in result.groups[0]}
+    assert id(rows[6]) in kept and id(rows[0]) not in kept and id(rows[3]) not in kept
+
+
+def test_pruned_in_baseline_leaves_the_typed_field_unset(smoke_policy):
+    from trainer.engine import HFEngine, RowSpec
+    model, tok = smoke_policy
+    prompt = tuple(tok("12 + 7 =\n")["input_ids"])
+    for keep in (False, True):
+        ctl = trained(steps=3, pruned_in_baseline=keep)
+        gens = HFEngine(model, tok, max_new_tokens=40).generate(
+            [RowSpec(prompt, s, ctl.row_controller(3, None, s + 7, group=0)) for s in range(8)])
+        pruned = [g.flags[PRUNED_FLAG] for g in gens]
+        assert any(pruned)
+        assert [g.fields["pruned"] for g in gens] == [p and not keep for p in pruned]
 
 
 # ------------------------------------------------------------------ engine and loop ----------

@@ -217,7 +217,7 @@ def test_every_numeric_preset_field_declares_a_finite_upper_bound():
     import math
     import typing
 
-    from allocators.options import _strip_none
+    from core.options import _strip_none
     from trainer.config import Preset
     hints = typing.get_type_hints(Preset)
     unbounded = []

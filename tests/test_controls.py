@@ -97,19 +97,20 @@ def test_plan_needs_this_steps_estimates_and_spends_exactly_c():
     setting = Setting(prompts_per_step=4, group_size=8, budget_fraction=0.5,
                       max_response_tokens=16, steps=2, seed=0)
     oracle = allocators.get("oracle")(setting)
-    assert oracle.wants_pass_rate_estimates == 16
+    assert oracle.needs().pass_rate_estimates == 16
+    assert allocators.get("grpo")(setting).needs().pass_rate_estimates == 0
     candidates = [PromptInfo(pid, "", ()) for pid in (7, 3, 9, 1)]
     budget = StepBudget(rollouts=setting.rollouts_per_step, tokens=0.0, mean_length=4.0)
     with pytest.raises(RuntimeError, match="no pass-rate estimates"):
         oracle.plan(0, candidates, PromptStats(), budget)
-    oracle.receive_pass_rates(0, {7: 0.0, 3: 0.5, 9: 1.0, 1: 0.25})
-    requests = oracle.plan(0, candidates, PromptStats(), budget)
+    stats = PromptStats()
+    stats.record_estimates(0, {7: 0.0, 3: 0.5, 9: 1.0, 1: 0.25})
+    requests = oracle.plan(0, candidates, stats, budget)
     assert [r.pid for r in requests] == [7, 3, 9, 1]
     assert sum(r.n for r in requests) == 16
     assert requests[0].n == requests[2].n == 0          # nothing to learn at p = 0 or 1
     bounded = allocators.get("oracle")(setting, n_min=2)
-    bounded.receive_pass_rates(0, {7: 0.0, 3: 0.5, 9: 1.0, 1: 0.25})
-    kept = bounded.plan(0, candidates, PromptStats(), budget)
+    kept = bounded.plan(0, candidates, stats, budget)
     assert [r.n for r in kept][::2] == [2, 2] and sum(r.n for r in kept) == 16
     with pytest.raises(RuntimeError):                    # stale estimates are refused
-        oracle.plan(1, candidates, PromptStats(), budget)
+        oracle.plan(1, candidates, stats, budget)

@@ -245,7 +245,7 @@ def test_each_variant_runs_under_the_stop_rule_it_names_with_its_planned_thresho
     for name, stops in (("duet-alloc", False), ("duet", True), ("duet-abort", True)):
         method = allocators.get(name)(setting)
         method.attach_pool(_pool())
-        controller = lengthctl.get(method.length_control)(64, 0, **method.length_control_options())
+        controller = lengthctl.get(method.default_length)(64, 0, **method.needs().length_options)
         requests = [r for r in method.plan(0, _pool()[:4], PromptStats(), budget) if r.n > 0]
         rows = [controller.row_controller(0, r.control, seed) for seed, r in enumerate(requests)]
         if not stops:

@@ -82,7 +82,7 @@ RESOLVED_KEYS = ("min_tokens", "initial_k1", "initial_k2", "grace", "scan_window
 
 @pytest.mark.parametrize("max_len, expected", [
     (3072, (200, 921, 2150, 150, 256, 8, 32, 50, 5)),     # the released config exactly
-    (128, (8, 38, 89, 6, 16, 1, 1, 2, 2)),                # ALGORITHMS.md §10 table
+    (128, (8, 38, 89, 6, 16, 1, 1, 2, 2)),                # docs/ALGORITHMS.md §Scaling table
     (64, (4, 19, 44, 3, 16, 1, 1, 1, 2)),
     (32, (2, 9, 22, 2, 16, 1, 1, 1, 2)),
 ])

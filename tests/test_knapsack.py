@@ -1,4 +1,4 @@
-"""Knapsack-RL: exactness of the greedy solver, the allocation rules of ALGORITHMS §6.3, the
+"""Knapsack-RL: exactness of the greedy solver, the allocation rules of docs/ALGORITHMS.md §Knapsack-RL, the
 allocator's estimates.  Brute force and the DP are the references."""
 from __future__ import annotations
 
@@ -265,7 +265,7 @@ def test_registered_and_scaled_defaults():
     assert big["n_max"] == 128
     half = KnapsackRL(setting(prompts=5, group=5, fraction=0.5)).resolved_options()
     assert half["n_default"] == round(0.5 * 5 * 5) // 5 == 2
-    # §10 scaling: valid after one visit at this budget, robust window of two visits
+    # §Scaling rule: valid after one visit at this budget, robust window of two visits
     assert half["min_buffer_length"] == 2 and half["reward_buffer_length"] == 4
     assert options["adv_clip"] == 5.0 and alloc.advantage_options() == {"clip": 5.0}
     assert KnapsackRL(setting(), adv_clip=None).advantage_options() == {"clip": None}

@@ -11,7 +11,7 @@ import pytest
 import allocators
 import lengthctl
 from allocators.base import Setting
-from allocators.options import Options, OptionError, check_instance, option
+from core.options import Options, OptionError, check_instance, option
 from bench.overrides import ConfigError, apply_sets, checked_preset, load_config_file
 from bench.presets import PRESETS, Preset
 from bench.run import list_everything, main
@@ -63,7 +63,7 @@ SETTING = Setting(prompts_per_step=8, group_size=8, budget_fraction=1.0, max_res
 @pytest.mark.parametrize("name", allocators.available())
 def test_every_method_declares_each_option_once_with_help_and_logs_it(name):
     cls = allocators.get(name)
-    for options_cls in (cls.Options, lengthctl.get(cls.length_control).Options):
+    for options_cls in (cls.Options, lengthctl.get(cls.default_length).Options):
         for f in fields(options_cls):
             assert f.metadata.get("help"), f"{name}: option {f.name} has no help"
         defaults = options_cls()
@@ -73,7 +73,7 @@ def test_every_method_declares_each_option_once_with_help_and_logs_it(name):
     resolved = allocator.resolved_options()
     assert set(cls.Options.names()) <= set(resolved), "config.json must log every option"
     json.dumps(resolved)
-    controller = lengthctl.get(cls.length_control)(40, 0, **allocator.length_control_options())
+    controller = lengthctl.get(cls.default_length)(40, 0, **allocator.needs().length_options)
     assert set(controller.Options.names()) <= set(controller.resolved_options())
     with pytest.raises(OptionError, match="unknown option"):
         cls(SETTING, no_such_option=1)
@@ -84,8 +84,8 @@ def test_method_options_reach_the_method():
     assert (coba.opts.kappa, coba.opts.window) == (12.0, 3)
     assert coba.resolved_options()["kappa"] == 12.0
     vip = allocators.get("vip")(SETTING, embedding="hashed")
-    assert vip.feature_options() == {"embedding": "hashed"}
-    assert allocators.get("vip")(SETTING).feature_options() == {"embedding": "minilm"}
+    assert vip.needs().features == {"embedding": {"embedding": "hashed"}}
+    assert allocators.get("vip")(SETTING).needs().features == {"embedding": {"embedding": "minilm"}}
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -150,9 +150,9 @@ def test_list_prints_each_summary_whole_and_without_rest_markup():
     assert "  coba                 max_len   CoBA-RL in the shared loop: one round, counts from " \
            "coba_counts.\n" in text
     # these summaries wrap in their docstrings: the first line alone stopped mid-sentence
-    assert "counts from knapsack_counts (None options = the §10 scaling of the released " \
+    assert "counts from knapsack_counts (None options = the §Scaling rule of the released " \
            "value).\n" in text
-    assert "prompts whose pilot pass rate lies in an informative band (ALGORITHMS.md §5).\n" in text
+    assert "prompts whose pilot pass rate lies in an informative band (docs/ALGORITHMS.md §Pilot-Commit).\n" in text
 
 
 def test_a_summary_keeps_the_text_sphinx_would_show():

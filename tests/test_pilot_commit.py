@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import allocators
-from allocators.base import (RECOMPUTE_OLD_LOGPROBS, FollowUpContext, PromptInfo, PromptStats,
+from allocators.base import (FollowUpContext, PromptInfo, PromptStats,
                              Rollout, Setting, StepBudget)
 from allocators.pilot_commit import PilotEntry, classify_pilot, effective_band, pilot_split
 
@@ -91,11 +91,11 @@ def test_groups_are_stale_pilots_plus_fresh_commits():
         assert all(r.logprobs[0] == 0.0 for r in group[:2])     # pilot keeps its sampler's logprobs
         # step 0's pilots are flagged for the loop's recompute (the release's old_log_prob);
         # step 1's commits, sampled by the current policy, are not
-        flagged = [bool(r.flags.get(RECOMPUTE_OLD_LOGPROBS)) for r in group]
+        flagged = [r.recompute_logprobs for r in group]
         assert flagged == [True] * 2 + [False] * 6
     assert alloc.step_metrics["stale_rows"] == 8
     # rows sampled this step (commits, new pilots) are never flagged
-    assert not any(r.flags.get(RECOMPUTE_OLD_LOGPROBS) for r in rows if r.step == 1)
+    assert not any(r.recompute_logprobs for r in rows if r.step == 1)
 
 
 def test_sampler_logprobs_option_flags_nothing():
@@ -103,7 +103,7 @@ def test_sampler_logprobs_option_flags_nothing():
     loop = Loop(alloc, ScriptedPool(1000), by_class)
     loop.step(0)
     _, groups, _ = loop.step(1)
-    assert groups and not any(r.flags.get(RECOMPUTE_OLD_LOGPROBS) for g in groups for r in g)
+    assert groups and not any(r.recompute_logprobs for g in groups for r in g)
     assert alloc.step_metrics["stale_rows"] == 8
     with pytest.raises(ValueError, match="stale_logprobs"):
         pilot_commit(stale_logprobs="current")

@@ -131,7 +131,7 @@ def test_missing_model_or_data_is_a_one_line_error(tiny_qwen3, tmp_path):
         (with_overrides(good, eval_data=()), "no eval_data"),
     ]
     # an unknown engine or dtype is refused where the preset is made, against its declared choices
-    from allocators.options import OptionError
+    from core.options import OptionError
     for field_name, value in (("engine", "tgi"), ("dtype", "int8")):
         with pytest.raises(OptionError) as info:
             with_overrides(good, **{field_name: value})

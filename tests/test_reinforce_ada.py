@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import allocators
-from allocators.base import BASELINE_REWARDS_FLAG, Rollout, Setting
+from allocators.base import Rollout, Setting
 from allocators.reinforce_ada import ada_downsample, ada_finished, ada_select
 from tests.scripted_loop import Loop, ScriptedPool
 
@@ -63,9 +63,9 @@ def test_loop_eliminates_resolved_prompts_and_charges_every_round():
     assert sizes == {0: 4, 1: 4, 2: 4, 3: 4}
     mixed = next(g for g in groups if g[0].pid == 0)
     assert sorted(r.reward for r in mixed) == [0, 0, 1, 1]
-    assert all(len(r.flags[BASELINE_REWARDS_FLAG]) == 8 for r in mixed)
+    assert all(len(r.baseline_rewards) == 8 for r in mixed)
     stuck = next(g for g in groups if g[0].pid == 2)
-    assert len(stuck[0].flags[BASELINE_REWARDS_FLAG]) == 32
+    assert len(stuck[0].baseline_rewards) == 32
 
 
 def test_global_statistics_baseline_in_the_advantage():
@@ -75,7 +75,7 @@ def test_global_statistics_baseline_in_the_advantage():
         r = Rollout(pid=0, group=0, tag="ada", step=0, round=0, tokens=np.zeros(3, np.int64),
                     logprobs=np.zeros(3, np.float32), finish="eos", reward=reward)
         if pool is not None:
-            r.flags[BASELINE_REWARDS_FLAG] = pool
+            r.baseline_rewards = pool
         return r
 
     pool = (1, 0, 0, 0, 0, 0, 0, 1)                   # 2 right of 8 drawn: mean 0.25
@@ -99,4 +99,4 @@ def test_options_and_budget_scaling():
         allocators.get("reinforce-ada")(setting(), choice="greedy")
     a = allocators.get("reinforce-ada")(setting(m=2), global_stat=False)
     _, groups, _ = Loop(a, ScriptedPool(10), lambda pid, i: float(i % 2)).step(0)
-    assert all(BASELINE_REWARDS_FLAG not in r.flags for g in groups for r in g)
+    assert all(r.baseline_rewards is None for g in groups for r in g)

@@ -75,7 +75,7 @@ def test_oracle_beats_uniform_beats_anti_oracle_in_expected_signal_groups(tmp_pa
         p_judge = np.array([held[c.pid] for c in candidates])
         for name in totals:
             allocator = allocators.get(name)(setting)
-            allocator.receive_pass_rates(step, estimate)
+            run.stats.record_estimates(step, estimate)
             counts = [r.n for r in allocator.plan(step, candidates, run.stats, budget)]
             assert sum(counts) == setting.rollouts_per_step
             totals[name] += expected_signal_groups(p_judge, counts)

@@ -354,7 +354,7 @@ def _groups(step, pass_rates_by_pid, size=8):
 
 def test_vip_is_registered_and_needs_embeddings():
     assert allocators.get("vip") is VIP
-    assert VIP.needs_features == ("embedding",)
+    assert set(VIP(_setting()).needs().features) == {"embedding"}
     vip = VIP(_setting())
     with pytest.raises(ValueError, match="embedding"):
         vip.attach_pool([PromptInfo(pid=0, text="x", token_ids=(1,))])

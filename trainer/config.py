@@ -16,12 +16,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 
-from allocators.options import option
+from core.options import option
+from trainer.mixes import MIXES, get_mix
 
-# The embedded task mixes (defined in ``trainer.tasks``, which checks this list against them;
-# named here so that the options below can declare their choices without importing
-# reasoning-gym).
-TASK_MIXES = ("chain_sum", "noisy_chain")
+# The embedded task mixes (trainer.mixes: their definitions, free of reasoning-gym), named
+# here so that the options below can declare their choices.
+TASK_MIXES = tuple(MIXES)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,6 @@ class WarmStartConfig:
         else:
             # the mix's definition (buckets, error rates, check rate), not only its name, so
             # that editing a mix cannot reuse a warm start trained on the old one
-            from trainer.tasks import get_mix
             data["task_mix"] = asdict(get_mix(self.task_mix))
         text = json.dumps(data, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

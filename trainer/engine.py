@@ -1,6 +1,6 @@
 """The ``hf`` rollout engine: a sampling loop over a ``transformers`` causal LM with a KV cache.
 
-What it guarantees (DESIGN.md §5):
+What it guarantees (docs/DESIGN.md §Engines):
 
 * any number of rollouts per prompt; each prompt is prefilled once and its cache rows are
   replicated for its rollouts;
@@ -23,6 +23,7 @@ What it guarantees (DESIGN.md §5):
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 
@@ -52,6 +53,7 @@ class Generation:
     finish: str
     flags: dict = field(default_factory=dict)
     weight: float = 1.0           # the length controller's multiplier on the row's weight
+    fields: dict = field(default_factory=dict)   # typed Rollout fields the stop rule set
 
 
 # finish codes of the bookkeeping arrays; 0 means still generating
@@ -147,28 +149,27 @@ def _joining_decoder(tokenizer, pieces):
     return join
 
 
-class HFEngine:
-    def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
-                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.cache_argument = cache_argument(model)
-        self.max_new_tokens = int(max_new_tokens)
-        self.temperature = float(temperature)
-        self.top_p = float(top_p)
-        self.max_batch_rows = int(max_batch_rows)
-        # compact once more than this fraction of the batch has finished (0 = as soon as any row
-        # finishes): a compaction copies the cache, a finished row left in costs its forward share
-        self.compact_fraction = float(compact_fraction)
+class Engine:
+    """What the loop asks of a rollout engine; :class:`HFEngine` and
+    ``trainer.vllm_engine.VLLMEngine`` implement it.
+
+    ``generate(rows)`` returns one :class:`Generation` per :class:`RowSpec`, in order;
+    ``pad_id`` pads packed batches; ``text`` is the vocabulary for stop rules.  An engine that
+    holds its own copy of the weights or its own memory overrides :meth:`sync_weights` (after
+    each update and on resume), :meth:`sleep` (before the update) and :meth:`close` (at the end);
+    the defaults do nothing, as for the hf engine that samples from the trainer's model.  The
+    loop sets ``phase`` to its ledger's phase timer, so work an engine does on the trainer's
+    behalf (vLLM's log-prob recompute) is charged to its phase."""
+
+    pad_id: int
+
+    def __init__(self, model, tokenizer) -> None:
+        self.model, self.tokenizer = model, tokenizer
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                           else tokenizer.eos_token_id)
         self._text: TokenText | None = None
-        # seconds spent asking stop rules (margins included), summed over every generate call:
-        # what bench.engine reports as the controller's cost, timed inside the same runs, since
-        # two runs' totals on a shared VM differ by more than the cost itself.  Process CPU
-        # seconds on CPU; wall on an accelerator (the margins' copy to host synchronises).
-        self.rule_seconds = 0.0
+        self.phase = lambda name: contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:
@@ -180,6 +181,37 @@ class HFEngine:
         if self._text is None:
             self._text = token_text(self.tokenizer, self.model)
         return self._text
+
+    def generate(self, rows: list[RowSpec]) -> list[Generation]:
+        raise NotImplementedError
+
+    def sync_weights(self, model=None) -> None:
+        """Push the trainer's weights to the engine's own copy (none here)."""
+
+    def sleep(self) -> None:
+        """Free the engine's own memory while the trainer updates (none here)."""
+
+    def close(self) -> None:
+        """Release the engine's resources at the end of a run (none here)."""
+
+
+class HFEngine(Engine):
+    def __init__(self, model, tokenizer, *, max_new_tokens: int, temperature: float = 1.0,
+                 top_p: float = 1.0, max_batch_rows: int = 512, compact_fraction: float = 0.1):
+        super().__init__(model, tokenizer)
+        self.cache_argument = cache_argument(model)
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.top_p = float(top_p)
+        self.max_batch_rows = int(max_batch_rows)
+        # compact once more than this fraction of the batch has finished (0 = as soon as any row
+        # finishes): a compaction copies the cache, a finished row left in costs its forward share
+        self.compact_fraction = float(compact_fraction)
+        # seconds spent asking stop rules (margins included), summed over every generate call:
+        # what bench.engine reports as the controller's cost, timed inside the same runs, since
+        # two runs' totals on a shared VM differ by more than the cost itself.  Process CPU
+        # seconds on CPU; wall on an accelerator (the margins' copy to host synchronises).
+        self.rule_seconds = 0.0
 
     def generate(self, rows: list[RowSpec], *, compact: bool = True) -> list[Generation]:
         """Generate every row; ``compact=False`` keeps finished rows in the batch (for tests)."""
@@ -370,8 +402,9 @@ class HFEngine:
             batch = batches[batch_of[i]][0] if batch_of[i] >= 0 else None
             flags = batch.flags(int(local[i])) if batch is not None else {}
             weight = batch.weight(int(local[i])) if batch is not None else 1.0
+            fields = batch.row_fields(int(local[i])) if batch is not None else {}
             out.append(Generation(history[i, :lengths[i]].copy(), logprobs[i, :lengths[i]].copy(),
-                                  _FINISH[int(finish[i])], flags, weight))
+                                  _FINISH[int(finish[i])], flags, weight, fields))
         return out
 
     def _decisions(self, t, batches, batch_of, local, active, alive, logits, history, logprobs,

@@ -1,4 +1,4 @@
-"""Prompt features some allocators read before any rollout (``Allocator.needs_features``).
+"""Prompt features some allocators read before any rollout (``Allocator.needs().features``).
 
 * ``prompt_logprob_mean`` (DUET's cold-start surrogate input): the mean log-probability of the
   prompt's tokens under the warm-start policy (length-normalised prompt log-likelihood).
@@ -25,14 +25,15 @@ class FeatureError(RuntimeError):
     pass
 
 
-def compute_features(needed, model, tokenizer, texts: list[str],
-                     embedding: str = "minilm") -> dict:
+def compute_features(needed: dict[str, dict], model, tokenizer, texts: list[str]) -> dict:
+    """``{feature: one value per text}`` for each feature of ``needed`` (feature -> the options
+    of its computation, as a method declares them: ``{"embedding": {"embedding": "hashed"}}``)."""
     out = {}
-    for name in needed:
+    for name, options in needed.items():
         if name == "prompt_logprob_mean":
             out[name] = prompt_logprob_mean(model, tokenizer, texts)
         elif name == "embedding":
-            out[name] = embed(texts, embedding)
+            out[name] = embed(texts, options.get("embedding", "minilm"))
         else:
             raise FeatureError(f"no trainer computes the prompt feature {name!r}")
     return out

@@ -1,10 +1,10 @@
 """GRPO advantages and the clipped policy-gradient loss over flat, variable-size groups.
 
-Advantages (ALGORITHMS.md §1.1): within each training group, ``(r - mean) / (std + eps)`` with
+Advantages (docs/ALGORITHMS.md §GRPO): within each training group, ``(r - mean) / (std + eps)`` with
 the unbiased std as in verl (``normalize_std=False`` gives Dr. GRPO's ``r - mean``).  Every row of
-the group, aborted ones included, enters the mean and std with its reward as scored (DUET §2.3
+the group, aborted ones included, enters the mean and std with its reward as scored (docs/ALGORITHMS.md §DUET
 step 14).  The rule for too-small groups lives here and nowhere else, chosen per method through
-:attr:`allocators.base.Allocator.advantage_options` (DESIGN.md §3):
+:meth:`allocators.base.Allocator.advantage_options` (docs/DESIGN.md §Loop):
 
 * ``small_groups="no_gradient"`` (every method's default): a group with fewer than two kept
   (non-aborted) rows gives no gradient — every advantage 0 — and is counted in ``no_gradient``.
@@ -19,15 +19,15 @@ step 14).  The rule for too-small groups lives here and nowhere else, chosen per
 rows' weights apply: Knapsack-RL's recipe ``algorithm.adv_clip_value = 5`` (see its module).
 
 A method may give a group a larger reward sample for its mean and std than the rows it trains
-(``allocators.base.BASELINE_REWARDS_FLAG`` on the group's first kept row: Reinforce-Ada's global
+(``Rollout.baseline_rewards`` on the group's first kept row: Reinforce-Ada's global
 statistics over every row its prompt drew); the rows' own rewards are centred on that mean.
 
 Loss: PPO clipped surrogate with separate low/high clip ranges and optional dual clip, token-mean
 over every kept response token of the batch, plus an optional k3 ("low_var_kl") KL penalty to a
 frozen reference policy.  ``ratio = pi_theta / pi_old`` uses the log-probs stored with each row by
 the engine that sampled it, so a row sampled in an earlier step gets a clipped importance ratio to
-the policy that actually sampled it -- unless its method flags it with
-:data:`allocators.base.RECOMPUTE_OLD_LOGPROBS`: the loop then replaces its stored log-probs by the
+the policy that actually sampled it -- unless its method marks it
+(``Rollout.recompute_logprobs``): the loop then replaces its stored log-probs by the
 current policy's (:func:`recompute_old_logprobs`, verl's ``compute_log_prob`` before the update),
 so with one update per step its ratio starts at exactly 1 (Pilot-Commit's stale pilots, as
 released).  Each row's advantage is multiplied by its weight (DUET's inverse propensities);
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from allocators.base import BASELINE_REWARDS_FLAG, Rollout
+from core.rows import Rollout
 
 
 SMALL_GROUP_RULES = ("no_gradient", "verl")
@@ -71,7 +71,7 @@ def assign_advantages(groups: list[list[Rollout]], *, normalize_std: bool = True
                 r.advantage = 0.0
             continue
         rewards = np.array([r.reward for r in group], dtype=np.float64)
-        pool = kept_rows[0].flags.get(BASELINE_REWARDS_FLAG)
+        pool = kept_rows[0].baseline_rewards
         sample = rewards if pool is None else np.asarray(pool, dtype=np.float64)
         if len(sample) == 1:      # only reachable under "verl": mean 0, std 1
             centred, scale = rewards, (1.0 + eps) if normalize_std else 1.0

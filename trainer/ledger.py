@@ -1,7 +1,7 @@
 """The budget ledger: planned and realised tokens and rollouts, and seconds by phase.
 
 Every generated token is charged: pilot rollouts, groups that dynamic sampling throws away, and
-aborted rollouts up to the abort point (DESIGN.md §3).  Phases are the fixed set of DESIGN.md §4;
+aborted rollouts up to the abort point (docs/DESIGN.md §Loop).  Phases are the fixed set of docs/DESIGN.md §Budget;
 training seconds (for speed-ups) are everything but ``evaluate``.  ``logprob`` holds old-policy
 log-probs recomputed by the trainer's model (the vLLM engine's recompute path; the hf engine's
 come with sampling, so its runs charge 0 there); ``advantage`` the group-normalised advantages.
@@ -63,6 +63,8 @@ class StepCharge:
     unbilled_tokens: int = 0
     unbilled_seconds: float = 0.0
     cpu_seconds: dict = field(default_factory=lambda: {p: 0.0 for p in PHASES})
+    step_seconds: float = 0.0     # the whole step (Ledger.step), phases or not
+    step_cpu_seconds: float = 0.0
 
 
 class Ledger:
@@ -83,6 +85,19 @@ class Ledger:
 
     def begin_step(self) -> None:
         self.current = StepCharge()
+
+    @contextmanager
+    def step(self):
+        """One training step, begun here and timed whole (verl's ``marked_timer("step")``): the
+        step record's ``unphased_seconds`` is what no phase and no unbilled work took, so a
+        cost that escapes the phases shows instead of vanishing.  Not in training seconds."""
+        self.begin_step()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
+        try:
+            yield
+        finally:
+            self.current.step_seconds = time.perf_counter() - start
+            self.current.step_cpu_seconds = cpu_seconds() - start_cpu
 
     @contextmanager
     def phase(self, name: str):
@@ -165,4 +180,7 @@ class Ledger:
             "cum_seconds": {k: round(v, 4) for k, v in self.cumulative_seconds.items()},
             "unbilled": {"rollouts": c.unbilled_rollouts, "tokens": c.unbilled_tokens,
                          "seconds": round(c.unbilled_seconds, 4)},
+            "step_seconds": round(c.step_seconds, 4),
+            "unphased_seconds": round(c.step_seconds - sum(c.seconds.values())
+                                      - c.unbilled_seconds, 4),
         }

@@ -1,4 +1,4 @@
-"""One run of the shared GRPO loop (DESIGN.md §3): one method, one budget fraction, one seed.
+"""One run of the shared GRPO loop (docs/DESIGN.md §Loop): one method, one budget fraction, one seed.
 
 Per step, :func:`trainer.step.run_step` orders the allocator's calls (plan, follow-up rounds,
 select, advantages, update, observe) and this module supplies the parts::
@@ -7,7 +7,7 @@ select, advantages, update, observe) and this module supplies the parts::
     rewards    = self._score(rows)                      # decode, verifier pool, truncation rule
     advantages = assign_advantages(groups)              # trainer.grpo
     update     = self._update(groups, step)             # updates_per_step optimizer steps
-    then lengthctl.step_metrics / observe; ledger record; every E steps: evaluate
+    then the stop rule's step_metrics / observe (run_step); ledger record; every E steps: evaluate
 
 Every generated row is charged to the ledger and enters the prompt statistics, including rows of
 groups that the method then drops (dynamic sampling) — history is history, whichever method
@@ -35,11 +35,10 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from allocators.base import (RECOMPUTE_OLD_LOGPROBS, PromptInfo, PromptStats, Request, Rollout,
-                             StepBudget, group_rows)
+from core.rows import PromptInfo, PromptStats, Request, Rollout, StepBudget, group_rows
 from trainer.data import DataError, load_eval_sets, load_tasks
 from trainer.dirlock import DirLock, DirLocked
-from trainer.engine import HFEngine, RowSpec
+from trainer.engine import Engine, HFEngine, RowSpec
 from trainer.estimates import estimate_pass_rates
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
@@ -187,15 +186,11 @@ class Run:
         try:
             self.allocator, self.lengthctl = make_controllers(spec, self.setting)
         except (TypeError, ValueError) as exc:
-            raise RunError(f"{spec.method}: {exc}") from None
-        if self.lengthctl.hf_engine_only and p.engine != "hf":
-            raise RunError(f"{spec.method}: length control {self.lengthctl.name!r} needs the "
-                           f"hf engine (log-probs and hidden states at its position), not "
-                           f"{p.engine!r}")
+            raise RunError(f"{spec.label}: {exc}") from None
+        self.needs = self.allocator.needs()       # read once: what the method needs of the loop
         with self._autocast():
-            features = compute_features(self.allocator.needs_features, self.model,
-                                        self.tokenizer, [t.prompt for t in self.train_tasks],
-                                        **self.allocator.feature_options())
+            features = compute_features(self.needs.features, self.model, self.tokenizer,
+                                        [t.prompt for t in self.train_tasks])
         self.pool = [PromptInfo(i, t.prompt, self.prompt_ids[i], t.bucket,
                                 {k: v[i] for k, v in features.items()})
                      for i, t in enumerate(self.train_tasks)]
@@ -207,8 +202,7 @@ class Run:
                                            weight_decay=0.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.engine = self._make_engine()
-        if hasattr(self.engine, "phase"):
-            self.engine.phase = self.ledger.phase    # the engine charges its recompute to logprob
+        self.engine.phase = self.ledger.phase    # an engine's recompute is charged to logprob
         self.verifier = CheckedVerifier(VerifierPool(p.verifier_workers, p.verifier_timeout),
                                         p.verifier_timeout)
         self.loss_cfg = LossConfig(p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.temperature)
@@ -221,7 +215,7 @@ class Run:
         if self.next_step > 0:        # resumed: the engine loaded the initial weights
             self._sync_engine()
 
-    def _make_engine(self):
+    def _make_engine(self) -> Engine:
         p = self.p
         if p.engine == "vllm":
             from trainer.vllm_engine import VLLMEngine
@@ -235,9 +229,7 @@ class Run:
     def _sync_engine(self) -> None:
         """Push the trainer's weights to an engine that holds its own copy (vLLM); the hf
         engine samples from the trainer's model itself."""
-        sync = getattr(self.engine, "sync_weights", None)
-        if sync is not None:
-            sync(self.model)
+        self.engine.sync_weights(self.model)
 
     def _lr_factor(self, step: int) -> float:
         p = self.p
@@ -320,7 +312,7 @@ class Run:
             rows.append(Rollout(req.pid, group, req.tag, step, round_index, gen.tokens,
                                 gen.logprobs, gen.finish, 0.0,
                                 min(req.weight * row_weight, self.p.max_rollout_weight),
-                                dict(gen.flags)))
+                                dict(gen.flags), **gen.fields))
         self.ledger.charge(rows)
         return rows
 
@@ -336,7 +328,7 @@ class Run:
         return self._update(groups, step)
 
     def _recompute_flagged_logprobs(self, groups: list[list[Rollout]]) -> None:
-        flagged = [r for g in groups for r in g if r.kept and r.flags.get(RECOMPUTE_OLD_LOGPROBS)]
+        flagged = [r for g in groups for r in g if r.kept and r.recompute_logprobs]
         if flagged:
             with self.ledger.phase("logprob"), self._autocast():
                 self.model.eval()
@@ -347,20 +339,25 @@ class Run:
         """The verifier's reward of each row; a verifier timeout or crash scores 0 and is
         flagged on the row."""
         with self.ledger.phase("reward"):
-            texts = [self.tokenizer.decode(r.tokens, skip_special_tokens=True) for r in rows]
-            report = self.verifier.score([(self.train_tasks[r.pid].scorer, text,
-                                           self.train_tasks[r.pid].gold)
-                                          for r, text in zip(rows, texts)])
-        rewards = []
-        for row, reward, status in zip(rows, report.rewards, report.status):
-            if status != "ok":
-                row.flags["verifier"] = status
-            if row.finish == "max_len" and not self.p.score_truncated:
-                # a response cut at the length limit has no final answer of its own; scoring a
-                # stray early \boxed{} in it rewards rambling past the answer
-                reward = 0.0
-            rewards.append(float(reward))
-        return rewards
+            rewards, status = self._verify([r.pid for r in rows], rows)
+        for row, state in zip(rows, status):
+            if state != "ok":
+                row.flags["verifier"] = state
+        return [float(reward) for reward in rewards]
+
+    def _verify(self, pids: list[int], generated: list) -> tuple[np.ndarray, list[str]]:
+        """Rewards and verifier statuses of generated responses (rows or generations, with
+        ``tokens`` and ``finish``): decode, verify, and 0 for a response cut at the length limit
+        unless the preset scores those -- it has no final answer of its own, and scoring a stray
+        early \\boxed{} in it rewards rambling past the answer."""
+        texts = [self.tokenizer.decode(g.tokens, skip_special_tokens=True) for g in generated]
+        report = self.verifier.score([(self.train_tasks[pid].scorer, text,
+                                       self.train_tasks[pid].gold)
+                                      for pid, text in zip(pids, texts)])
+        truncated = np.array([g.finish == "max_len" for g in generated], dtype=bool)
+        rewards = np.where(truncated & (not self.p.score_truncated), 0.0,
+                           np.asarray(report.rewards, dtype=np.float64))
+        return rewards, list(report.status)
 
     def _estimate(self, step: int, candidates: list[PromptInfo]) -> dict[int, float]:
         def generate(specs):
@@ -368,28 +365,19 @@ class Run:
             with self._autocast():
                 return self.engine.generate(specs)
 
-        def score(pids, generations):
-            texts = [self.tokenizer.decode(g.tokens, skip_special_tokens=True)
-                     for g in generations]
-            report = self.verifier.score([(self.train_tasks[pid].scorer, text,
-                                           self.train_tasks[pid].gold)
-                                          for pid, text in zip(pids, texts)])
-            truncated = np.array([g.finish == "max_len" for g in generations])
-            return np.where(truncated & (not self.p.score_truncated), 0.0, report.rewards)
-
         return estimate_pass_rates(step, [c.pid for c in candidates],
-                                   self.allocator.wants_pass_rate_estimates,
+                                   self.needs.pass_rate_estimates,
                                    seed=self.spec.seed, prompt_ids=self.prompt_ids,
-                                   generate=generate, score=score, ledger=self.ledger)
+                                   generate=generate,
+                                   score=lambda pids, gens: self._verify(pids, gens)[0],
+                                   ledger=self.ledger)
 
     def _update(self, groups: list[list[Rollout]], step: int) -> dict:
         """``updates_per_step`` optimizer steps over the kept rows, shuffled into equal
         mini-batches.  A mini-batch whose loss or gradient norm is not finite is skipped and
         counted.  ``grad_norm`` is the mean pre-clip gradient norm over the step's optimizer
         steps that were taken, ``grad_norm_max`` their maximum (0 when none was)."""
-        sleep = getattr(self.engine, "sleep", None)
-        if sleep is not None:
-            sleep()                  # an engine with its own GPU memory frees it meanwhile
+        self.engine.sleep()          # an engine with its own GPU memory frees it meanwhile
         kept = [r for g in groups for r in g if r.kept]
         order = np.random.default_rng(derive_seed(self.spec.seed, step, 5)).permutation(len(kept))
         batches = np.array_split(order, self.p.updates_per_step) if len(kept) else \
@@ -453,27 +441,24 @@ class Run:
         return loss_value, float(norm)
 
     def train_step(self, step: int) -> dict:
-        self.ledger.begin_step()
-        budget = self._budget()
-        result = run_step(
-            step, self.allocator, self.stats, budget,
-            draw=lambda k: [self.pool[i] for i in self.sampler.draw(k)],
-            generate=lambda requests, round_index: self._sample(requests, step, round_index,
-                                                                budget),
-            score=self._score,
-            advantages=self._advantages,
-            update=lambda groups: self._recompute_then_update(groups, step),
-            max_rounds=self.p.max_rounds, phase=self.ledger.phase,
-            # controls only: unbilled, untrained pass-rate estimates before the plan
-            before_plan=(lambda candidates: self.allocator.receive_pass_rates(
-                step, self._estimate(step, candidates)))
-            if self.allocator.wants_pass_rate_estimates else None)
-        with self.ledger.phase("other"):
-            length_metrics = self.lengthctl.step_metrics(result.rows)
-            self.lengthctl.observe(step, result.rows)
-        return self._step_record(step, result, length_metrics)
+        with self.ledger.step():          # the whole step, so time outside any phase shows
+            budget = self._budget()
+            result = run_step(
+                step, self.allocator, self.stats, budget,
+                draw=lambda k: [self.pool[i] for i in self.sampler.draw(k)],
+                generate=lambda requests, round_index: self._sample(requests, step,
+                                                                    round_index, budget),
+                score=self._score,
+                advantages=self._advantages,
+                update=lambda groups: self._recompute_then_update(groups, step),
+                max_rounds=self.p.max_rounds, phase=self.ledger.phase,
+                # controls only: unbilled, untrained pass-rate estimates before the plan
+                estimate=(lambda candidates: self._estimate(step, candidates))
+                if self.needs.pass_rate_estimates else None,
+                lengthctl=self.lengthctl)
+        return self._step_record(step, result)
 
-    def _step_record(self, step: int, result: StepResult, length_metrics: dict) -> dict:
+    def _step_record(self, step: int, result: StepResult) -> dict:
         rows, adv = result.rows, result.advantages
         finish = Counter(r.finish for r in rows)
         truncated: dict[str, list[int]] = {}
@@ -497,6 +482,8 @@ class Run:
             "counts": result.counts,
             "group_sizes": [len(g) for g in result.groups],
             "finish": {k: finish.get(k, 0) for k in ("eos", "max_len", "stopped", "aborted")},
+            # rows a stop rule kept by chance (DUET's abort gate; their weight carries 1 / eps)
+            "kept_by_chance": sum(r.kept_by_chance for r in rows),
             "mean_length": float(np.mean([r.n_tokens for r in rows])) if rows else 0.0,
             "length_sd_within": float(np.mean(spreads)) if spreads else 0.0,
             "max_len_by_bucket": {k: truncated[k] for k in sorted(truncated)},
@@ -505,7 +492,7 @@ class Run:
             "nan_skipped": self.nan_skipped,
             "lr": self.scheduler.get_last_lr()[0],
             "method": _numbers(self.allocator.step_metrics),
-            "length": _numbers(length_metrics),
+            "length": _numbers(result.length_metrics),
             **result.update,
         }
 
@@ -598,9 +585,7 @@ class Run:
         # the final policy as a Hugging Face directory (bench.eval, or any HF tool, reads it);
         # written before summary.json, so a finished run always has it
         save_policy(self.model, self.tokenizer, self.dir / "policy")
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        self.engine.close()
         summary = summarize(self.spec, self.metrics, self.evals, self.ledger)
         atomic_write_json(summary_path, summary)
         return summary
@@ -621,7 +606,7 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
     counts = [c for m in metrics for c in m["counts"]]
     trained = sum(m["groups_trained"] for m in metrics) or 1
     return {
-        "method": spec.method, "budget": spec.budget, "seed": spec.seed,
+        "method": spec.label, "budget": spec.budget, "seed": spec.seed,
         "preset": spec.preset.name, "steps": len(metrics),
         "final_accuracy": final["mean_at_k"], "final_greedy": final["greedy"],
         "initial_accuracy": first["mean_at_k"], "initial_greedy": first["greedy"],
@@ -638,7 +623,9 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "stopped_fraction": finish["stopped"] / rows,
         "aborted_fraction": finish["aborted"] / rows,
         # a stable diagnostics column for every method; only DUET's stop rule keeps rows by chance
-        "eps_kept_fraction": sum(m.get("length", {}).get("eps_kept", 0) for m in metrics) / rows,
+        # (runs recorded before the typed row field kept the count under the rule's metrics)
+        "eps_kept_fraction": sum(m.get("kept_by_chance", m.get("length", {}).get("eps_kept", 0))
+                                 for m in metrics) / rows,
         "verifier_timeouts": sum(m["verifier_timeouts"] for m in metrics),
         "verifier_failures": sum(m["verifier_failures"] for m in metrics),
         "nan_skipped": metrics[-1]["nan_skipped"] if metrics else 0,

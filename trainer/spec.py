@@ -19,8 +19,8 @@ from pathlib import Path
 
 import allocators
 import lengthctl
-from allocators.base import Setting
-from allocators.options import OptionError, check_instance
+from core.options import OptionError, check_instance
+from core.rows import Setting
 from trainer.config import Preset
 from trainer.rundir import (CheckpointError, RunFileError, read_checkpoint_meta, read_json,
                             read_jsonl, records_digest, verify_checkpoint)
@@ -54,14 +54,24 @@ class RunSpec:
     length_options: dict = field(default_factory=dict)
     # experiment trackers (trainer.tracking); not part of the run's identity or config
     log_to: tuple[str, ...] = field(default=(), compare=False)
+    # the stop rule, when not the method's own (``--set METHOD.length=RULE``); None = its own
+    length: str | None = None
 
     def config(self) -> dict:
+        # "length" only when set: a run of a method's own stop rule keeps the config it had
+        # before the rule became an option, so finished runs still match
+        chosen = {"length": self.length} if self.length is not None else {}
         return {"method": self.method, "budget": self.budget, "seed": self.seed,
                 "preset": self.preset.to_dict(), "method_options": self.method_options,
-                "length_options": self.length_options}
+                "length_options": self.length_options, **chosen}
+
+    @property
+    def label(self) -> str:
+        """The method as tables name it: ``METHOD``, or ``METHOD+RULE`` with another stop rule."""
+        return self.method if self.length is None else f"{self.method}+{self.length}"
 
     def run_name(self) -> str:
-        return f"{self.method}__b{self.budget:g}__s{self.seed}"
+        return f"{self.label}__b{self.budget:g}__s{self.seed}"
 
     def config_sha256(self) -> str:
         """The run's identity as a checkpoint records it (:func:`check_resume`)."""
@@ -99,12 +109,12 @@ def validate_spec(spec: RunSpec, check_preset: bool = True) -> None:
         raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
                        f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
                        f"it must cover")
-    try:
+    try:                  # the method, its stop rule and the pair's fit to the engine
         make_controllers(spec, setting)
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
     except (TypeError, ValueError) as exc:
-        raise RunError(f"{spec.method} at budget {spec.budget:g}: {exc}") from None
+        raise RunError(f"{spec.label} at budget {spec.budget:g}: {exc}") from None
 
 
 def check_task_mix(p) -> None:
@@ -209,12 +219,22 @@ def run_setting(spec: RunSpec, pool_size: int = 0) -> Setting:
 
 
 def make_controllers(spec: RunSpec, setting: Setting):
-    """(allocator, length controller) of ``spec``: the one place both are built, for the
-    checks before a run, the run itself and the comparison with a finished run's options."""
+    """(allocator, stop rule) of ``spec``: the one place both are built, for the checks before
+    a run, the run itself and the comparison with a finished run's options.
+
+    The stop rule is the method's own (``default_length``, with the options the method
+    declares in ``needs().length_options``) unless ``spec.length`` names another; any allocator
+    runs with any rule the preset's engine can run (a ``ValueError`` otherwise, which
+    :func:`validate_spec` turns into a one-line error before any work)."""
     allocator = allocators.get(spec.method)(setting, **spec.method_options)
-    controller = lengthctl.get(allocator.length_control)(
-        spec.preset.max_new_tokens, spec.seed,
-        **{**allocator.length_control_options(), **spec.length_options})
+    own = allocator.default_length
+    rule = lengthctl.get(spec.length or own)
+    if rule.hf_engine_only and spec.preset.engine != "hf":
+        raise ValueError(f"stop rule {rule.name!r} needs the hf engine (log-probs and hidden "
+                         f"states at its position), not {spec.preset.engine!r}")
+    declared = allocator.needs().length_options if rule.name == own else {}
+    controller = rule(spec.preset.max_new_tokens, spec.seed,
+                      **{**declared, **spec.length_options})
     return allocator, controller
 
 
@@ -250,10 +270,11 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
         return
     now = json.loads(json.dumps(resolved_options(spec, old.get("pool_size", 0)), sort_keys=True))
     # an option that resolves to None now is derived during the run (VIP's length scale from
-    # the pool's lengths), so its recorded value cannot be compared before the run
+    # the pool's lengths), so its recorded value cannot be compared before the run; an option
+    # the run did not record did not exist then (added since, its default the old behaviour)
     changed = [f"{key} {old.get(part, {}).get(key)!r} -> {now[part].get(key)!r}"
                for part in now for key in sorted(set(now[part]) | set(old.get(part, {})))
-               if now[part].get(key) is not None
+               if now[part].get(key) is not None and key in old.get(part, {})
                and old.get(part, {}).get(key) != now[part].get(key)]
     if changed:
         raise RunError(f"{run_dir} holds a run whose {spec.method} options resolve differently "

@@ -30,7 +30,7 @@ a left-to-right chain of partial sums ending in ``\\boxed{answer}``::
 
 so rollouts have a length that grows with the number of terms and a final-answer marker that
 DUET's stop rule can detect.  Training and held-out sets come from seeds 10^9 apart
-(reasoning-gym item i of seed s is generated from s + i, DESIGN.md §11), duplicates inside the
+(reasoning-gym item i of seed s is generated from s + i, docs/DESIGN.md §Facts), duplicates inside the
 training pool are dropped and any training question that also occurs in the held-out set is
 removed, so the sets share no question.  The held-out set is drawn first and the training pool
 excludes its questions, because the smallest bucket (two one-digit terms) has only 200 distinct
@@ -44,54 +44,14 @@ from dataclasses import dataclass
 
 import reasoning_gym
 
-from trainer.config import TASK_MIXES
+from trainer.mixes import (DEFAULT_BUCKETS, MIXES, NOISY_BUCKETS, Bucket,  # noqa: F401
+                           TaskMix, get_mix)
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_000_000
 BUCKET_SEED_STRIDE = 10_000_000
 
 
-@dataclass(frozen=True)
-class Bucket:
-    name: str
-    terms: int
-    digits: int
-    step_error_rate: float = 0.0     # warm-start solutions: chance each partial sum is miswritten
-
-
-@dataclass(frozen=True)
-class TaskMix:
-    name: str
-    buckets: tuple[Bucket, ...]
-    check_rate: float = 0.0          # warm-start solutions: chance of a check line after the answer
-    # warm start: a bucket with fewer distinct questions than examples_per_bucket (two one-digit
-    # terms: 200) repeats them, with fresh noise, so that every bucket weighs the same; without
-    # it that bucket is under-learnt (noisy_chain's first build: t2 sampled 0.55 correct)
-    balanced: bool = False
-
-
-# Easy to hard for a ~1M-parameter policy after a few minutes of warm start.
-DEFAULT_BUCKETS = (
-    Bucket("t2d1", 2, 1),
-    Bucket("t3d1", 3, 1),
-    Bucket("t2d2", 2, 2),
-    Bucket("t3d2", 3, 2),
-)
-
-# Warm-start pass rates these rates aim at (measured ones in the preset's warmstart.json):
-# t2 ~0.97, t3 ~0.7, t4 ~0.35, t5 ~0.1 -- a mix of nearly always, in between and nearly never.
-NOISY_BUCKETS = (
-    Bucket("t2", 2, 1, 0.02),
-    Bucket("t3", 3, 1, 0.15),
-    Bucket("t4", 4, 1, 0.30),
-    Bucket("t5", 5, 1, 0.45),
-)
-
-MIXES = {m.name: m for m in [
-    TaskMix("chain_sum", DEFAULT_BUCKETS),
-    TaskMix("noisy_chain", NOISY_BUCKETS, check_rate=0.5, balanced=True),
-]}
-assert tuple(MIXES) == TASK_MIXES, "trainer.config.TASK_MIXES must name every mix"
 
 # A miswritten partial sum is off by one or two (a slip) or by ten (a carry error).
 ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
@@ -172,12 +132,6 @@ def build_pool(per_bucket: int, buckets=DEFAULT_BUCKETS, seed_base: int = TRAIN_
     if cycle:
         per = [list(itertools.islice(itertools.cycle(row), per_bucket)) for row in per]
     return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
-
-
-def get_mix(name: str) -> TaskMix:
-    if name not in MIXES:
-        raise KeyError(f"unknown task mix {name!r}; known: {', '.join(MIXES)}")
-    return MIXES[name]
 
 
 def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum"

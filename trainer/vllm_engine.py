@@ -15,7 +15,7 @@ How each part maps onto vLLM (APIs checked against the current documentation and
   stop tokens or sampling defaults: a row ends at the tokenizer's EOS, as in the hf engine.
 * **Old log-probs.**  ``old_logprobs="recompute"`` (default) recomputes them with the trainer's
   model after generation, exactly as the hf engine defines them (``log_softmax(logits / T)``, no
-  top-p renormalisation) -- DESIGN.md §3 takes the engine's values only when they are exact, and
+  top-p renormalisation) -- docs/DESIGN.md §Loop takes the engine's values only when they are exact, and
   vLLM's bf16 kernels and its top-p-renormalised ``processed_logprobs`` are not (verl recomputes
   ``old_log_prob`` with the actor for the same reason).  ``old_logprobs="engine"`` takes vLLM's
   own: ``SamplingParams(logprobs=0)`` returns the sampled token's log-prob, and
@@ -67,7 +67,6 @@ this runs without CUDA; ``tests/test_gpu.py`` exercises it where vLLM and a GPU 
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -78,7 +77,7 @@ import numpy as np
 import torch
 
 from lengthctl.base import REASONS, RowBatch, RowController, TokenText
-from trainer.engine import Generation, RowSpec, token_text
+from trainer.engine import Engine, Generation, RowSpec
 
 EXTRA_ARGS_KEY = "allocbench_row"
 
@@ -157,6 +156,10 @@ class RowState:
     @property
     def weight(self) -> float:
         return self.group.batch.weight(self.local)
+
+    @property
+    def row_fields(self) -> dict:
+        return self.group.batch.row_fields(self.local)
 
 
 ROWS: dict[str, RowState] = {}       # the registry; filled by generate(), read by the processor
@@ -342,7 +345,7 @@ def processor_class():
 
 
 # ---------------------------------------------------------------------- the engine -------------
-class VLLMEngine:
+class VLLMEngine(Engine):
     _batches = itertools.count()
 
     def __init__(self, model_dir, model, tokenizer, *, max_new_tokens: int,
@@ -359,18 +362,12 @@ class VLLMEngine:
         # the processor must share this process's registry of row controllers
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from vllm import LLM
-        self.model, self.tokenizer = model, tokenizer
+        super().__init__(model, tokenizer)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature, self.top_p = float(temperature), float(top_p)
         self.dtype, self.old_logprobs = dtype, old_logprobs
         self.sleep_level, self.recompute_tokens = int(sleep_level), int(recompute_tokens)
-        # the loop sets this to its ledger's phase timer, so the recompute is charged to logprob
-        self.phase = lambda name: contextlib.nullcontext()
-        self.eos_id = int(tokenizer.eos_token_id)
-        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                          else tokenizer.eos_token_id)
         self._asleep = False
-        self._text: TokenText | None = None
         kwargs = dict(model=str(Path(model_dir)), tokenizer=str(Path(model_dir)),
                       dtype=str(dtype).replace("torch.", ""), seed=int(seed),
                       gpu_memory_utilization=float(gpu_memory_utilization),
@@ -383,17 +380,6 @@ class VLLMEngine:
         if self.sleep_level:
             kwargs["enable_sleep_mode"] = True
         self.llm = LLM(**kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def text(self) -> TokenText:
-        """Each token id's text, for stop rules (built on first use)."""
-        if self._text is None:
-            self._text = token_text(self.tokenizer, self.model)
-        return self._text
 
     # ------------------------------------------------------------------ generation -------------
     def generate(self, rows: list[RowSpec]) -> list[Generation]:
@@ -450,8 +436,9 @@ class VLLMEngine:
         # the rule's batch holds each row's state (its per-row controller may be stale)
         flags = dict(state.flags) if state is not None else {}
         weight = float(state.weight) if state is not None else 1.0
+        fields = dict(state.row_fields) if state is not None else {}
         return Generation(np.asarray(tokens, dtype=np.int64),
-                          np.asarray(logprobs, dtype=np.float32), finish, flags, weight)
+                          np.asarray(logprobs, dtype=np.float32), finish, flags, weight, fields)
 
     def _engine_logprobs(self, completion, tokens: list[int]) -> list[float]:
         if self.old_logprobs != "engine" or completion.logprobs is None:

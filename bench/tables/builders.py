@@ -1,313 +1,23 @@
-"""Tables built from a sweep directory: every number comes from the runs' own files.
-
-A sweep directory holds one sub-directory per (method, budget, seed) run; only finished runs
-(those with ``summary.json``) enter a table, so a half-done run never skews a mean.
-
-Intervals: with several seeds, a cell shows ``mean ± half-width`` of a two-sided 95% Student-t
-interval over seeds (``t_{0.975, n-1} · s / sqrt(n)``, ``s`` the sample standard deviation); with
-one seed, the value alone.
-
-Paired comparisons (the Δ tables) difference two runs that share a seed — same warm start, same
-prompt order, same evaluation samples (common random numbers) — and give the t-interval of those
-per-seed differences, which is much tighter than comparing two independent means.
-
-Headline accuracy, probability of improvement, IQM, normalised score and minimum detectable
-effect: :mod:`bench.stats`.  Controls (``oracle``, ``anti-oracle``) sort last and are labelled
-``(control)``: reference rows, never contenders.
-
-Cost-to-target (default target: GRPO at b = 1's mean over its last three evaluations, mean over
-seeds): a run "first reaches" the target at its first evaluation (in step order, the
-step-0 evaluation of the initial policy included) whose held-out ``mean_at_k`` is ≥ the target
-(with a 1e-9 tolerance for float round-off); the cost is that evaluation's cumulative tokens,
-rollouts and training seconds, read as recorded — no interpolation between evaluations, so the
-cost is an upper bound at the evaluation period's resolution.  Per (method, budget) the cell is
-the mean ± t-interval over the seeds that reached the target, followed by ``(k/n)`` when only k
-of n seeds reached it (such a cell is optimistic: the seeds that never reached it are left out);
-``never`` when no seed reached it.  Ratios ``vs GRPO`` = GRPO (b = 1)'s mean cost / the run's
-mean cost (> 1: the run gets there cheaper), from the same means.
-
-Every function here is deterministic given the files, so ``python -m bench.report`` rebuilds
-byte-identical ``tables.md`` and CSVs.
-"""
+"""The standard tables every sweep writes (budget, final, Δ, normalised, speed, cost-to-target,
+diagnostics, overhead), each registered in :mod:`bench.tables.registry`; the headline table is
+:mod:`bench.headline`'s."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-import allocators
-from scipy import stats as sps
-
-from bench.stats import (curve_average, curve_average_upto, interquartile_mean, mde, mde_note,
-                         normalised_score, prob_improvement, t_interval)
-from trainer.ledger import SHARED_RATIO
-from trainer.rundir import RunFileError, atomic_write_text, read_json, read_jsonl
-
-PHASE_COLUMNS = ("generate", "reward", "logprob", "advantage", "update", "allocate", "other")
-MISSING = "—"
-NEVER = "never"
-REFERENCE = ("grpo", 1.0)          # the reference run of speed-ups, targets and ratios
-TOLERANCE = 1e-9
-INTERVAL_NOTE = ("mean ± half-width of the two-sided 95% Student-t interval over seeds "
-                 "(t₀.₉₇₅,ₙ₋₁ · s / √n); one seed: the value alone")
-
-
-class SweepError(ValueError):
-    """A sweep directory that cannot be read (one line, for ``error: ...``)."""
-
-
-# ------------------------------------------------------------------------------ loading
-def finished_runs(sweep_dir: Path) -> list[Path]:
-    """Run directories holding a ``summary.json``, in name order (deterministic)."""
-    return sorted(p.parent for p in Path(sweep_dir).glob("*/summary.json"))
-
-
-def _read(path: Path, reader):
-    try:
-        return reader(path)
-    except FileNotFoundError:
-        raise SweepError(f"malformed run directory {path.parent}: {path.name} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SweepError(f"malformed run directory {path.parent}: {path.name} is not valid "
-                         f"JSON ({exc})") from None
-    except RunFileError as exc:
-        raise SweepError(f"malformed run directory {path.parent}: {exc}") from None
-
-
-def run_identity(run_dir: Path) -> dict:
-    """method, budget, seed and preset of a run, from its config.json."""
-    config = _read(run_dir / "config.json", read_json)
-    try:
-        run = config["run"]
-        return {"method": run["method"], "budget": float(run["budget"]), "seed": int(run["seed"]),
-                "preset": run["preset"]["name"], "group_size": run["preset"]["group_size"]}
-    except (KeyError, TypeError) as exc:
-        raise SweepError(f"malformed run directory {run_dir}: config.json lacks {exc}") from None
-
-
-def load_summaries(sweep_dir: Path) -> pd.DataFrame:
-    """One row per finished run; nested ``timing`` becomes ``sec_<phase>`` columns."""
-    rows = []
-    for run_dir in finished_runs(sweep_dir):
-        s = _read(run_dir / "summary.json", read_json)
-        if not isinstance(s, dict) or "final_accuracy" not in s or "timing" not in s:
-            raise SweepError(f"malformed run directory {run_dir}: summary.json lacks "
-                             f"final_accuracy/timing")
-        flat = {k: v for k, v in s.items() if not isinstance(v, dict)}
-        flat.update({f"sec_{k}": v for k, v in s["timing"].items()})
-        flat.update({f"bucket_{k}": v for k, v in s.get("final_buckets", {}).items()})
-        flat.update(run_identity(run_dir))
-        flat.update(curve_columns(_read(run_dir / "eval.jsonl", read_jsonl)))
-        flat["run"] = run_dir.name
-        rows.append(flat)
-    return pd.DataFrame(rows)
-
-
-def curve_columns(evals: list[dict]) -> dict:
-    """The run's curve average (headline accuracy, :func:`bench.stats.curve_average`) and the
-    mean of its last three evaluations (the cost-to-target default target)."""
-    ordered = sorted(evals, key=lambda e: e["step"])
-    steps = [e["step"] for e in ordered]
-    accuracy = [e["mean_at_k"] for e in ordered]
-    return {"curve_accuracy": curve_average(steps, accuracy),
-            "last3_accuracy": float(np.mean(accuracy[-3:])) if accuracy else float("nan")}
-
-
-def load_curves(sweep_dir: Path) -> pd.DataFrame:
-    """Every evaluation of every finished run, with the run's method, budget and seed."""
-    frames = []
-    for run_dir in finished_runs(sweep_dir):
-        evals = _read(run_dir / "eval.jsonl", read_jsonl)
-        if not evals:
-            raise SweepError(f"malformed run directory {run_dir}: eval.jsonl is empty")
-        ident = run_identity(run_dir)
-        df = pd.DataFrame([{k: v for k, v in e.items() if not isinstance(v, dict)} for e in evals])
-        for key in ("method", "budget", "seed"):
-            df[key] = ident[key]
-        frames.append(df.sort_values("step", kind="stable"))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-STEP_FIELDS = ("step", "effective_ratio", "zero_variance_groups", "groups_trained", "rounds",
-               "rollouts", "tokens")
-
-
-def load_steps(sweep_dir: Path) -> pd.DataFrame:
-    """One row per training step of every finished run (metrics.jsonl), ``counts`` kept as a list
-    (the first-round per-prompt rollout counts)."""
-    rows = []
-    for run_dir in finished_runs(sweep_dir):
-        ident = run_identity(run_dir)
-        for record in _read(run_dir / "metrics.jsonl", read_jsonl):
-            row = {k: record.get(k) for k in STEP_FIELDS}
-            row["counts"] = list(record.get("counts", []))
-            row.update(method=ident["method"], budget=ident["budget"], seed=ident["seed"])
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------ numbers
-def fmt(mean: float, half: float, digits: int = 3, scale: float = 1.0, thousands=False) -> str:
-    """``mean ± half`` (or ``mean`` alone when half is nan; ``—`` when mean is nan)."""
-    if mean is None or np.isnan(mean):
-        return MISSING
-    spec = f",.{digits}f" if thousands else f".{digits}f"
-    if half is None or np.isnan(half):
-        return f"{mean * scale:{spec}}"
-    return f"{mean * scale:{spec}} ± {half * scale:{spec}}"
-
-
-def signed(mean: float, half: float, n: int, digits: int = 3, p_improve: float | None = None,
-           detectable: float | None = None) -> str:
-    """A paired difference: ``+0.012 ± 0.010 (n=3)``, with ``, P=0.67`` when the probability of
-    improvement is given and ``, MDE 0.021`` when the minimum detectable effect is; ``—`` when
-    there is no pair."""
-    if n == 0 or np.isnan(mean):
-        return MISSING
-    spread = f" ± {half:.{digits}f}" if not np.isnan(half) else ""
-    p_text = f", P={p_improve:.2f}" if p_improve is not None else ""
-    mde_text = (f", MDE {detectable:.{digits}f}" if detectable is not None
-                and not np.isnan(detectable) else "")
-    return f"{mean:+.{digits}f}{spread} (n={n}{p_text}{mde_text})"
-
-
-def is_control(method: str) -> bool:
-    """A registered control (oracle, anti-oracle); unknown names are not."""
-    try:
-        return bool(allocators.get(method).control)
-    except KeyError:
-        return False
-
-
-def method_order(methods) -> list[str]:
-    """GRPO first (the reference), then the contenders alphabetically, then the controls."""
-    return sorted(set(methods), key=lambda m: (m != "grpo", is_control(m), m))
-
-
-def budgets_of(df: pd.DataFrame) -> list[float]:
-    return sorted(df["budget"].unique(), reverse=True)
-
-
-def cell_runs(df: pd.DataFrame, method: str, budget: float) -> pd.DataFrame:
-    return df[(df["method"] == method) & np.isclose(df["budget"], budget)]
-
-
-def blabel(budget: float) -> str:
-    return f"b={budget:g}"
-
-
-def cpu_clocked(df: pd.DataFrame) -> bool:
-    """Whether every run recorded CPU seconds and is timed by them (CPU presets; GPU: wall)."""
-    return ("sec_clock" in df and "sec_cpu_train_seconds" in df and len(df) > 0
-            and bool((df["sec_clock"] == "cpu").all()) and df["sec_cpu_train_seconds"].notna().all())
-
-
-def seconds_column(df: pd.DataFrame, name: str) -> str:
-    """The summary column of ``name`` (``train_seconds`` or a phase) under the runs' clock."""
-    return f"sec_cpu_{name}" if cpu_clocked(df) and f"sec_cpu_{name}" in df else f"sec_{name}"
-
-
-def clock_note(df: pd.DataFrame) -> str:
-    shared = int(df["sec_shared_machine"].fillna(False).astype(bool).sum()) \
-        if "sec_shared_machine" in df else 0
-    what = ("process CPU seconds (verifier workers included), which a shared machine does not "
-            "inflate" if cpu_clocked(df) else "wall-clock seconds")
-    flag = (f"; {shared} run(s) shared the machine (wall > {SHARED_RATIO:g} x CPU per thread)"
-            if shared else "")
-    return f"Seconds are {what}{flag}"
-
-
-def per_step_seconds(df: pd.DataFrame) -> pd.Series:
-    """Training seconds per step of each run (speed-ups compare per step, so that runs of
-    different lengths stay comparable; equal to total seconds when steps are equal)."""
-    return df[seconds_column(df, "train_seconds")] / df["steps"].clip(lower=1)
-
-
-def speedup(reference_seconds, run_seconds) -> tuple[float, float]:
-    """(speed-up, 95% half-width) of a run: mean reference seconds per step / mean run seconds
-    per step (a ratio of means, as the papers define it).  The half-width is the delta method's
-    for a ratio of two independent means, ``r · sqrt((se_a/a)² + (se_b/b)²) · t``, with the
-    t quantile at ``min(n_a, n_b) - 1`` degrees of freedom (conservative); nan below 2 each."""
-    a = np.asarray(reference_seconds, dtype=float)
-    b = np.asarray(run_seconds, dtype=float)
-    if len(a) == 0 or len(b) == 0 or b.mean() <= 0:
-        return float("nan"), float("nan")
-    ratio = float(a.mean() / b.mean())
-    if min(len(a), len(b)) < 2:
-        return ratio, float("nan")
-    relative = np.hypot(a.std(ddof=1) / np.sqrt(len(a)) / a.mean(),
-                        b.std(ddof=1) / np.sqrt(len(b)) / b.mean())
-    return ratio, float(ratio * relative * sps.t.ppf(0.975, min(len(a), len(b)) - 1))
-
-
-def speedup_of(df: pd.DataFrame, method: str, budget: float) -> tuple[float, float]:
-    """Speed-up of (method, budget) vs GRPO at b = 1; (1, nan) for the reference itself."""
-    ref_runs, runs = cell_runs(df, *REFERENCE), cell_runs(df, method, budget)
-    if ref_runs.empty or runs.empty:
-        return float("nan"), float("nan")
-    if (method, budget) == REFERENCE:
-        return 1.0, float("nan")
-    column = seconds_column(df, "train_seconds")
-    steps = lambda d: d[column] / d["steps"].clip(lower=1)  # noqa: E731 (one clock for both)
-    return speedup(steps(ref_runs), steps(runs))
-
-
-SPEEDUP_NOTE = ("speed-up = GRPO (b = 1)'s mean training seconds per step / this run's (evaluation "
-                "excluded); ± = delta-method 95% interval of that ratio of two independent means "
-                "(t at min(n) − 1 df); the reference row is 1.00× by definition")
-
-
-def paired_differences(df: pd.DataFrame, method: str, budget: float, ref_method: str,
-                       ref_budget: float, column: str = "final_accuracy") -> np.ndarray:
-    """``column`` of (method, budget) minus that of (ref_method, ref_budget), seed by seed, over
-    the seeds both have."""
-    a = cell_runs(df, method, budget).set_index("seed")[column]
-    b = cell_runs(df, ref_method, ref_budget).set_index("seed")[column]
-    seeds = sorted(set(a.index) & set(b.index))
-    return np.array([a[s] - b[s] for s in seeds], dtype=float)
-
-
-# ------------------------------------------------------------------------------ tables
-@dataclass
-class Table:
-    """One table: ``display`` (strings, plain columns) for markdown, ``data`` (numbers, long form)
-    for its CSV ``table_<key>.csv``."""
-
-    key: str
-    title: str
-    display: pd.DataFrame
-    data: pd.DataFrame | None = None
-    note: str = ""
-    extra: list[str] = field(default_factory=list)    # free markdown lines after the note
-
-    def markdown(self) -> str:
-        # disable_numparse: cells are printed exactly as formatted here ("56.0" stays "56.0")
-        body = (self.display.to_markdown(index=False, disable_numparse=True)
-                if not self.display.empty else "(no rows)")
-        text = f"### {self.title}\n\n{body}\n"
-        if self.note:
-            text += f"\n{self.note}\n"
-        if self.extra:
-            text += "\n" + "\n".join(self.extra) + "\n"
-        return text
-
-
-def _stat_columns(prefix: str, values) -> dict:
-    mean, half = t_interval(values)
-    return {f"{prefix}_mean": mean, f"{prefix}_ci95": half}
-
-
-HEADLINE = "curve_accuracy"
-CURVE_NOTE = ("curve average = area under the held-out mean@k curve over the evaluations after "
-              "step 0 (trapezoid on the step axis), divided by its span")
-
-
-def row_label(method: str) -> str:
-    """Row label: controls are marked as reference rows, never read as contenders."""
-    return f"{method} (control)" if is_control(method) else method
+from bench.stats import (curve_average_upto, interquartile_mean, mde_note, normalised_score,
+                         prob_improvement, t_interval)
+from bench.tables.cells import (CURVE_NOTE, HEADLINE, INTERVAL_NOTE, MISSING, NEVER, TOLERANCE,
+                                Table, _stat_columns, blabel, budgets_of, cell_runs, fmt,
+                                is_control, method_order, row_label, signed)
+from bench.tables.clock import PHASE_COLUMNS, clock_note, cpu_clocked, seconds_column
+from bench.tables.registry import standard
+from bench.tables.speedup import (REFERENCE, SPEEDUP_NOTE, delta_stats, paired_differences,
+                                  speedup_of)
+from bench.tables.sweep import SweepError
 
 
 def _budget_cells(df: pd.DataFrame, column: str, what: str, key: str, title: str) -> Table:
@@ -340,30 +50,6 @@ def final_budget_table(df: pd.DataFrame) -> Table:
     """The same layout on the final evaluation alone."""
     return _budget_cells(df, "final_accuracy", "held-out mean@k at the last evaluation",
                          "budget_final", "Budget table: final held-out accuracy")
-
-
-@dataclass
-class DeltaStats:
-    """A paired Δ on the headline metric: per-seed differences, mean, 95% t half-width, SD and
-    the minimum detectable effect at 80% power (nan where fewer than 2 pairs)."""
-
-    diffs: np.ndarray
-    mean: float
-    half: float
-    sd: float
-    mde: float
-
-    @property
-    def pairs(self) -> int:
-        return len(self.diffs)
-
-
-def delta_stats(df: pd.DataFrame, method: str, budget: float, ref_budget: float) -> DeltaStats:
-    """(method, budget) − (GRPO, ref_budget) on the curve average, paired by seed."""
-    diffs = paired_differences(df, method, budget, "grpo", ref_budget, column=HEADLINE)
-    mean, half = t_interval(diffs)
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-    return DeltaStats(diffs, mean, half, sd, mde(sd, len(diffs)))
 
 
 def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
@@ -661,47 +347,13 @@ def overhead_from_file(sweep_dir: Path) -> Table | None:
                  "DP 115.05 s, heap 0.124 s.")
 
 
-# ------------------------------------------------------------------------------ writing
-def standard_tables(summaries: pd.DataFrame, curves: pd.DataFrame, sweep_dir: Path,
-                    target: float | None) -> list[Table]:
-    from bench.headline import headline_table    # it builds on this module's cells
-    tables = [headline_table(summaries), budget_table(summaries), final_budget_table(summaries),
-              delta_table(summaries, against_full=False),
-              delta_table(summaries, against_full=True), normalised_table(summaries),
-              speed_table(summaries),
-              cost_table(summaries, curves, target), diagnostics_table(summaries),
-              overhead_from_file(sweep_dir)]
-    return [t for t in tables if t is not None]
-
-
-def write_csvs(sweep_dir: Path, tables: list[Table], prefix: str = "table") -> None:
-    for table in tables:
-        if table.data is not None and not table.data.empty:
-            atomic_write_text(Path(sweep_dir) / f"{prefix}_{table.key}.csv",
-                              table.data.to_csv(index=False))
-
-
-def header(summaries: pd.DataFrame, preset_name: str | None) -> str:
-    presets = preset_name or ", ".join(sorted(summaries["preset"].astype(str).unique()))
-    seeds = sorted(summaries["seed"].unique())
-    return f"# AllocBench results — preset `{presets}`, seeds {', '.join(map(str, seeds))}\n"
-
-
-def write_tables(sweep_dir: Path, preset_name: str | None = None, target: float | None = None,
-                 extra_sections: list[str] | None = None) -> str:
-    """Write summary.csv, table_*.csv and tables.md into ``sweep_dir``; return the markdown.
-
-    ``extra_sections`` (already rendered markdown, e.g. paper tables) are appended.
-    """
-    summaries = load_summaries(sweep_dir)
-    if summaries.empty:
-        text = "no finished runs\n" + "".join("\n" + s for s in extra_sections or [])
-        atomic_write_text(Path(sweep_dir) / "tables.md", text)
-        return text
-    atomic_write_text(Path(sweep_dir) / "summary.csv", summaries.to_csv(index=False))
-    tables = standard_tables(summaries, load_curves(sweep_dir), sweep_dir, target)
-    write_csvs(sweep_dir, tables)
-    text = "\n".join([header(summaries, preset_name)] + [t.markdown() for t in tables]
-                     + list(extra_sections or []))
-    atomic_write_text(Path(sweep_dir) / "tables.md", text)
-    return text
+# ------------------------------------------------------------------------------ the standard list
+standard("budget", 1)(lambda ctx: budget_table(ctx.summaries))
+standard("final", 2)(lambda ctx: final_budget_table(ctx.summaries))
+standard("delta", 3)(lambda ctx: delta_table(ctx.summaries, against_full=False))
+standard("delta_full", 4)(lambda ctx: delta_table(ctx.summaries, against_full=True))
+standard("normalised", 5)(lambda ctx: normalised_table(ctx.summaries))
+standard("speed", 6)(lambda ctx: speed_table(ctx.summaries))
+standard("cost", 7)(lambda ctx: cost_table(ctx.summaries, ctx.curves, ctx.target))
+standard("diagnostics", 8)(lambda ctx: diagnostics_table(ctx.summaries))
+standard("overhead", 9)(lambda ctx: overhead_from_file(ctx.sweep_dir))

@@ -17,7 +17,8 @@ a one-line :class:`OptionError` naming the field, the value and what is allowed:
 Types come from the field annotations: ``int`` (a bool is not an int), ``float`` (an int is
 accepted and converted; never inf or nan), ``bool``, ``str``, ``X | None``, ``tuple[T, ...]`` (a JSON list is
 accepted), ``dict``.  Plain dataclasses such as the run presets use :func:`check_values` and
-:func:`check_instance` with the same metadata.  Torch-free, so ``lengthctl`` imports it too.
+:func:`check_instance` with the same metadata.  Torch-free and at the bottom of the import order (``core``), so ``allocators``, ``lengthctl``,
+``trainer`` and ``bench`` all import it.
 """
 from __future__ import annotations
 
