@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import headline, paper_tables, plots
+from bench.sweepdir import UsageError, locked, parse_target
 from bench.tables import (SweepError, finished_runs, load_curves, load_steps, load_summaries,
                           write_csvs, write_tables)
 from trainer.rundir import atomic_write_json, read_json
@@ -133,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from bench.run import UsageError, locked, parse_target
     args = build_parser().parse_args(argv)
     try:
         parse_target(args.target)       # 2, -5 and nan were taken as targets

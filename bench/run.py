@@ -15,12 +15,10 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import inspect
 import json
 import re
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from bench.overrides import FIXED_PRESET_FIELDS, ConfigError, apply_sets, check_
     checked_preset, load_config_file, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from trainer.config import Preset
-from trainer.dirlock import DirLock, DirLocked
+from bench.sweepdir import INTERRUPTED, UsageError, locked, parse_target  # noqa: F401
 from trainer.spec import (RunError, RunSpec, check_run_dir, check_task_mix, validate_preset,
                           validate_spec)
 from trainer.tracking import TrackingError, check_backends
@@ -51,8 +49,6 @@ DEFAULT_BUDGETS = "1.0,0.5"
 OVERHEAD_SIZES = (64, 512)          # small sizes: the full benchmark is python -m bench.overhead
 
 
-class UsageError(Exception):
-    pass
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -76,12 +72,6 @@ def parse_ints(text: str, what: str) -> list[int]:
         return list(dict.fromkeys(int(x) for x in parse_list(text, what)))
     except ValueError:
         raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
-
-
-def parse_target(value: float | None) -> float | None:
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise UsageError(f"--target is an accuracy in [0, 1], got {value}")
-    return value
 
 
 def resolve_methods(text: str) -> list[str]:
@@ -382,47 +372,6 @@ def main(argv=None) -> int:
     for note in plan.skipped:
         print(f"skipped (infeasible): {note}", file=sys.stderr)
     return locked(plan.out, lambda: sweep(args, plan, started))
-
-
-INTERRUPTED = "interrupted: finished runs are kept; re-run the same command to resume"
-
-
-def _terminated(signum, frame):
-    raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def sigterm_as_ctrl_c():
-    """SIGTERM (``kill``, a scheduler's time limit) ends a sweep as Ctrl-C does, with the same
-    line, instead of silently; the previous handler is restored after."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _terminated)
-    except ValueError:          # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def locked(out: Path, body) -> int:
-    """``body()`` while this process holds the sweep directory ``out`` (:class:`DirLock`): two
-    sweeps writing one directory is refused in one line, as is a directory that cannot be
-    written (finished runs stay on disk); both exit 2.  Ctrl-C or SIGTERM: one line, exit 130."""
-    try:
-        with sigterm_as_ctrl_c(), DirLock(out, "sweep directory"):
-            return body()
-    except KeyboardInterrupt:
-        print(INTERRUPTED, file=sys.stderr)
-        return 130
-    except DirLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except OSError as exc:       # no permission, no space, ...: finished runs stay on disk
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write the sweep directory {out} "
-              f"({exc.strerror or exc}{where}); finished runs are kept", file=sys.stderr)
-    return 2
 
 
 def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None = None,

@@ -153,7 +153,9 @@ def check_real_inputs(p) -> None:
             except DataError as exc:
                 raise RunError(str(exc)) from None
             if path == p.train_data:
-                check_pool_size(p, min(problems, p.train_limit or problems), p.train_data)
+                pool = min(problems, p.train_limit or problems)
+        # after every file: a file's own error says more than the size of the pool
+        check_pool_size(p, pool, p.train_data)
     elif p.prompts_per_step > p.train_per_bucket:
         # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
         from trainer.tasks import get_mix
