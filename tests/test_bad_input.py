@@ -137,10 +137,10 @@ def test_a_full_disk_mid_sweep_fails_that_run_in_one_line_and_keeps_the_finished
     import trainer.loop as loop
     real = loop.atomic_torch_save
 
-    def full_for_the_second_run(path, obj):
+    def full_for_the_second_run(path, obj, meta=None):
         if "b0.5" in str(path):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real(path, obj)
+        real(path, obj, meta)
 
     monkeypatch.setattr(loop, "atomic_torch_save", full_for_the_second_run)
     out = tmp_path / "o"
