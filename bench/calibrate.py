@@ -12,6 +12,8 @@ with its two-sided 95% Student-t interval:
 
     learning            GRPO (b=1) curve average − its step-0 accuracy      mean >= 0.10
     budget sensitivity  GRPO (b=1) − GRPO (b=0.5)                           > 0, interval excl. 0
+                        (token protocol: GRPO (b=1) accuracy at T − at T/2: at equal T,
+                        b = 0.5 is not less budget, only smaller steps)
     headroom            oracle − GRPO, b = 0.5                               > 0, interval excl. 0
     negative control    GRPO − anti-oracle, b = 0.5                          > 0, interval excl. 0
 
@@ -110,8 +112,33 @@ def _excludes_zero(name, what, diffs) -> Criterion:
     return Criterion(name, what, mean, half, len(diffs), "> 0, interval excl. 0", passed)
 
 
-def criteria(summaries: pd.DataFrame) -> list[Criterion]:
-    """The four gate criteria from a sweep's summaries (``curve_accuracy`` column)."""
+def token_budget_gains(sweep_dir: Path, seeds=None) -> np.ndarray | None:
+    """Token protocol: per seed, GRPO at b = 1's accuracy at T minus its accuracy at T / 2
+    (linear between evaluations); None for a per-step sweep.  At equal T, GRPO at b = 0.5 is
+    not a smaller budget (it spends the same T in more steps), so "does more budget help" is
+    asked of the budget T itself."""
+    from bench.equal_compute import UNIT_COLUMNS, load_budget_runs
+    runs = load_budget_runs(sweep_dir)
+    if runs.empty:
+        return None
+    grpo = runs.sweep()
+    grpo = grpo[(grpo["method"] == "grpo") & np.isclose(grpo["budget"], 1.0) & grpo["reached"]]
+    if seeds is not None:
+        grpo = grpo[grpo["seed"].isin(list(seeds))]
+    curves = runs.curves[(runs.curves["source"] == "sweep") & (runs.curves["method"] == "grpo")
+                         & np.isclose(runs.curves["budget"], 1.0)]
+    gains = []
+    for row in grpo.itertuples():
+        curve = curves[curves["seed"] == row.seed]
+        x = curve[UNIT_COLUMNS[row.budget_unit]].to_numpy(float)
+        half = float(np.interp(row.budget_total / 2, x, curve["mean_at_k"].to_numpy(float)))
+        gains.append(row.acc_at_T - half)
+    return np.array(gains, dtype=float)
+
+
+def criteria(summaries: pd.DataFrame, budget_gains: np.ndarray | None = None) -> list[Criterion]:
+    """The four gate criteria from a sweep's summaries (``curve_accuracy`` column); under the
+    token protocol budget sensitivity is ``budget_gains`` (:func:`token_budget_gains`)."""
     if summaries.empty:
         gains = np.zeros(0)
     else:
@@ -123,7 +150,10 @@ def criteria(summaries: pd.DataFrame) -> list[Criterion]:
                          len(gains) > 0 and mean >= LEARNING_GAIN)
     return [learning,
             _excludes_zero("budget sensitivity", "GRPO b=1 − GRPO b=0.5",
-                           _paired(summaries, ("grpo", 1.0), ("grpo", 0.5))),
+                           _paired(summaries, ("grpo", 1.0), ("grpo", 0.5)))
+            if budget_gains is None else
+            _excludes_zero("budget sensitivity", "GRPO b=1 accuracy at T − at T/2 (token "
+                           "protocol)", budget_gains),
             _excludes_zero("headroom", "oracle − GRPO, b=0.5",
                            _paired(summaries, ("oracle", 0.5), ("grpo", 0.5))),
             _excludes_zero("negative control", "GRPO − anti-oracle, b=0.5",
@@ -161,7 +191,9 @@ def diagnostics(sweep_dir: Path, summaries: pd.DataFrame) -> list[Diagnostic]:
         config = read_json(run_dir / "config.json")
         preset = config["run"]["preset"]
         if config.get("pool_size") and "prompts_per_step" in preset:
-            epochs.append(preset["steps"] * preset["prompts_per_step"] / config["pool_size"])
+            # the steps the run took (under the token protocol the preset's are a reference)
+            steps = read_json(run_dir / "summary.json").get("steps", preset["steps"])
+            epochs.append(steps * preset["prompts_per_step"] / config["pool_size"])
     truncation = [_hardest_truncation(r) for r in runs]
     cut = np.zeros(0)
     if not summaries.empty:
@@ -212,7 +244,8 @@ def judge(sweep_dir: Path, seeds=None) -> tuple[list[Criterion], list[Diagnostic
     summaries = load_summaries(sweep_dir)
     if seeds is not None and not summaries.empty:
         summaries = summaries[summaries["seed"].isin(list(seeds))]
-    gate, diags = criteria(summaries), diagnostics(sweep_dir, summaries)
+    gate = criteria(summaries, token_budget_gains(sweep_dir, seeds))
+    diags = diagnostics(sweep_dir, summaries)
     preset = ", ".join(sorted(summaries["preset"].astype(str).unique())) \
         if not summaries.empty else "(no runs)"
     judged = sorted(summaries["seed"].unique()) if not summaries.empty else []

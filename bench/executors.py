@@ -22,6 +22,7 @@ from typing import Callable
 
 from tqdm.auto import tqdm
 
+from trainer.budget import expected_steps
 from trainer.lifetime import die_with_parent
 from trainer.rundir import read_summary
 from trainer.spec import RunError, RunSpec
@@ -86,7 +87,7 @@ class SweepProgress:
     they have done (absolute, so a resumed run jumps to where it is)."""
 
     def __init__(self, specs: list[RunSpec], disable: bool = False, file=None):
-        self.total = {s.run_name(): s.preset.steps for s in specs}
+        self.total = {s.run_name(): expected_steps(s.preset, s.budget) for s in specs}
         self.done = dict.fromkeys(self.total, 0)
         self.reported: set[str] = set()
         self.bar = StepBar(total=sum(self.total.values()), desc="sweep", unit="step",

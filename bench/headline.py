@@ -79,7 +79,7 @@ def headline_table(df: pd.DataFrame) -> Table | None:
                              "mde": s.mde, "token_ratio": ratio, "token_pairs": ratio_pairs})
         row[tokens_title] = " / ".join(ratios)
         display.append(row)
-    return Table("headline", "Headline: Δ curve average vs GRPO at the same budget",
+    return Table("headline", "Headline (per step): Δ curve average vs GRPO at the same budget",
                  pd.DataFrame(display), pd.DataFrame(data),
                  f"First row: GRPO's curve-average held-out accuracy, {INTERVAL_NOTE}. Other "
                  f"rows: Δ = the run's curve average − GRPO's at the same budget and seed, mean "

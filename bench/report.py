@@ -8,7 +8,8 @@ the cost-to-target ``--target`` and which paper tables (``--table``) were asked 
 ``sweep.json`` beside the run directories, so the report needs no flags to reproduce the run's
 output; ``--target`` here overrides the stored target for this report only.
 
-``--readme PATH`` also pastes the headline table (:mod:`bench.headline`) into ``PATH`` between
+``--readme PATH`` also pastes the headline table (:mod:`bench.equal_compute`'s for a
+token-protocol sweep, :mod:`bench.headline`'s per-step one otherwise) into ``PATH`` between
 its marker lines, so that a README's headline is the committed sweep's cells, not hand-copied.
 """
 from __future__ import annotations
@@ -90,8 +91,11 @@ def build(sweep_dir: Path, *, target: float | None = None, with_plots: bool = Tr
     text = write_tables(sweep_dir, target=target, extra_sections=sections)
     written = []
     if with_plots:
+        from bench.equal_compute import load_budget_runs
+        from bench.family_plots import write_budget_plots
         written = plots.write_plots(sweep_dir, summaries, curves, steps,
-                                    target=_plot_target(summaries, target)) + figures
+                                    target=_plot_target(summaries, target)) + figures \
+            + write_budget_plots(sweep_dir, load_budget_runs(sweep_dir))
     return Report(text, paper, written)
 
 
@@ -151,7 +155,11 @@ def report_sweep(args) -> int:
     try:
         report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
         if args.readme is not None:
-            table = headline.headline_table(load_summaries(args.sweep_dir))
+            # a token-protocol sweep pastes its equal-compute headline, a per-step one its own
+            from bench.equal_compute import headline_table, load_budget_runs
+            budget_runs = load_budget_runs(args.sweep_dir)
+            table = headline_table(budget_runs) if not budget_runs.empty else \
+                headline.headline_table(load_summaries(args.sweep_dir))
             if table is None:
                 raise SweepError(f"{args.sweep_dir} has no GRPO run: no headline to paste")
             headline.paste_into(args.readme, table)

@@ -6,6 +6,12 @@ is missing.  At the end the sweep's ``summary.csv``, ``tables.md``, one CSV per 
 plots are (re)written from every finished run in ``--out`` (:func:`bench.report.build`, which
 ``python -m bench.report DIR`` also runs) and the tables are printed.
 
+Under the token protocol (the default preset's, :mod:`trainer.budget`) every run spends the same
+budget T and the sweep also runs the tuned uniform baseline's grid at ``--tune-seeds`` and then
+its chosen configuration at ``--seeds`` (:mod:`bench.uniform_grid`); the first table printed is
+the equal-compute headline (:mod:`bench.equal_compute`).  ``--preset noisy-chain-steps`` (or
+``--set preset.protocol=steps``) is the per-step protocol.
+
 ``--config FILE`` and ``--set KEY=VALUE`` change preset fields and method options, checked before
 any work (:mod:`bench.overrides`); ``--log-to wandb,tensorboard`` streams each run to experiment
 trackers (:mod:`trainer.tracking`).  ``--table NAME`` runs what one of the papers' tables needs
@@ -21,7 +27,7 @@ import json
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +41,7 @@ from bench.executors import EXECUTORS, SweepProgress
 from bench.overrides import FIXED_PRESET_FIELDS, ConfigError, apply_sets, check_method_options, \
     checked_preset, load_config_file, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
+from bench.uniform_grid import DEFAULT_SELECTION_SEEDS, in_sweep, selection_specs, spec_for
 from trainer.config import Preset
 from bench.sweepdir import INTERRUPTED, UsageError, locked, parse_target  # noqa: F401
 from trainer.spec import (RunError, RunSpec, check_run_dir, check_task_mix, validate_preset,
@@ -100,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
         description="Train with each rollout-allocation method at each budget fraction and seed "
-                    "in the shared GRPO loop, then write and print the budget, paired-Δ, speed, "
+                    "in the shared GRPO loop (token protocol by default: every run spends the "
+                    "preset's token budget T; the tuned uniform baseline's grid runs beside it), "
+                    "then write and print the equal-compute headline, budget, paired-Δ, speed, "
                     "cost-to-target and diagnostics tables (tables.md, one CSV per table) and "
                     "the plots (PNG) into the sweep directory.",
         formatter_class=HelpFormatter)
@@ -113,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
                              f"round(b*M*G) rollouts per step, token methods b*M*G*mean-length "
                              f"tokens; default {DEFAULT_BUDGETS}, or the table's with --table")
     parser.add_argument("--seeds", default="0", help="comma-separated integer seeds")
+    parser.add_argument("--tune-seeds", default=DEFAULT_SELECTION_SEEDS,
+                        help="token protocol: seeds of the tuned uniform baseline's grid "
+                             "(bench.uniform_grid), which choose its configuration and must "
+                             "differ from --seeds; the chosen one is then run at --seeds")
+    parser.add_argument("--no-tune", action="store_true",
+                        help="token protocol: leave out the tuned uniform baseline's grid (the "
+                             "equal-compute headline then has GRPO at b = 1 as its only "
+                             "reference)")
     parser.add_argument("--preset", default=DEFAULT_PRESET,
                         help=f"run preset: {', '.join(f'{k} ({v.description})' for k, v in PRESETS.items())}")
     parser.add_argument("--out", default=None,
@@ -246,6 +263,9 @@ class Plan:
     skipped: list
     table: PaperTable | None
     out: Path
+    grid: list = field(default_factory=list)     # the tuned uniform baseline's selection runs
+    seeds: list = field(default_factory=list)
+    budgets: list = field(default_factory=list)
 
 
 def table_methods(table: PaperTable, skipped: list) -> list[str]:
@@ -307,12 +327,29 @@ def plan_sweep(args) -> Plan:
                 raise
             specs.remove(spec)
             skipped.append(f"{spec.run_name()}: {exc}")
+    grid = tuning_specs(args, preset, seeds, log_to) if table is None else []
     out = Path(args.out or f"runs/{preset.name}")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} is a file, not a directory")
-    for spec in specs:
+    for spec in specs + grid:
         check_run_dir(spec, out / spec.run_name())
-    return Plan(preset, specs, skipped, table, out)
+    return Plan(preset, specs, skipped, table, out, grid, seeds, budgets)
+
+
+def tuning_specs(args, preset: Preset, seeds: list[int], log_to) -> list[RunSpec]:
+    """Token protocol: the tuned uniform baseline's grid at the selection seeds
+    (:mod:`bench.uniform_grid`); nothing under the per-step protocol or with ``--no-tune``."""
+    if preset.protocol != "tokens" or args.no_tune:
+        return []
+    tune = parse_ints(args.tune_seeds, "--tune-seeds")
+    shared = sorted(set(tune) & set(seeds))
+    if shared:
+        raise UsageError(f"--tune-seeds {shared} are also in --seeds: the tuned baseline must "
+                         f"be chosen on seeds it is not compared on")
+    grid = selection_specs(RunSpec("grpo", 1.0, 0, preset, log_to=log_to), tune)
+    for spec in grid:
+        validate_spec(spec)
+    return grid
 
 
 def check_distinct_directories(specs: list[RunSpec]) -> None:
@@ -337,6 +374,10 @@ def configure(preset: Preset, args, methods: list[str]) -> tuple[Preset, dict]:
     if args.steps is not None:
         if args.steps < 1:
             raise UsageError("--steps must be at least 1")
+        if preset.protocol == "tokens":
+            raise UsageError(f"--steps sets the per-step protocol's length; preset "
+                             f"{preset.name!r} uses the token protocol (--set "
+                             f"preset.token_budget=T, or --set preset.protocol=steps)")
         preset = with_overrides(preset, steps=args.steps)
     return preset, config
 
@@ -394,6 +435,19 @@ def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None 
     return outcome
 
 
+def tuned_specs(plan: Plan) -> list[RunSpec]:
+    """The selected uniform configuration at the reported seeds, once the grid's selection
+    runs are done (none when the sweep's own GRPO runs are that configuration)."""
+    from bench.equal_compute import load_budget_runs, select_tuned
+    chosen = select_tuned(load_budget_runs(plan.out).runs).chosen
+    if chosen is None or in_sweep(chosen, plan.preset, plan.budgets if any(
+            s.method == "grpo" for s in plan.specs) else []):
+        return []
+    print(f"tuned uniform baseline: {chosen.label} (chosen on the selection seeds); running it "
+          f"at seeds {', '.join(map(str, plan.seeds))}", file=sys.stderr)
+    return [spec_for(chosen, seed, plan.grid[0]) for seed in plan.seeds]
+
+
 def sweep(args, plan: Plan, started: float) -> int:
     """Run the plan's runs into its directory (held locked by :func:`main`), then write and
     print the tables."""
@@ -413,10 +467,17 @@ def sweep(args, plan: Plan, started: float) -> int:
         if args.overhead:
             measure_overhead(out, progress)
 
-    outcome = execute(plan.specs, out, args.executor, jobs=args.jobs,
+    outcome = execute(plan.specs + plan.grid, out, args.executor, jobs=args.jobs,
                       ray_address=args.ray_address, after=measure)
     if outcome is None:
         return 130
+    if plan.grid and not outcome.errors:
+        tuned = execute(tuned_specs(plan), out, args.executor, jobs=args.jobs,
+                        ray_address=args.ray_address)
+        if tuned is None:
+            return 130
+        outcome.errors += tuned.errors
+        outcome.summaries.update(tuned.summaries)
     try:
         report = build(out, with_plots=not args.no_plots)
     except SweepError as exc:

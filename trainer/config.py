@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 
 from core.options import option
+from trainer.budget import BUDGET_UNITS, PROTOCOLS, TOKEN_FIELDS
 from trainer.mixes import MIXES, get_mix
 
 # The embedded task mixes (trainer.mixes: their definitions, free of reasoning-gym), named
@@ -110,6 +111,23 @@ class Preset:
     eval_samples: int = option(4, "k of mean@k", ge=1, le=1024)
     eval_temperature: float = option(1.0, "evaluation sampling temperature", gt=0, le=10)
     checkpoint_every: int = option(10, "steps between checkpoints", ge=1, le=1_000_000)
+    # --- the token-budget protocol (trainer.budget); per-step presets leave these out ---
+    protocol: str = option("steps", "steps: train `steps` steps, evaluate every `eval_every`; "
+                           "tokens: train until `token_budget` is spent, evaluate at "
+                           "`eval_points` equal fractions of it (trainer.budget)",
+                           choices=PROTOCOLS)
+    token_budget: float | None = option(None, "token protocol: T, the generation budget of "
+                                        "every run, in budget_unit", gt=0, le=1e15)
+    budget_unit: str = option("tokens", "token protocol: what T counts (charged tokens, or "
+                              "rollouts for the rollout-count papers)", choices=BUDGET_UNITS)
+    eval_points: int = option(6, "token protocol: K, evaluations at j T / K (j = 1..K) besides "
+                              "step 0", ge=2, le=1000)
+    greedy_at: str = option("every", "evaluations that also decode greedily (pass@1): every "
+                            "one, or 'ends' (step 0 and the last; the others record null)",
+                            choices=("every", "ends"))
+    step_cap: int = option(2000, "token protocol: a guard; a run stops here even if T is not "
+                           "spent (its summary says how much was)", ge=1,
+                           le=1_000_000)
     max_rounds: int = option(10, "most generation rounds per step (multi-round methods)", ge=1,
                              le=1000)
     verifier_workers: int = option(1, "verifier worker processes", ge=1, le=1024)
@@ -136,7 +154,14 @@ class Preset:
 
     def to_dict(self) -> dict:
         # tuples become lists so that the dict equals its own JSON round trip (config.json)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        # fields added with the token protocol are left out at their defaults, so that a config
+        # made before they existed is still recognised (and resumed) as the same run
+        defaults = {f.name: f.default for f in fields(self)}
+        for key in ("protocol", "greedy_at", *TOKEN_FIELDS):
+            if data[key] == defaults[key]:
+                del data[key]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preset":

@@ -20,7 +20,10 @@ EVAL_STREAM = 7_000_003
 
 def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temperature: float,
                     max_new_tokens: int, seed: int, top_p: float = 1.0,
-                    verifier: VerifierPool | None = None, max_batch_rows: int = 512) -> dict:
+                    verifier: VerifierPool | None = None, max_batch_rows: int = 512,
+                    greedy: bool = True) -> dict:
+    """``greedy=False`` skips the greedy decode (its pass@1 is then None): the token protocol's
+    intermediate evaluations, whose tables read mean@k only."""
     own_pool = verifier is None
     verifier = verifier or VerifierPool(workers=1)
     try:
@@ -30,10 +33,12 @@ def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temper
         rows = [RowSpec(prompt_ids[i], derive_seed(seed, EVAL_STREAM, i, k))
                 for i in range(len(tasks)) for k in range(samples)]
         sampled_rewards = _score(verifier, tokenizer, tasks, sampled.generate(rows), samples)
-        greedy = HFEngine(model, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0,
-                          max_batch_rows=max_batch_rows)
-        greedy_rewards = _score(verifier, tokenizer, tasks,
-                                greedy.generate([RowSpec(p, 0) for p in prompt_ids]), 1)
+        greedy_rewards = None
+        if greedy:
+            engine = HFEngine(model, tokenizer, max_new_tokens=max_new_tokens, temperature=0.0,
+                              max_batch_rows=max_batch_rows)
+            greedy_rewards = _score(verifier, tokenizer, tasks,
+                                    engine.generate([RowSpec(p, 0) for p in prompt_ids]), 1)
     finally:
         if own_pool:
             verifier.close()
@@ -43,7 +48,7 @@ def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temper
         buckets[t.bucket].append(acc)
     return {
         "mean_at_k": float(per_prompt.mean()),
-        "greedy": float(greedy_rewards.mean()),
+        "greedy": float(greedy_rewards.mean()) if greedy_rewards is not None else None,
         "k": samples,
         "buckets": {b: float(np.mean(v)) for b, v in sorted(buckets.items())},
         "pass_rate_spread": float(np.mean((per_prompt > 0) & (per_prompt < 1))),

@@ -37,11 +37,13 @@ from threadpoolctl import threadpool_limits
 
 from core.rows import PromptInfo, PromptStats, Request, Rollout, StepBudget, group_rows
 from trainer.data import DataError, load_eval_sets, load_tasks
+from trainer.budget import budget_clock, last_point
 from trainer.dirlock import DirLock, DirLocked
 from trainer.engine import Engine, HFEngine, RowSpec
 from trainer.estimates import estimate_pass_rates
 from trainer.evaluate import evaluate_policy
 from trainer.features import compute_features
+from trainer.initial_eval import cache_key, shared_initial_eval
 from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_old_logprobs
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
@@ -125,6 +127,7 @@ class Run:
         validate_spec(spec)
         self.spec, self.dir, self.log, self.progress = spec, Path(run_dir), log, progress
         self.p = spec.preset
+        self.clock = budget_clock(self.p)      # None under the per-step protocol
 
     # ------------------------------------------------------------------ set-up -----------
     def _check_dir(self) -> None:
@@ -230,6 +233,17 @@ class Run:
         """Push the trainer's weights to an engine that holds its own copy (vLLM); the hf
         engine samples from the trainer's model itself."""
         self.engine.sync_weights(self.model)
+
+    def _token_lr(self) -> dict:
+        """Token protocol: the update's learning rate from the fraction of T spent once the
+        step's rollouts are generated (trainer.budget, "Schedule decision"); it overrides the
+        per-step scheduler's and is recorded as the step's ``lr``."""
+        if self.clock is None:
+            return {}
+        lr = self.p.lr * self.clock.lr_factor(self.clock.spent(self.ledger))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return {"lr": lr}
 
     def _lr_factor(self, step: int) -> float:
         p = self.p
@@ -382,6 +396,7 @@ class Run:
         order = np.random.default_rng(derive_seed(self.spec.seed, step, 5)).permutation(len(kept))
         batches = np.array_split(order, self.p.updates_per_step) if len(kept) else \
             [np.zeros(0, dtype=int)] * self.p.updates_per_step
+        lr = self._token_lr()
         self.model.train()
         losses, norms = [], []
         micro_stats: list[tuple[float, float]] = []     # (kl, clip fraction) per micro-batch
@@ -406,7 +421,7 @@ class Run:
         self.scheduler.step()
         self.model.eval()
         self._sync_engine()
-        return {"loss": float(np.mean(losses)) if losses else 0.0, **stats,
+        return {"loss": float(np.mean(losses)) if losses else 0.0, **stats, **lr,
                 "grad_norm": float(np.mean(norms)) if norms else 0.0,
                 "grad_norm_max": float(np.max(norms)) if norms else 0.0}
 
@@ -497,9 +512,10 @@ class Run:
         }
 
     # ------------------------------------------------------------------ evaluation -------
-    def evaluate(self, step: int) -> dict:
+    def evaluate(self, step: int, greedy: bool = True) -> dict:
         """Every held-out set; the first one's numbers are the record's top-level accuracy
         (the one tables read), all of them are under ``sets`` when there are several."""
+        greedy = greedy or self.p.greedy_at == "every"
         results = {}
         with self.ledger.phase("evaluate"), self._autocast():
             for name, tasks in self.eval_sets.items():
@@ -507,7 +523,8 @@ class Run:
                     self.model, self.tokenizer, tasks, samples=self.p.eval_samples,
                     temperature=self.p.eval_temperature, max_new_tokens=self.p.max_new_tokens,
                     seed=self.spec.seed, top_p=self.p.top_p, verifier=self.verifier,
-                    max_batch_rows=self.p.engine_options.get("max_batch_rows", 512))
+                    max_batch_rows=self.p.engine_options.get("max_batch_rows", 512),
+                    greedy=greedy)
         first = next(iter(results.values()))
         extra = {"sets": results} if len(results) > 1 else {}
         return {"step": step, "cum_tokens": self.ledger.cumulative_tokens,
@@ -515,6 +532,38 @@ class Run:
                 "cum_train_seconds": round(self.ledger.training_seconds(), 4),
                 "cum_train_cpu_seconds": round(self.ledger.training_cpu_seconds(), 4),
                 **first, **extra}
+
+    def _initial_evaluation(self) -> dict:
+        """The step-0 evaluation, computed once per seed for the whole sweep
+        (:mod:`trainer.initial_eval`): the sweep directory is the run directory's parent, or
+        the one above a grouped run's (``RunSpec.group``)."""
+        root = self.dir.parent
+        for _ in Path(self.spec.group).parts:
+            root = root.parent
+        key = cache_key(self.p.to_dict(), self.spec.seed, warm_start_hash(self.policy_dir))
+        record, computed = shared_initial_eval(root, key, lambda: self.evaluate(0))
+        if not computed:
+            self.log(f"{self.dir.name}: step-0 evaluation shared ({key})")
+        return record
+
+    def _after_step(self, done: int) -> tuple[bool, dict | None]:
+        """(whether the run is finished, the evaluation due after ``done`` steps or None).
+        Per step: every ``eval_every`` steps and at the last.  Token protocol
+        (:mod:`trainer.budget`): when the charge first reaches a new fraction j T / K, and at
+        the end (a run stopped by the step cap is evaluated where it stopped)."""
+        if self.clock is None:
+            finished = done == self.p.steps
+            due = done % self.p.eval_every == 0 or finished
+            return finished, self.evaluate(done, greedy=finished) if due else None
+        spent = self.clock.spent(self.ledger)
+        finished = self.clock.finished(spent, done)
+        point = self.clock.reached(spent)
+        if point <= last_point(self.evals) and not finished:
+            return False, None
+        record = self.evaluate(done, greedy=finished)
+        record.update(self.clock.eval_fields(spent, point if point > last_point(self.evals)
+                                             else None))
+        return finished, record
 
     # ------------------------------------------------------------------ driver -----------
     def execute(self) -> dict:
@@ -561,23 +610,28 @@ class Run:
                 self.log(f"{self.dir.name}: evaluating the initial policy on "
                          f"{sum(len(t) for t in self.eval_sets.values())} held-out prompts "
                          f"x {self.p.eval_samples} samples (step 0)")
-                self.evals.append(self.evaluate(0))
+                self.evals.append(self._initial_evaluation())
                 atomic_write_jsonl(self.dir / "eval.jsonl", self.evals)
-            for step in range(self.next_step, self.p.steps):
+            last = self.p.steps if self.clock is None else self.clock.step_cap
+            for step in range(self.next_step, last):
                 record = self.train_step(step)
                 self.metrics.append(record)
                 done = step + 1
-                if done % self.p.eval_every == 0 or done == self.p.steps:
-                    self.evals.append(self.evaluate(done))
+                finished, evaluation = self._after_step(done)
+                if evaluation is not None:
+                    self.evals.append(evaluation)
                     atomic_write_jsonl(self.dir / "eval.jsonl", self.evals)
                 atomic_write_jsonl(self.dir / "metrics.jsonl", self.metrics)
                 self.next_step = done
-                if done % self.p.checkpoint_every == 0 or done == self.p.steps:
+                if done % self.p.checkpoint_every == 0 or finished or \
+                        (evaluation is not None and self.clock is not None):
                     self._save_checkpoint()
                 if tracking is not None:
                     tracking.publish(self.metrics, self.evals)
                 if self.progress is not None:
                     self.progress(record, self.evals[-1])
+                if finished:
+                    break
         finally:
             self.verifier.close()
             if tracking is not None:
@@ -611,6 +665,7 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "final_accuracy": final["mean_at_k"], "final_greedy": final["greedy"],
         "initial_accuracy": first["mean_at_k"], "initial_greedy": first["greedy"],
         "final_buckets": final["buckets"],
+        **budget_summary(spec.preset, ledger),
         "tokens": ledger.cumulative_tokens, "rollouts": ledger.cumulative_rollouts,
         "planned_tokens": round(ledger.cumulative_planned_tokens, 1),
         "planned_rollouts": ledger.cumulative_planned_rollouts,
@@ -639,6 +694,18 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
         "timing": {**ledger.timing(spec.preset.threads, spec.preset.device),
                    "unbilled": round(ledger.unbilled_seconds, 3)},
     }
+
+
+def budget_summary(p, ledger: Ledger) -> dict:
+    """Token protocol: T, what was spent of it (a run stopped by the step cap spends less;
+    the last step overshoots by at most its own charge)."""
+    clock = budget_clock(p)
+    if clock is None:
+        return {}
+    spent = clock.spent(ledger)
+    return {"protocol": "tokens", "budget_total": clock.total, "budget_unit": clock.unit,
+            "budget_spent": spent, "budget_overshoot": spent - clock.total,
+            "budget_reached": spent >= clock.total}
 
 
 def truncation_by_bucket(metrics: list[dict]) -> dict[str, float]:

@@ -21,6 +21,7 @@ import allocators
 import lengthctl
 from core.options import OptionError, check_instance
 from core.rows import Setting
+from trainer.budget import ProtocolError, check_protocol
 from trainer.config import Preset
 from trainer.rundir import (CheckpointError, RunFileError, read_checkpoint_meta, read_json,
                             read_jsonl, records_digest, verify_checkpoint)
@@ -56,6 +57,9 @@ class RunSpec:
     log_to: tuple[str, ...] = field(default=(), compare=False)
     # the stop rule, when not the method's own (``--set METHOD.length=RULE``); None = its own
     length: str | None = None
+    # a sub-directory of the sweep the run lives in (e.g. the tuned-uniform grid's
+    # "uniform-grid/M64xG4"), so that it never enters the sweep's own tables
+    group: str = field(default="", compare=False)
 
     def config(self) -> dict:
         # "length" only when set: a run of a method's own stop rule keeps the config it had
@@ -71,7 +75,8 @@ class RunSpec:
         return self.method if self.length is None else f"{self.method}+{self.length}"
 
     def run_name(self) -> str:
-        return f"{self.label}__b{self.budget:g}__s{self.seed}"
+        name = f"{self.label}__b{self.budget:g}__s{self.seed}"
+        return f"{self.group}/{name}" if self.group else name
 
     def config_sha256(self) -> str:
         """The run's identity as a checkpoint records it (:func:`check_resume`)."""
@@ -83,6 +88,10 @@ def validate_preset(p: Preset) -> None:
     try:
         check_instance(p, "preset")     # every field's declared type and range
     except OptionError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        check_protocol(p)
+    except ProtocolError as exc:
         raise RunError(str(exc)) from None
     if p.model_dir is not None:
         check_model_dir(p.model_dir)

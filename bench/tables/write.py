@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import bench.equal_compute  # noqa: F401  (registers the equal-compute tables)
 import bench.headline  # noqa: F401  (registers the headline table)
 import bench.tables.builders  # noqa: F401  (registers the standard tables)
 from bench.tables.cells import Table
