@@ -102,9 +102,13 @@ def _paired(df, a, b, column=METRIC) -> np.ndarray:
     return paired_differences(df, *a, *b, column=column) if not df.empty else np.zeros(0)
 
 
+# a t interval needs two values: the fewest seeds with which every criterion can pass
+MIN_SEEDS = 2
+
+
 def _excludes_zero(name, what, diffs) -> Criterion:
     mean, half = t_interval(diffs)
-    passed = len(diffs) >= 2 and not np.isnan(half) and mean - half > 0
+    passed = len(diffs) >= MIN_SEEDS and not np.isnan(half) and mean - half > 0
     return Criterion(name, what, mean, half, len(diffs), "> 0, interval excl. 0", passed)
 
 
@@ -293,8 +297,10 @@ def plan(args) -> tuple[list[RunSpec], Path]:
     if args.jobs is not None and (args.jobs < 1 or args.executor != "local"):
         raise UsageError("--jobs is a positive count for --executor local")
     seeds = parse_ints(args.seeds, "--seeds")
-    if not seeds:
-        raise UsageError("--seeds is empty")
+    if len(seeds) < MIN_SEEDS:
+        # a single seed trained every run and then failed each interval criterion
+        raise UsageError(f"--seeds gives {len(seeds)} seed(s); the gate's intervals need at "
+                         f"least {MIN_SEEDS} (e.g. --seeds 0,1,2)")
     # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
     order = [(m, b, s) for s in seeds for m, b in RUNS]
     order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []

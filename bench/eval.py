@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from trainer.data import DataError, export_tasks_jsonl, load_eval_sets, load_tasks
 from trainer.rundir import CheckpointError, atomic_write_json, read_json, verify_checkpoint
+from trainer.spec import DEVICE
 
 
 class EvalError(RuntimeError):
@@ -237,13 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(args) -> None:
+    """Every plain value, before anything is read or loaded (lm-eval's absence included)."""
+    for flag, value, low, high in (("--samples", args.samples, 1, 1024),
+                                   ("--limit", args.limit, 1, None),
+                                   ("--max-new-tokens", args.max_new_tokens, 1, 131_072),
+                                   ("--batch-size", args.batch_size, 1, 65_536)):
+        if value is not None and (value < low or high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f"at least {low}"
+            raise EvalError(f"{flag} must be {bound}, got {value}")
+    if args.device is not None and not DEVICE.fullmatch(args.device):
+        raise EvalError(f"--device {args.device!r}: expected cpu, cuda, cuda:N or mps")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
     try:
-        if args.samples < 1:
-            raise EvalError("--samples must be at least 1")
+        check_arguments(args)
         if not (run_dir / "config.json").is_file():
             raise EvalError(f"{run_dir} is not a run directory (no config.json)")
         try:
@@ -251,6 +265,8 @@ def main(argv=None) -> int:
             preset = _preset(config)
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise EvalError(f"{run_dir / 'config.json'} is not a run config: {exc}") from None
+        if importlib.util.find_spec("lm_eval") is None:     # before the sets and the policy
+            raise EvalError("lm-eval is not installed: pip install 'allocbench[eval]'")
         sets = task_sets(preset, args.tasks)
         policy = policy_dir(run_dir, preset)
         result = run_lm_eval(policy, sets, samples=args.samples,

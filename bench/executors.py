@@ -62,6 +62,12 @@ class StepBar(tqdm):
         if self.timed_from is None and hasattr(self, "unit"):
             self.timed_from = (self._time(), self.n)
 
+    def skip(self, steps: int) -> None:
+        """``steps`` just added to the bar were not trained now (a run resumed past them, or
+        read back finished): they leave the rate, and so the ETA, alone."""
+        if self.timed_from is not None:
+            self.timed_from = (self.timed_from[0], self.timed_from[1] + steps)
+
     @property
     def format_dict(self):
         fields = super().format_dict
@@ -83,6 +89,7 @@ class SweepProgress:
     def __init__(self, specs: list[RunSpec], disable: bool = False, file=None):
         self.total = {s.run_name(): expected_steps(s.preset, s.budget) for s in specs}
         self.done = dict.fromkeys(self.total, 0)
+        self.reported: set[str] = set()
         self.bar = StepBar(total=sum(self.total.values()), desc="sweep", unit="step",
                            dynamic_ncols=True, disable=disable, file=file)
 
@@ -91,17 +98,25 @@ class SweepProgress:
         """Run ``name`` has trained ``steps`` steps (reported by the run as it goes)."""
         if accuracy is not None:     # before the update, which redraws the bar with it
             self.bar.set_postfix(run=name, acc=f"{accuracy:.3f}", tok=tokens, refresh=False)
+        if name not in self.reported:
+            # a run's first report is one trained step; before it, the steps it resumed past
+            # (counted as throughput they made the ETA after a resume twice too optimistic)
+            self.reported.add(name)
+            self._advance(name, steps - 1, trained=False)
         self._advance(name, steps)
         self.bar.start_timing()
 
     def finish(self, name: str) -> None:
         """Run ``name`` is done, whether it just trained or was read back finished."""
-        self._advance(name, self.total[name])
+        self._advance(name, self.total[name], trained=name in self.reported)
 
-    def _advance(self, name: str, steps: int) -> None:
+    def _advance(self, name: str, steps: int, trained: bool = True) -> None:
         steps = min(steps, self.total[name])
-        self.bar.update(steps - self.done[name])
-        self.done[name] = steps
+        jump = max(0, steps - self.done[name])
+        self.bar.update(jump)
+        if not trained:
+            self.bar.skip(jump)
+        self.done[name] = max(steps, self.done[name])
 
     def describe(self, text: str) -> None:
         self.bar.set_description(text)

@@ -54,6 +54,8 @@ def load_config_file(path: str | None) -> dict:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"config file {path!r} is not valid JSON: {exc.msg} "
                           f"(line {exc.lineno})") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path!r} nests too deeply to be a config") from None
     if not isinstance(loaded, dict) or set(loaded) - set(SECTIONS) or \
             not all(isinstance(v, dict) for v in loaded.values()):
         raise ConfigError(f"config file {path!r} must be an object with object values under "

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import headline, paper_tables, plots
+from bench.sweepdir import UsageError, locked, parse_target
 from bench.tables import (SweepError, finished_runs, load_curves, load_steps, load_summaries,
                           write_csvs, write_tables)
 from trainer.rundir import atomic_write_json, read_json
@@ -139,7 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        parse_target(args.target)       # 2, -5 and nan were taken as targets
         check_sweep_dir(args.sweep_dir)
+    except (UsageError, SweepError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # the sweep directory's lock: tables.md is never written beside a sweep that is running,
+    # and a directory that cannot be written is one line, not a traceback
+    return locked(args.sweep_dir, lambda: report_sweep(args))
+
+
+def report_sweep(args) -> int:
+    """Write and print the tables of ``args.sweep_dir`` (held locked by :func:`main`)."""
+    try:
         report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
         if args.readme is not None:
             # a token-protocol sweep pastes its equal-compute headline, a per-step one its own

@@ -21,6 +21,7 @@ runs independent runs in parallel worker processes (:mod:`bench.executors`).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import inspect
 import json
 import re
@@ -42,8 +43,9 @@ from bench.overrides import FIXED_PRESET_FIELDS, ConfigError, apply_sets, check_
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset, with_overrides
 from bench.uniform_grid import DEFAULT_SELECTION_SEEDS, in_sweep, selection_specs, spec_for
 from trainer.config import Preset
-from trainer.dirlock import DirLock, DirLocked
-from trainer.spec import RunError, RunSpec, check_run_dir, check_task_mix, validate_spec
+from bench.sweepdir import INTERRUPTED, UsageError, locked, parse_target  # noqa: F401
+from trainer.spec import (RunError, RunSpec, check_run_dir, check_task_mix, validate_preset,
+                          validate_spec)
 from trainer.tracking import TrackingError, check_backends
 
 if TYPE_CHECKING:
@@ -54,8 +56,6 @@ DEFAULT_BUDGETS = "1.0,0.5"
 OVERHEAD_SIZES = (64, 512)          # small sizes: the full benchmark is python -m bench.overhead
 
 
-class UsageError(Exception):
-    pass
 
 
 def parse_list(text: str, what: str) -> list[str]:
@@ -81,14 +81,10 @@ def parse_ints(text: str, what: str) -> list[int]:
         raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def parse_target(value: float | None) -> float | None:
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise UsageError(f"--target is an accuracy in [0, 1], got {value}")
-    return value
-
-
 def resolve_methods(text: str) -> list[str]:
-    names = allocators.main_methods() if text == "all" else parse_list(text, "--methods")
+    # each once, in order: grpo,grpo would be two runs of one directory
+    names = allocators.main_methods() if text == "all" else \
+        list(dict.fromkeys(parse_list(text, "--methods")))
     known = set(allocators.available())
     for name in names:
         try:
@@ -296,6 +292,8 @@ def plan_sweep(args) -> Plan:
         raise UsageError("--ray-address applies to --executor ray")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'allocbench[dist]'")
     parse_target(args.target)
     preset = get_preset(args.preset)
     skipped: list[str] = []
@@ -319,9 +317,11 @@ def plan_sweep(args) -> Plan:
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
     lenient = (args.methods or DEFAULT_METHODS) == "all" or (table is not None
                                                              and args.methods is None)
+    validate_preset(preset)         # strict whatever the methods: it is every run's problem
+    check_distinct_directories(specs)
     for spec in list(specs):
         try:
-            validate_spec(spec)
+            validate_spec(spec, check_preset=False)
         except RunError as exc:
             if not lenient or "unknown" in str(exc) or "outside" in str(exc):
                 raise
@@ -350,6 +350,18 @@ def tuning_specs(args, preset: Preset, seeds: list[int], log_to) -> list[RunSpec
     for spec in grid:
         validate_spec(spec)
     return grid
+
+
+def check_distinct_directories(specs: list[RunSpec]) -> None:
+    """Two runs of a sweep never share a directory (one would train, the lock would refuse the
+    other): budgets that differ only past the run name's 6 significant digits are refused."""
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        other = seen.setdefault(spec.run_name(), spec)
+        if other is not spec:
+            raise UsageError(f"budgets {other.budget!r} and {spec.budget!r} both name the run "
+                             f"directory {spec.run_name()}; give budgets that differ within "
+                             f"6 significant digits")
 
 
 def configure(preset: Preset, args, methods: list[str]) -> tuple[Preset, dict]:
@@ -403,22 +415,6 @@ def main(argv=None) -> int:
     return locked(plan.out, lambda: sweep(args, plan, started))
 
 
-def locked(out: Path, body) -> int:
-    """``body()`` while this process holds the sweep directory ``out`` (:class:`DirLock`): two
-    sweeps writing one directory is refused in one line, as is a directory that cannot be
-    written (finished runs stay on disk); both exit 2."""
-    try:
-        with DirLock(out, "sweep directory"):
-            return body()
-    except DirLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except OSError as exc:       # no permission, no space, ...: finished runs stay on disk
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: cannot write the sweep directory {out} "
-              f"({exc.strerror or exc}{where}); finished runs are kept", file=sys.stderr)
-    return 2
-
-
 def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None = None,
             ray_address: str | None = None, after=None):
     """Run ``specs`` into ``out`` (held by :func:`locked`) with ``executor``, finished runs
@@ -431,8 +427,7 @@ def execute(specs: list[RunSpec], out: Path, executor: str, *, jobs: int | None 
             after(progress)
     except KeyboardInterrupt:
         progress.close()
-        print("interrupted: finished runs are kept; re-run the same command to resume",
-              file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return None
     progress.close()
     for error in outcome.errors:

@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=4,
                         help="samples per held-out prompt for the mean@k report (default 4)")
     args = parser.parse_args(argv)
+    if args.samples < 1:       # 0 samples printed an accuracy of nan
+        print(f"error: --samples must be at least 1, got {args.samples}", file=sys.stderr)
+        return 2
     try:
         preset = get_preset(args.preset)
     except KeyError as exc:

@@ -15,7 +15,7 @@ a one-line :class:`OptionError` naming the field, the value and what is allowed:
         Options = MyOptions          # read as self.opts.alpha
 
 Types come from the field annotations: ``int`` (a bool is not an int), ``float`` (an int is
-accepted and converted), ``bool``, ``str``, ``X | None``, ``tuple[T, ...]`` (a JSON list is
+accepted and converted; never inf or nan), ``bool``, ``str``, ``X | None``, ``tuple[T, ...]`` (a JSON list is
 accepted), ``dict``.  Plain dataclasses such as the run presets use :func:`check_values` and
 :func:`check_instance` with the same metadata.  Torch-free and at the bottom of the import order (``core``), so ``allocators``, ``lengthctl``,
 ``trainer`` and ``bench`` all import it.
@@ -100,12 +100,17 @@ def allowed(annotation, meta) -> str:
     high = ("]", meta["le"]) if meta.get("le") is not None else \
         (")", meta["lt"]) if meta.get("lt") is not None else None
     if low and high:
-        return f"{word} in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}{null}"
+        return f"{word} in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}{null}"
     if low:
-        return f"{word} {'>=' if low[0] == '[' else '>'} {low[1]:g}{null}"
+        return f"{word} {'>=' if low[0] == '[' else '>'} {_number(low[1])}{null}"
     if high:
-        return f"{word} {'<=' if high[0] == ']' else '<'} {high[1]:g}{null}"
+        return f"{word} {'<=' if high[0] == ']' else '<'} {_number(high[1])}{null}"
     return word + null
+
+
+def _number(bound) -> str:
+    """A bound as a reader writes it: 1000000, not 1e+06; 1e-06 and 0.2 as :g has them."""
+    return str(int(bound)) if float(bound).is_integer() and abs(bound) < 1e15 else f"{bound:g}"
 
 
 def _coerce(value, annotation):
@@ -160,7 +165,9 @@ def check_value(owner: str, name: str, value, annotation, meta):
     if meta.get("choices") is not None and value not in meta["choices"]:
         raise fail()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and math.isnan(value):
+        # no option means "unbounded" by infinity: inf overflowed timers and optimizers
+        # into silently wrong runs (issue 29); nan compares false with every bound
+        if isinstance(value, float) and not math.isfinite(value):
             raise fail()
         for key, holds in (("ge", value.__ge__), ("gt", value.__gt__), ("le", value.__le__),
                            ("lt", value.__lt__)):

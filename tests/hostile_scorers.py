@@ -36,3 +36,8 @@ def unguarded_math_verify(response: str, gold: dict) -> float:
                               parsing_timeout=None),
                         parse(response, extraction_config=_extraction_config(),
                               parsing_timeout=None), timeout_seconds=None))
+
+
+def broken(response: str, gold: dict) -> float:
+    """A scorer that fails on every item, as a verifier whose timer overflowed did."""
+    raise RuntimeError("broken scorer")

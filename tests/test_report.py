@@ -75,13 +75,21 @@ def test_local_executor_reports_a_failed_run_and_keeps_the_others(tmp_path, caps
     out = tmp_path / "sweep"
     broken = out / "grpo__b0.5__s0"
     broken.mkdir(parents=True)
-    (broken / "checkpoint.pt").write_bytes(b"not a checkpoint")   # fails inside its worker
+    # a checkpoint of this run whose bytes do not match their checksum: the planner reads only
+    # its record of what it belongs to (which matches), the worker verifies it and fails
+    from bench.presets import get_preset, with_overrides
+    from trainer.rundir import CHECKSUM_TAG, META_TAG
+    from trainer.spec import RunSpec, checkpoint_meta
+    spec = RunSpec("grpo", 0.5, 0, with_overrides(get_preset("smoke"), steps=1))
+    (broken / "checkpoint.pt").write_bytes(
+        b"not a checkpoint" + META_TAG + json.dumps(checkpoint_meta(spec, 0, [], [])).encode()
+        + b"\n" + CHECKSUM_TAG + b"0" * 64 + b"\n")
     code = run_main(["--methods", "grpo", "--budgets", "1.0,0.5", "--preset", "smoke",
                      "--steps", "1", "--out", str(out), "--executor", "local", "--jobs", "2",
                      "--no-plots"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "error: grpo__b0.5__s0: checkpoint" in err and "has no checksum" in err
+    assert "error: grpo__b0.5__s0: checkpoint" in err and "is corrupt" in err
     assert (out / "grpo__b1__s0" / "summary.json").is_file()
     assert not (broken / "summary.json").exists()
     assert "grpo" in (out / "tables.md").read_text()

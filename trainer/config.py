@@ -84,63 +84,70 @@ class Preset:
     task_mix: str = option("chain_sum", "embedded tasks: the task mix (trainer.tasks.MIXES); "
                            "must equal the warm start's", choices=TASK_MIXES)
     train_per_bucket: int = option(400, "embedded tasks: training prompts per difficulty "
-                                   "bucket", ge=1)
-    eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1)
-    prompts_per_step: int = option(32, "M, prompts per training step", ge=1)
-    group_size: int = option(8, "G, rollouts per prompt of uniform GRPO at budget 1", ge=1)
-    steps: int = option(80, "training steps", ge=1)
-    max_new_tokens: int = option(48, "L_max, the longest response", ge=1)
-    temperature: float = option(1.0, "rollout sampling temperature", gt=0)
+                                   "bucket", ge=1, le=1_000_000)
+    eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1,
+                                  le=100_000)
+    prompts_per_step: int = option(32, "M, prompts per training step", ge=1, le=65_536)
+    group_size: int = option(8, "G, rollouts per prompt of uniform GRPO at budget 1", ge=1,
+                             le=1024)
+    steps: int = option(80, "training steps", ge=1, le=1_000_000)
+    max_new_tokens: int = option(48, "L_max, the longest response", ge=1, le=131_072)
+    temperature: float = option(1.0, "rollout sampling temperature", gt=0, le=10)
     top_p: float = option(1.0, "rollout nucleus sampling", gt=0, le=1)
-    lr: float = option(5e-5, "AdamW learning rate", gt=0)
-    warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0)
+    lr: float = option(5e-5, "AdamW learning rate", gt=0, le=1)
+    warmup_steps: int = option(10, "linear learning-rate warm-up steps", ge=0, le=1_000_000)
     schedule: str = option("constant", "learning-rate schedule after warm-up",
                            choices=("constant", "cosine"))
-    updates_per_step: int = option(1, "optimizer steps per training step, fixed", ge=1)
-    micro_batch_rows: int = option(512, "rows per forward/backward inside an update", ge=1)
-    grad_clip: float = option(1.0, "gradient-norm clip", gt=0)
+    updates_per_step: int = option(1, "optimizer steps per training step, fixed", ge=1, le=1024)
+    micro_batch_rows: int = option(512, "rows per forward/backward inside an update", ge=1,
+                                   le=1_000_000)
+    grad_clip: float = option(1.0, "gradient-norm clip", gt=0, le=1e6)
     clip_low: float = option(0.2, "PPO ratio clip below 1", ge=0, lt=1)
-    clip_high: float = option(0.2, "PPO ratio clip above 1", ge=0)
-    dual_clip: float = option(3.0, "dual-clip constant c of negative advantages", gt=1)
-    kl_coef: float = option(0.0, "low-variance KL penalty to the initial policy", ge=0)
+    clip_high: float = option(0.2, "PPO ratio clip above 1", ge=0, le=10)
+    dual_clip: float = option(3.0, "dual-clip constant c of negative advantages", gt=1, le=1000)
+    kl_coef: float = option(0.0, "low-variance KL penalty to the initial policy", ge=0, le=1000)
     normalize_std: bool = option(True, "divide group advantages by their standard deviation")
-    eval_every: int = option(10, "steps between held-out evaluations", ge=1)
-    eval_samples: int = option(4, "k of mean@k", ge=1)
-    eval_temperature: float = option(1.0, "evaluation sampling temperature", gt=0)
-    checkpoint_every: int = option(10, "steps between checkpoints", ge=1)
+    eval_every: int = option(10, "steps between held-out evaluations", ge=1, le=1_000_000)
+    eval_samples: int = option(4, "k of mean@k", ge=1, le=1024)
+    eval_temperature: float = option(1.0, "evaluation sampling temperature", gt=0, le=10)
+    checkpoint_every: int = option(10, "steps between checkpoints", ge=1, le=1_000_000)
     # --- the token-budget protocol (trainer.budget); per-step presets leave these out ---
     protocol: str = option("steps", "steps: train `steps` steps, evaluate every `eval_every`; "
                            "tokens: train until `token_budget` is spent, evaluate at "
                            "`eval_points` equal fractions of it (trainer.budget)",
                            choices=PROTOCOLS)
     token_budget: float | None = option(None, "token protocol: T, the generation budget of "
-                                        "every run, in budget_unit", gt=0)
+                                        "every run, in budget_unit", gt=0, le=1e15)
     budget_unit: str = option("tokens", "token protocol: what T counts (charged tokens, or "
                               "rollouts for the rollout-count papers)", choices=BUDGET_UNITS)
     eval_points: int = option(6, "token protocol: K, evaluations at j T / K (j = 1..K) besides "
-                              "step 0", ge=2)
+                              "step 0", ge=2, le=1000)
     greedy_at: str = option("every", "evaluations that also decode greedily (pass@1): every "
                             "one, or 'ends' (step 0 and the last; the others record null)",
                             choices=("every", "ends"))
     step_cap: int = option(2000, "token protocol: a guard; a run stops here even if T is not "
-                           "spent (its summary says how much was)", ge=1)
-    max_rounds: int = option(10, "most generation rounds per step (multi-round methods)", ge=1)
-    verifier_workers: int = option(1, "verifier worker processes", ge=1)
-    verifier_timeout: float = option(5.0, "seconds per verifier call before it scores 0", gt=0)
-    max_rollout_weight: float = option(1000.0, "cap of a rollout's advantage weight", gt=0)
+                           "spent (its summary says how much was)", ge=1,
+                           le=1_000_000)
+    max_rounds: int = option(10, "most generation rounds per step (multi-round methods)", ge=1,
+                             le=1000)
+    verifier_workers: int = option(1, "verifier worker processes", ge=1, le=1024)
+    verifier_timeout: float = option(5.0, "seconds per verifier call before it scores 0", gt=0,
+                                     le=3600)
+    max_rollout_weight: float = option(1000.0, "cap of a rollout's advantage weight", gt=0, le=1e9)
     score_truncated: bool = option(False, "score responses cut at max_new_tokens (false: they "
                                    "score 0)")
-    threads: int = option(2, "torch CPU threads per run", ge=1)
+    threads: int = option(2, "torch CPU threads per run", ge=1, le=1024)
     device: str = option("cpu", "torch device (cpu, cuda, cuda:N)")
     # --- real-model fields (defaults keep the embedded presets as they were) ---
     train_data: str | None = option(None, "MATH/GSM8K JSONL training file; null = embedded "
                                     "chain_sum")
     eval_data: tuple[str, ...] = option((), "held-out JSONL files (needed with train_data)")
-    train_limit: int | None = option(None, "first N training problems; null = all", ge=1)
+    train_limit: int | None = option(None, "first N training problems; null = all", ge=1,
+                                     le=100_000_000)
     eval_limit: int | None = option(None, "first N problems of each held-out file; null = all",
-                                    ge=1)
+                                    ge=1, le=100_000_000)
     max_prompt_tokens: int | None = option(None, "longer training prompts are dropped (verl); "
-                                           "null = keep all", ge=1)
+                                           "null = keep all", ge=1, le=1_048_576)
     dtype: str = option("float32", "compute dtype", choices=("float32", "bfloat16", "float16"))
     engine: str = option("hf", "rollout engine", choices=("hf", "vllm"))
     engine_options: dict = option(help="engine keyword arguments", default_factory=dict)

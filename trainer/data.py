@@ -45,6 +45,11 @@ _GSM8K_FINAL = re.compile(r"^####\s*(.+?)\s*$", re.MULTILINE)
 _GSM8K_CALC = re.compile(r"<<[^<>]*>>")
 
 
+# One record's bytes: a 30 MB record once passed every check and then grew a worker to ~24 GB
+# (tokenised, batched, padded) until the kernel killed it.  Real MATH/GSM8K records are < 10 kB.
+MAX_RECORD_BYTES = 1 << 20
+
+
 class DataError(ValueError):
     """A data file that cannot be used, reported as a one-line error."""
 
@@ -107,6 +112,10 @@ def read_jsonl_records(path: str | Path) -> list[tuple[int, dict]]:
     records = []
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, 1):
+            if len(raw) > MAX_RECORD_BYTES:
+                raise DataError(f"{path}:{lineno}: a record of {len(raw):,} bytes; at most "
+                                f"{MAX_RECORD_BYTES:,} are read (a problem, its answer and a "
+                                f"worked solution take a few kB)")
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -127,10 +136,17 @@ def read_jsonl_records(path: str | Path) -> list[tuple[int, dict]]:
     return records
 
 
-def load_tasks(path: str | Path, limit: int | None = None) -> list[Task]:
+def task_lines(path: str | Path, limit: int | None = None) -> list[tuple[int, Task]]:
+    """(line number, task) of :func:`load_tasks`, for errors that name the line."""
+    records = read_jsonl_records(path)
+    return list(zip((lineno for lineno, _ in records), load_tasks(path, limit, records)))
+
+
+def load_tasks(path: str | Path, limit: int | None = None,
+               records: list[tuple[int, dict]] | None = None) -> list[Task]:
     """Tasks of one MATH- or GSM8K-schema JSONL file, in file order (first ``limit`` if given)."""
     path = Path(path)
-    records = read_jsonl_records(path)
+    records = read_jsonl_records(path) if records is None else records
     try:
         schema = detect_schema(records[0][1])
     except DataError as exc:
@@ -180,9 +196,20 @@ def load_eval_sets(paths) -> dict[str, list[Task]]:
     return sets
 
 
-def check_data_file(path: str | Path) -> None:
-    """Fail early (one line) on a missing or unusable data file; reads the whole file."""
-    load_tasks(path)
+def check_data_file(path: str | Path, tokenizer=None, max_prompt_tokens: int | None = None
+                    ) -> int:
+    """Fail early (one line) on a missing or unusable data file; reads the whole file and
+    returns its number of problems.  With a tokenizer, a prompt longer than
+    ``max_prompt_tokens`` tokens is an error naming its line."""
+    lines = task_lines(path)
+    if tokenizer is not None and max_prompt_tokens is not None:
+        for lineno, task in lines:
+            n = len(tokenizer(task.prompt)["input_ids"])
+            if n > max_prompt_tokens:
+                raise DataError(f"{path}:{lineno}: a prompt of {n} tokens; at most "
+                                f"{max_prompt_tokens} fit the model's context beside the "
+                                f"response")
+    return len(lines)
 
 
 def export_tasks_jsonl(tasks: list[Task], path: str | Path) -> Path:

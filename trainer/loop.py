@@ -17,6 +17,10 @@ methods that ask for the same rollout see the same sample (common random numbers
 Responses cut at the maximum length (finish ``max_len``) score 0 unless the preset sets
 ``score_truncated``: a harness choice (the shared GRPO config is silent) that keeps GRPO on the
 tiny policy from learning to run past its answer, since the verifier reads the last ``\boxed{}``.
+
+A run stops in one line, without a summary, rather than finish with a number that only looks
+like a result: when the verifier fails on most items of a call, or the policy diverges (the
+constants and their reasons are below the imports).
 """
 from __future__ import annotations
 
@@ -44,11 +48,12 @@ from trainer.grpo import LossConfig, assign_advantages, policy_loss, recompute_o
 from trainer.ledger import Ledger
 from trainer.policy import load_policy, save_policy
 from trainer.rundir import (CheckpointError, atomic_torch_save, atomic_write_json,
-                            atomic_write_jsonl, read_checkpoint, read_jsonl,
+                            atomic_write_jsonl, read_checkpoint,
                             read_summary, remove_stale_temp_files)
 from trainer.sampler import PoolSampler
-from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_run_dir, make_controllers,
-                          run_setting, validate_spec)
+from trainer.spec import (DTYPE_NAMES, RunError, RunSpec, check_pool_size, check_resume,
+                          check_run_dir, checkpoint_meta, make_controllers, run_setting,
+                          validate_spec)
 from trainer.seeding import derive_seed
 from trainer.provenance import environment
 from trainer.sft import initial_policy_dir, warm_start_hash
@@ -79,6 +84,42 @@ def compute_dtype(p) -> torch.dtype:
             not torch.cuda.is_bf16_supported():
         return torch.float32
     return dtype
+
+
+# A run stops, in one line, instead of finishing with numbers that look like results:
+# - when the verifier fails (timeout, error, crash) on more than this share of the items of one
+#   call of at least VERIFIER_MIN_ITEMS items: every such item scores 0, so accuracy and
+#   rewards would measure the verifier, not the policy (a verifier_timeout that overflowed the
+#   timer once gave 256/256 failures, accuracy 0.0 and exit 0);
+# - when the loss or gradient is non-finite in NONFINITE_LIMIT optimizer steps in a row, or the
+#   weights are non-finite after an update: the policy diverged.  A single non-finite step is
+#   skipped and counted (``nan_skipped``), as before: a rare overflow is not a divergence.
+# Module constants, not preset fields: a preset field would change every run's identity
+# (config.json), and no legitimate run is near either limit.
+VERIFIER_FAILURE_SHARE = 0.5
+VERIFIER_MIN_ITEMS = 16
+NONFINITE_LIMIT = 3
+
+
+class CheckedVerifier:
+    """The run's verifier pool behind the failure-share stop rule (above)."""
+
+    def __init__(self, pool: VerifierPool, timeout: float):
+        self.pool, self.timeout = pool, timeout
+
+    def score(self, items):
+        report = self.pool.score(items)
+        failed = report.timeouts + report.failures
+        if len(items) >= VERIFIER_MIN_ITEMS and failed > VERIFIER_FAILURE_SHARE * len(items):
+            raise RunError(f"the verifier failed on {failed} of {len(items)} items "
+                           f"({report.timeouts} timeouts, {report.failures} errors), more than "
+                           f"{VERIFIER_FAILURE_SHARE:.0%}: the rewards would be zeros, not "
+                           f"scores; check the scorer and preset.verifier_timeout "
+                           f"({self.timeout:g} s)")
+        return report
+
+    def close(self) -> None:
+        self.pool.close()
 
 
 class Run:
@@ -125,6 +166,8 @@ class Run:
                 raise RunError(f"no usable training problems in {p.train_data}")
             self.train_tasks = tasks
             self.held_out = next(iter(self.eval_sets.values()))
+        # the planner checked an upper bound; small buckets and dropped prompts can leave fewer
+        check_pool_size(p, len(self.train_tasks), p.train_data or f"the {p.task_mix} mix")
 
     def setup(self) -> None:
         p, spec = self.p, self.spec
@@ -163,12 +206,14 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.engine = self._make_engine()
         self.engine.phase = self.ledger.phase    # an engine's recompute is charged to logprob
-        self.verifier = VerifierPool(p.verifier_workers, p.verifier_timeout)
+        self.verifier = CheckedVerifier(VerifierPool(p.verifier_workers, p.verifier_timeout),
+                                        p.verifier_timeout)
         self.loss_cfg = LossConfig(p.clip_low, p.clip_high, p.dual_clip, p.kl_coef, p.temperature)
         self.metrics: list[dict] = []
         self.evals: list[dict] = []
         self.next_step = 0
         self.nan_skipped = 0
+        self.nonfinite_streak = 0
         self._load_checkpoint()
         if self.next_step > 0:        # resumed: the engine loaded the initial weights
             self._sync_engine()
@@ -212,15 +257,18 @@ class Run:
         return {"next_step": self.next_step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "allocator": self.allocator, "lengthctl": self.lengthctl, "stats": self.stats,
-                "ledger": self.ledger, "sampler": self.sampler, "nan_skipped": self.nan_skipped}
+                "ledger": self.ledger, "sampler": self.sampler, "nan_skipped": self.nan_skipped,
+                "nonfinite_streak": self.nonfinite_streak}
 
     def _save_checkpoint(self) -> None:
-        atomic_torch_save(self.dir / "checkpoint.pt", self._state())
+        atomic_torch_save(self.dir / "checkpoint.pt", self._state(),
+                          checkpoint_meta(self.spec, self.next_step, self.metrics, self.evals))
 
     def _load_checkpoint(self) -> None:
         remove_stale_temp_files(self.dir)
         path = self.dir / "checkpoint.pt"
-        if not path.is_file():
+        resumed = check_resume(self.spec, self.dir)      # before any weights are read
+        if resumed is None:
             return
         try:
             state = read_checkpoint(path)
@@ -232,10 +280,9 @@ class Run:
         for key in ("allocator", "lengthctl", "stats", "ledger", "sampler"):
             setattr(self, key, state[key])
         self.next_step, self.nan_skipped = state["next_step"], state["nan_skipped"]
+        self.nonfinite_streak = state.get("nonfinite_streak", 0)
         # steps after the checkpoint are recomputed, identically
-        self.metrics = [m for m in read_jsonl(self.dir / "metrics.jsonl")
-                        if m["step"] < self.next_step]
-        self.evals = [e for e in read_jsonl(self.dir / "eval.jsonl") if e["step"] <= self.next_step]
+        _, self.metrics, self.evals = resumed
         self.log(f"resuming {self.dir.name} at step {self.next_step}")
 
     # ------------------------------------------------------------------ the step ---------
@@ -351,6 +398,11 @@ class Run:
         micro_stats: list[tuple[float, float]] = []     # (kl, clip fraction) per micro-batch
         for batch in batches:
             result = self._optimizer_step([kept[i] for i in batch], micro_stats)
+            self.nonfinite_streak = self.nonfinite_streak + 1 if result is None else 0
+            if self.nonfinite_streak >= NONFINITE_LIMIT:
+                raise RunError(f"step {step}: the loss or gradient was not finite in "
+                               f"{self.nonfinite_streak} optimizer steps in a row: the policy "
+                               f"diverged (lower preset.lr = {self.p.lr:g}?)")
             if result is None:
                 self.nan_skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
@@ -393,6 +445,10 @@ class Run:
         if not torch.isfinite(norm):
             return None
         self.optimizer.step()
+        parameters = [q.detach() for q in self.model.parameters()]
+        if not bool(torch.stack([torch.isfinite(q).all() for q in parameters]).all()):
+            raise RunError(f"the policy's weights are not finite after an update: the policy "
+                           f"diverged (lower preset.lr = {self.p.lr:g}?)")
         return loss_value, float(norm)
 
     def train_step(self, step: int) -> dict:
@@ -546,6 +602,10 @@ class Run:
             if self.spec.log_to:
                 tracking = Tracking(self.spec.log_to, self.dir, config)
             if self.next_step == 0 and not self.evals:
+                # tens of seconds with nothing else on screen: say what is happening
+                self.log(f"{self.dir.name}: evaluating the initial policy on "
+                         f"{sum(len(t) for t in self.eval_sets.values())} held-out prompts "
+                         f"x {self.p.eval_samples} samples (step 0)")
                 self.evals.append(self._initial_evaluation())
                 atomic_write_jsonl(self.dir / "eval.jsonl", self.evals)
             last = self.p.steps if self.clock is None else self.clock.step_cap

@@ -6,13 +6,17 @@ each file, never a torn one.
 
 ``checkpoint.pt`` ends with a trailer holding the sha256 of everything before it (torch.load
 ignores bytes after the zip archive); :func:`read_checkpoint` refuses, in one line, a file whose
-bytes do not match, so a flipped bit in a tensor cannot resume a run silently.  A temp file left
+bytes do not match, so a flipped bit in a tensor cannot resume a run silently.  Before the
+trailer, one JSON line records what the checkpoint belongs to (the run's config hash, its step,
+the number and hash of the metric and evaluation lines written so far): readable without torch
+(:func:`read_checkpoint_meta`) and checked by :func:`trainer.spec.check_resume` before a resume.  A temp file left
 by a kill during a write (``.NAME.*.tmp``) is removed by :func:`remove_stale_temp_files` when the
 run resumes.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -41,11 +45,36 @@ def atomic_write_jsonl(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
 
+class RunFileError(ValueError):
+    """A run file that cannot be read, as one line naming the file (and line)."""
+
+
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON Lines run file ([] when it is absent); a line that is not a JSON
+    object raises :class:`RunFileError` naming the file and line."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunFileError(f"{path}:{lineno}: not valid JSON ({exc.msg}); the file was cut "
+                               f"or edited") from None
+        if not isinstance(record, dict):
+            raise RunFileError(f"{path}:{lineno}: expected a JSON object")
+        records.append(record)
+    return records
+
+
+def records_digest(records: list[dict]) -> str:
+    """sha256 of records as :func:`atomic_write_jsonl` writes them (a checkpoint's record of
+    the metric and evaluation lines it follows)."""
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_json(path: Path):
@@ -71,6 +100,8 @@ def read_summary(path: Path) -> dict | None:
 
 CHECKSUM_TAG = b"\n#allocbench-sha256:"
 TRAILER_BYTES = len(CHECKSUM_TAG) + 64 + 1
+META_TAG = b"\n#allocbench-run:"
+META_TAIL_BYTES = 16384          # the meta line and the trailer are far shorter
 
 
 class CheckpointError(ValueError):
@@ -89,22 +120,78 @@ def _sha256(path: Path, length: int) -> str:
     return digest.hexdigest()
 
 
-def atomic_torch_save(path: Path, obj) -> None:
-    """torch.save, then the checksum trailer, then the rename."""
+class _OSWriter(io.RawIOBase):
+    """The file torch.save writes through, keeping the operating system's error: torch turns a
+    failed write into "unexpected pos 24512 vs 24406", which says neither what nor where."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd, self.error = fd, None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as exc:
+            self.error = exc
+            raise
+        return done
+
+
+def atomic_torch_save(path: Path, obj, meta: dict | None = None) -> None:
+    """torch.save, then ``meta`` (one JSON line, :func:`read_checkpoint_meta` reads it without
+    torch), then the checksum trailer over both, then the rename.  A write the system refuses
+    (no space left, a file-size limit) raises OSError naming ``path``; no temp file is left."""
     import torch        # here, not above: reading a run's JSON files must not load torch
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    writer = _OSWriter(fd)
     try:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, writer)
+            if meta is not None:
+                writer.write(META_TAG + json.dumps(meta, sort_keys=True).encode() + b"\n")
+        except (OSError, RuntimeError) as exc:
+            if writer.error is None:
+                raise
+            raise OSError(writer.error.errno, writer.error.strerror, str(path)) from exc
+        finally:
+            os.close(fd)
         digest = _sha256(Path(tmp), os.path.getsize(tmp))
-        with open(tmp, "ab") as handle:
-            handle.write(CHECKSUM_TAG + digest.encode() + b"\n")
+        try:
+            with open(tmp, "ab") as handle:
+                handle.write(CHECKSUM_TAG + digest.encode() + b"\n")
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_checkpoint_meta(path: Path) -> dict | None:
+    """The ``meta`` a checkpoint was written with (None when it has none), read from its last
+    bytes without torch and without hashing the file (:func:`verify_checkpoint` does that)."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(max(0, size - META_TAIL_BYTES))
+        tail = handle.read()
+    end = len(tail) - TRAILER_BYTES
+    start = tail.rfind(META_TAG, 0, end)
+    if start < 0 or tail[end - 1:end] != b"\n":
+        return None
+    try:
+        meta = json.loads(tail[start + len(META_TAG):end - 1])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def verify_checkpoint(path: Path) -> None:

@@ -4,10 +4,16 @@ checks a user's inputs get before any work, each failing in one line (:class:`Ru
 Kept apart from :mod:`trainer.loop` and free of torch at import, so that ``python -m bench.run``
 answers a bad argument at once instead of after the seconds torch takes to load; torch is asked
 only about a CUDA device, and the data reader only when a preset names data files.
+
+A resume is checked here too (:func:`check_resume`), from the checkpoint's record of the run it
+belongs to, read without torch: a checkpoint of another config, or metric and evaluation files
+that disagree with it, are refused before any work, naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +23,22 @@ from core.options import OptionError, check_instance
 from core.rows import Setting
 from trainer.budget import ProtocolError, check_protocol
 from trainer.config import Preset
-from trainer.rundir import read_json
+from trainer.rundir import (CheckpointError, RunFileError, read_checkpoint_meta, read_json,
+                            read_jsonl, records_digest, verify_checkpoint)
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 ENGINES = ("hf", "vllm")
+# the keyword options each engine takes from ``preset.engine_options`` (the rest of their
+# arguments come from the preset); kept here, torch-free, so that a typo is refused before any
+# work -- tests/test_bad_input.py checks these against the engines' signatures
+ENGINE_OPTIONS = {
+    "hf": ("max_batch_rows", "compact_fraction"),
+    "vllm": ("old_logprobs", "gpu_memory_utilization", "max_model_len", "enforce_eager",
+             "sleep_level", "recompute_tokens"),
+}
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+# a seed is a numpy SeedSequence entropy word and torch.manual_seed's argument
+MAX_SEED = 2**32 - 1
 
 
 class RunError(RuntimeError):
@@ -60,19 +78,36 @@ class RunSpec:
         name = f"{self.label}__b{self.budget:g}__s{self.seed}"
         return f"{self.group}/{name}" if self.group else name
 
+    def config_sha256(self) -> str:
+        """The run's identity as a checkpoint records it (:func:`check_resume`)."""
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()
 
-def validate_spec(spec: RunSpec) -> None:
-    """Errors a user can fix, raised before any work (one line each)."""
+
+def validate_preset(p: Preset) -> None:
+    """The preset's own errors (no method, budget or seed involved), one line each."""
     try:
-        check_instance(spec.preset, "preset")     # every field's declared type and range
+        check_instance(p, "preset")     # every field's declared type and range
     except OptionError as exc:
         raise RunError(str(exc)) from None
     try:
-        check_protocol(spec.preset)
+        check_protocol(p)
     except ProtocolError as exc:
         raise RunError(str(exc)) from None
+    if p.model_dir is not None:
+        check_model_dir(p.model_dir)
+    check_task_mix(p)
+    check_real_inputs(p)
+
+
+def validate_spec(spec: RunSpec, check_preset: bool = True) -> None:
+    """Errors a user can fix, raised before any work (one line each); ``check_preset=False``
+    where the caller checked the preset once for a whole sweep (:func:`validate_preset`)."""
+    if check_preset:
+        validate_preset(spec.preset)
     if not 0.0 < spec.budget <= 1.0:
         raise RunError(f"budget fraction {spec.budget} is outside (0, 1]")
+    if not 0 <= spec.seed <= MAX_SEED:
+        raise RunError(f"seed {spec.seed} is outside [0, {MAX_SEED}]")
     try:
         allocators.get(spec.method)               # an unknown method fails here, first
     except KeyError as exc:
@@ -83,16 +118,12 @@ def validate_spec(spec: RunSpec) -> None:
         raise RunError(f"budget fraction {spec.budget} gives {setting.rollouts_per_step} rollouts "
                        f"per step, fewer than the {p.prompts_per_step} prompts (one rollout each) "
                        f"it must cover")
-    try:                  # the method, its stop rule and the pair's fit to the engine, first
+    try:                  # the method, its stop rule and the pair's fit to the engine
         make_controllers(spec, setting)
     except KeyError as exc:
         raise RunError(exc.args[0]) from None
     except (TypeError, ValueError) as exc:
         raise RunError(f"{spec.label} at budget {spec.budget:g}: {exc}") from None
-    if p.model_dir is not None:
-        check_model_dir(p.model_dir)
-    check_task_mix(p)
-    check_real_inputs(p)
 
 
 def check_task_mix(p) -> None:
@@ -122,14 +153,32 @@ def check_real_inputs(p) -> None:
         if not p.eval_data:
             raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
         from trainer.data import DataError, check_data_file     # reasoning_gym: seconds to load
+        tokenizer, room = prompt_room(p)
         for path in (p.train_data, *p.eval_data):
+            # training prompts over max_prompt_tokens are dropped (verl), not refused
+            dropped = path == p.train_data and p.max_prompt_tokens is not None
             try:
-                check_data_file(path)
+                problems = check_data_file(path, None if dropped else tokenizer, room)
             except DataError as exc:
                 raise RunError(str(exc)) from None
+            if path == p.train_data:
+                pool = min(problems, p.train_limit or problems)
+        # after every file: a file's own error says more than the size of the pool
+        check_pool_size(p, pool, p.train_data)
+    elif p.prompts_per_step > p.train_per_bucket:
+        # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
+        from trainer.tasks import get_mix
+        check_pool_size(p, len(get_mix(p.task_mix).buckets) * p.train_per_bucket,
+                        f"the {p.task_mix} mix at train_per_bucket = {p.train_per_bucket}")
     elif p.eval_data:
         raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
                        f"mix has its own held-out set")
+    if not DEVICE.fullmatch(str(p.device)):
+        raise RunError(f"preset.device = {p.device!r}: expected cpu, cuda, cuda:N or mps")
+    unknown = sorted(set(p.engine_options) - set(ENGINE_OPTIONS.get(p.engine, ())))
+    if unknown:
+        raise RunError(f"preset.engine_options: unknown option(s) {', '.join(unknown)} of the "
+                       f"{p.engine} engine; known: {', '.join(ENGINE_OPTIONS[p.engine])}")
     if p.dtype not in DTYPE_NAMES:
         raise RunError(f"unknown dtype {p.dtype!r}; choose one of {', '.join(DTYPE_NAMES)}")
     if p.engine not in ENGINES:
@@ -146,6 +195,31 @@ def check_real_inputs(p) -> None:
             check_vllm(p.device)
         except VLLMUnavailable as exc:
             raise RunError(str(exc)) from None
+
+
+def prompt_room(p) -> tuple[object, int | None]:
+    """(tokenizer, most prompt tokens) of a preset's model directory: its context length less
+    ``max_new_tokens``; (None, None) without a model directory."""
+    if p.model_dir is None:
+        return None, None
+    from transformers import AutoConfig, AutoTokenizer
+    config = AutoConfig.from_pretrained(p.model_dir, local_files_only=True)
+    context = getattr(config, "max_position_embeddings", None)
+    if context is None:
+        return None, None
+    if context <= p.max_new_tokens:
+        raise RunError(f"preset.max_new_tokens = {p.max_new_tokens} leaves no room for a prompt "
+                       f"in the model's context of {context} tokens")
+    return AutoTokenizer.from_pretrained(p.model_dir, local_files_only=True), \
+        context - p.max_new_tokens
+
+
+def check_pool_size(p, pool: int, source: str) -> None:
+    """A step draws ``prompts_per_step`` distinct prompts: more than the pool holds would train
+    on repeats of every prompt in each step, which no method asked for."""
+    if p.prompts_per_step > pool:
+        raise RunError(f"preset.prompts_per_step = {p.prompts_per_step} is more than the "
+                       f"{pool} training prompts of {source}")
 
 
 def run_setting(spec: RunSpec, pool_size: int = 0) -> Setting:
@@ -191,6 +265,8 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
     made, which the first cannot see (the user set nothing either time), so that a finished run
     of the old default is never reused as if it were the new one.  Options that resolve to None
     before the run are derived during it and are not compared."""
+    if not (Path(run_dir) / "summary.json").is_file():
+        check_resume(spec, run_dir)       # a finished run is only read, never resumed
     config_path = Path(run_dir) / "config.json"
     if not config_path.is_file():
         return
@@ -215,3 +291,60 @@ def check_run_dir(spec: RunSpec, run_dir: Path) -> None:
         raise RunError(f"{run_dir} holds a run whose {spec.method} options resolve differently "
                        f"now ({'; '.join(changed)}: a default changed since it ran); use "
                        f"another --out or delete it")
+
+
+CHECKPOINT_META = ("config_sha256", "step", "metric_lines", "metrics_sha256", "eval_lines",
+                   "evals_sha256")
+
+
+def checkpoint_meta(spec: RunSpec, step: int, metrics: list[dict], evals: list[dict]) -> dict:
+    """What a checkpoint records about the run it belongs to: the run's config hash, its step,
+    and the number and hash of the metric and evaluation lines written up to it."""
+    return {"config_sha256": spec.config_sha256(), "step": step,
+            "metric_lines": len(metrics), "metrics_sha256": records_digest(metrics),
+            "eval_lines": len(evals), "evals_sha256": records_digest(evals)}
+
+
+def check_resume(spec: RunSpec, run_dir: Path) -> tuple[int, list[dict], list[dict]] | None:
+    """(step, metric records, evaluation records) to resume ``run_dir`` from, checked against
+    what its checkpoint recorded; None when there is no checkpoint.
+
+    Resume used to trust whatever it found: a metrics.jsonl cut to one line "finished" a run of
+    one step, another run's checkpoint copied in was continued, a deleted config.json let a
+    run go on under another learning rate.  Now a checkpoint from another config, or files
+    that disagree with it, are refused in one line naming the file.  Steps after the checkpoint
+    (written before a kill) are dropped and recomputed, identically, as before."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        return None
+    restart = "delete it to restart the run from step 0"
+    meta = read_checkpoint_meta(path)
+    if meta is None:
+        try:            # a cut or damaged file says so first (hashes the file: only here)
+            verify_checkpoint(path)
+        except CheckpointError as exc:
+            raise RunError(str(exc)) from None
+    if meta is None or not set(CHECKPOINT_META) <= set(meta):
+        raise RunError(f"checkpoint {path} does not record which run it belongs to (written "
+                       f"by an older version, or not by this harness); {restart}")
+    if meta["config_sha256"] != spec.config_sha256():
+        raise RunError(f"checkpoint {path} belongs to a run with another config than "
+                       f"{spec.run_name()} as asked now; use another --out, or {restart}")
+    step = meta["step"]
+    kept = []
+    for name, upto in (("metrics.jsonl", lambda s: s < step), ("eval.jsonl", lambda s: s <= step)):
+        try:
+            records = read_jsonl(Path(run_dir) / name)
+        except RunFileError as exc:
+            raise RunError(f"{exc}; cannot resume from checkpoint {path}") from None
+        kept.append([r for r in records if isinstance(r.get("step"), int) and upto(r["step"])])
+    for name, records, count, digest in (
+            ("metrics.jsonl", kept[0], meta["metric_lines"], meta["metrics_sha256"]),
+            ("eval.jsonl", kept[1], meta["eval_lines"], meta["evals_sha256"])):
+        if len(records) != count or records_digest(records) != digest:
+            how = f"has {len(records)} line(s) up to step {step} where" if len(records) != count \
+                else "differs from the lines that"
+            raise RunError(f"{Path(run_dir) / name} {how} checkpoint {path} recorded "
+                           f"{count} (cut, edited or from another run); restore it, or delete "
+                           f"the checkpoint to restart the run from step 0")
+    return step, kept[0], kept[1]

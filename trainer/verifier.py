@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import logging
 import math
 import multiprocessing
 import os
@@ -92,8 +93,19 @@ def score_math_verify(response: str, gold: dict) -> float:
     return float(verify(gold_parsed, pred, timeout_seconds=None))
 
 
+def _drop_timeout_notice(record: logging.LogRecord) -> bool:
+    """math-verify warns once per process that its timeouts are off: they are, on purpose (the
+    pool's timer is the one; see :func:`score_math_verify`), and the notice printed before the
+    one-line error of a bad data file (issue 29)."""
+    return not str(record.msg).startswith("Timeout is disabled")
+
+
 def _extraction_config():
     from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    for name in ("math_verify.parser", "math_verify.grader"):
+        logger = logging.getLogger(name)
+        if _drop_timeout_notice not in logger.filters:
+            logger.addFilter(_drop_timeout_notice)
     return [LatexExtractionConfig(), ExprExtractionConfig()]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from bench.stats import curve_average
-from trainer.rundir import read_json, read_jsonl
+from trainer.rundir import RunFileError, read_json, read_jsonl
 
 
 PASS_PREFIX = "final_pass_at_"     # summary columns of the last evaluation's pass@k
@@ -32,6 +32,8 @@ def _read(path: Path, reader):
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SweepError(f"malformed run directory {path.parent}: {path.name} is not valid "
                          f"JSON ({exc})") from None
+    except RunFileError as exc:
+        raise SweepError(f"malformed run directory {path.parent}: {exc}") from None
 
 
 def run_identity(run_dir: Path) -> dict:
