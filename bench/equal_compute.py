@@ -27,9 +27,10 @@ import pandas as pd
 
 from bench.compute_curves import (MIN_IDENTIFIED_SHARE, MIN_SEEDS_FOR_INTERVAL, RESAMPLES,
                                   fit_cell)
-from bench.stats import curve_average_upto, mde, prob_improvement, t_interval
-from bench.tables.cells import MISSING, Table, fmt, is_control, row_label, signed
+from bench.stats import curve_average_upto, t_interval
+from bench.tables.cells import MISSING, Table, fmt, is_control, row_label
 from bench.tables.registry import standard
+from bench.tables.speedup import DeltaStats
 from bench.tables.sweep import SweepError, _read, finished_runs, run_identity
 from bench.uniform_grid import GRID_DIR, UniformConfig, config_of_folder
 from trainer.rundir import read_json, read_jsonl
@@ -157,35 +158,15 @@ def select_tuned(runs: pd.DataFrame) -> Selection:
 
 
 # ------------------------------------------------------------------------------ Δs
-@dataclass
-class Delta:
-    diffs: np.ndarray
-    mean: float
-    half: float
-    mde: float
-    p_improve: float
-
-    @property
-    def pairs(self) -> int:
-        return len(self.diffs)
-
-    def text(self) -> str:
-        return signed(self.mean, self.half, self.pairs, p_improve=self.p_improve
-                      if self.pairs else None, detectable=self.mde)
-
-
 def paired_delta(cell: pd.DataFrame, reference: pd.DataFrame, column: str,
-                 seeds=None) -> Delta:
+                 seeds=None) -> DeltaStats:
     """``column`` of ``cell`` minus ``reference``'s, seed by seed over the seeds both have
     (restricted to ``seeds`` when given); runs short of T (nan) pair with nothing."""
     a = cell.dropna(subset=[column]).set_index("seed")[column]
     b = reference.dropna(subset=[column]).set_index("seed")[column]
     common = sorted(set(a.index) & set(b.index) & (set(seeds) if seeds is not None
                                                     else set(a.index)))
-    diffs = np.array([a[s] - b[s] for s in common], dtype=float)
-    mean, half = t_interval(diffs)
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-    return Delta(diffs, mean, half, mde(sd, len(diffs)), prob_improvement(diffs))
+    return DeltaStats.of([a[s] - b[s] for s in common])
 
 
 def references(budget_runs: BudgetRuns) -> tuple[pd.DataFrame, pd.DataFrame, Selection]:

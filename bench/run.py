@@ -85,7 +85,6 @@ def resolve_methods(text: str) -> list[str]:
     # each once, in order: grpo,grpo would be two runs of one directory
     names = allocators.main_methods() if text == "all" else \
         list(dict.fromkeys(parse_list(text, "--methods")))
-    known = set(allocators.available())
     for name in names:
         try:
             allocators.get(name)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bench.stats import mde, t_interval
-from bench.tables.cells import HEADLINE, cell_runs
+from bench.stats import mde, prob_improvement, t_interval
+from bench.tables.cells import HEADLINE, cell_runs, signed
 from bench.tables.clock import seconds_column
 
 REFERENCE = ("grpo", 1.0)          # the reference run of speed-ups, targets and ratios
@@ -60,8 +60,9 @@ def paired_differences(df: pd.DataFrame, method: str, budget: float, ref_method:
 
 @dataclass
 class DeltaStats:
-    """A paired Δ on the headline metric: per-seed differences, mean, 95% t half-width, SD and
-    the minimum detectable effect at 80% power (nan where fewer than 2 pairs)."""
+    """A paired Δ: per-seed differences, mean, 95% t half-width, SD and the minimum detectable
+    effect at 80% power (nan where fewer than 2 pairs). The per-step tables and the
+    equal-compute headline (bench.equal_compute) both build it with :meth:`of`."""
 
     diffs: np.ndarray
     mean: float
@@ -69,14 +70,27 @@ class DeltaStats:
     sd: float
     mde: float
 
+    @classmethod
+    def of(cls, diffs) -> "DeltaStats":
+        diffs = np.asarray(diffs, dtype=float)
+        mean, half = t_interval(diffs)
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+        return cls(diffs, mean, half, sd, mde(sd, len(diffs)))
+
     @property
     def pairs(self) -> int:
         return len(self.diffs)
 
+    @property
+    def p_improve(self) -> float:
+        return prob_improvement(self.diffs)
+
+    def text(self) -> str:
+        return signed(self.mean, self.half, self.pairs, p_improve=self.p_improve
+                      if self.pairs else None, detectable=self.mde)
+
 
 def delta_stats(df: pd.DataFrame, method: str, budget: float, ref_budget: float) -> DeltaStats:
     """(method, budget) − (GRPO, ref_budget) on the curve average, paired by seed."""
-    diffs = paired_differences(df, method, budget, "grpo", ref_budget, column=HEADLINE)
-    mean, half = t_interval(diffs)
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-    return DeltaStats(diffs, mean, half, sd, mde(sd, len(diffs)))
+    return DeltaStats.of(paired_differences(df, method, budget, "grpo", ref_budget,
+                                            column=HEADLINE))
