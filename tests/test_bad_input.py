@@ -269,8 +269,10 @@ def test_the_engine_options_known_to_the_planner_are_the_engines_keywords():
     from trainer.engine import HFEngine
     from trainer.spec import ENGINE_OPTIONS
     from trainer.vllm_engine import VLLMEngine
+    # ``fast`` (HFEngine) switches the lean forward off for bench.engine and the tests; it is
+    # deliberately no run option (the forward is chosen by what it can compute, trainer.fastlm)
     fixed = {"self", "model", "tokenizer", "model_dir", "max_new_tokens", "temperature", "top_p",
-             "dtype", "seed"}
+             "dtype", "seed", "fast"}
     for name, engine in (("hf", HFEngine), ("vllm", VLLMEngine)):
         keywords = set(inspect.signature(engine.__init__).parameters) - fixed
         assert set(ENGINE_OPTIONS[name]) == keywords, name

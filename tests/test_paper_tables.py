@@ -117,7 +117,9 @@ def test_real_tables_on_the_smoke_preset(tmp_path, capsys):
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Knapsack-RL: effective-gradient ratio" in printed and "Knapsack-RL − GRPO" in printed
-    assert {p.name for p in out.iterdir() if p.is_dir()} == {"grpo__b1__s0", "knapsack__b1__s0"}
+    # besides the runs, the step-0 evaluations shared by every run of a seed (trainer.initial_eval)
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {"grpo__b1__s0", "knapsack__b1__s0",
+                                                              "initial-evals"}
     assert (out / "paper_knapsack-effective.png").is_file()
     assert run_main(["--table", "coba-table4", "--out", str(out), "--no-plots"]) == 0
     printed = capsys.readouterr().out

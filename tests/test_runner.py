@@ -9,7 +9,8 @@ from bench.run import main
 from trainer.loop import Run, RunSpec
 from trainer.rundir import read_json, read_jsonl
 
-TIMING_KEYS = {"seconds", "cum_seconds", "cum_train_seconds", "timing", "cpu_seconds",
+TIMING_KEYS = {"seconds", "cum_seconds", "cum_train_seconds", "timing", "cpu_seconds", "step_seconds",
+               "unphased_seconds",
                "cum_train_cpu_seconds"}
 
 

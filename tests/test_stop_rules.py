@@ -54,11 +54,16 @@ def test_the_method_own_rule_keeps_the_name_and_config_it_had(smoke_preset):
         smoke_preset.group_size
 
 
-def test_a_refused_pair_fails_in_one_line_before_the_model_loads(smoke_preset, tmp_path, capsys,
-                                                                 monkeypatch):
+def test_a_refused_pair_fails_in_one_line_before_the_model_loads_vllm_availability_mocked(
+        smoke_preset, tmp_path, capsys, monkeypatch):
     import trainer.loop
+    import trainer.vllm_engine
     loaded = []
     monkeypatch.setattr(trainer.loop, "load_policy", lambda *a: loaded.append(a))
+    # this machine has neither vLLM nor a GPU, and the preset check refuses the vllm engine
+    # first for that; mocked here so the check under test (a stop rule the engine cannot run)
+    # is the one a user with vLLM meets
+    monkeypatch.setattr(trainer.vllm_engine, "check_vllm", lambda device="cuda": None)
     vllm = with_overrides(smoke_preset, engine="vllm")
     with pytest.raises(RunError, match="stop rule 'arrol' needs the hf engine"):
         validate_spec(RunSpec("greso", 1.0, 0, vllm, length="arrol"))

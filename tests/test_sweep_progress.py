@@ -13,10 +13,11 @@ from bench.executors import SweepProgress
 class FakeSpec:
     name: str
     steps: int
+    budget: float = 1.0
 
     @property
-    def preset(self):
-        return SimpleNamespace(steps=self.steps)
+    def preset(self):       # a per-step preset: a run is expected to take its ``steps``
+        return SimpleNamespace(steps=self.steps, protocol="steps")
 
     def run_name(self) -> str:
         return self.name

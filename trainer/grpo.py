@@ -134,8 +134,11 @@ def _batch(model, rows, prompts, pad_id, temperature, ref_model=None):
     prompt run once for its rows), else transformers' forward over right-padded prompt +
     response rows (:func:`_pack`)."""
     fast = fastlm.for_model(model)
+    ref_fast = fastlm.for_model(ref_model) if ref_model is not None else None
     adv = [r.advantage * r.weight for r in rows]
-    if fast is None:
+    # both through one layout: a reference the lean forward does not cover (e.g. a bf16 copy
+    # beside float32 master weights) sends the policy through transformers' forward too
+    if fast is None or (ref_model is not None and ref_fast is None):
         device = next(model.parameters()).device
         ids, attn, mask, targets, old = _pack(rows, prompts, pad_id, device)
         logp = token_logprobs(model, ids, attn, targets, temperature)
@@ -150,7 +153,7 @@ def _batch(model, rows, prompts, pad_id, temperature, ref_model=None):
     ref = None
     if ref_model is not None:
         with torch.no_grad():
-            ref = fastlm.for_model(ref_model).response_logprobs(*args)
+            ref = ref_fast.response_logprobs(*args)
     counts = torch.tensor([r.n_tokens for r in rows])
     old = torch.from_numpy(np.concatenate([r.logprobs for r in rows]).astype(np.float32))
     return logp, old, torch.tensor(adv, dtype=torch.float32).repeat_interleave(counts), \
