@@ -32,7 +32,8 @@ Departures from the shared loop, each forced by where verl draws prompts:
   for the next draw, so no drawn prompt is lost.
 * ``attach_pool`` is not called (verl streams the dataset); methods read the pool size from
   ``Setting.pool_size`` instead, which every method that needs only the size already does.
-  Methods that need the whole pool's features are refused (VIP, DUET's allocation).
+  Methods that need the whole pool's features are refused (VIP, DUET's allocation), and so
+  are methods that draw no candidates and schedule pool prompts of their own (sGPO).
 * Old log-probs are verl's: it recomputes every row's with the current actor before the update
   (decoupled mode), which is what Pilot-Commit's ``recompute_old_logprobs`` asks for its stale
   pilots and, on-policy, what every other row carries anyway.
@@ -75,6 +76,12 @@ def refusal(alloc: Allocator) -> str | None:
     if alloc.control:
         return ("a control sees every candidate's pass rate from unbilled extra rollouts: a "
                 "reference row of the benchmark, not a training method")
+    if alloc.candidates_per_step() == 0:
+        # sGPO: it draws nothing and plans pool prompts of its own choosing (a profiling pass
+        # over the whole pool, then a curriculum); the plugin only holds the prompts verl drew
+        return ("it schedules its own prompts from the whole training pool (a profiling pass, "
+                "a curriculum), and verl's streamed dataloader hands the plugin only the prompts "
+                "of each batch")
     features = tuple(alloc.needs().features)
     if features:
         return (f"it needs prompt features of the whole pool before step 0 "

@@ -133,6 +133,7 @@ def test_every_method_runs_or_is_refused_in_one_line():
         assert table[must_run] == "runs in verl", must_run
     assert "stop rule (duet)" in table["duet"] and "stop rule (arrol)" in table["arrol"]
     assert "features" in table["vip"] and "unbilled" in table["oracle"]
+    assert "whole training pool" in table["sgpo"]
     for verdict in table.values():
         assert "\n" not in verdict
     with pytest.raises(RefusedMethod, match="cannot run in verl"):
