@@ -8,7 +8,8 @@ directories, same executors, finished runs reused, unfinished ones resumed):
     and, with ``--with-duet``, ``duet-abort`` at b = 1 (uniform counts + DUET's stop rule),
 
 then judges four criteria, each paired by seed on the curve-average accuracy (``bench.stats``)
-with its two-sided 95% Student-t interval:
+with its two-sided 95% Student-t interval, against the thresholds the preset's testbed declares
+(``trainer.testbeds.Gate``; the defaults shown):
 
     learning            GRPO (b=1) curve average − its step-0 accuracy      mean >= 0.10
     budget sensitivity  GRPO (b=1) − GRPO (b=0.5)                           > 0, interval excl. 0
@@ -16,6 +17,12 @@ with its two-sided 95% Student-t interval:
                         b = 0.5 is not less budget, only smaller steps)
     headroom            oracle − GRPO, b = 0.5                               > 0, interval excl. 0
     negative control    GRPO − anti-oracle, b = 0.5                          > 0, interval excl. 0
+
+(a testbed may ask a paired criterion for a larger mean too: ``mean >= m, interval excl. 0``).
+Without ``--seeds`` it runs seeds 0..K-1, K the testbed's ``Gate.seeds``: the count at which its
+gate passes robustly.  For each paired criterion the table also gives the seed count at which,
+at the mean and SD of the paired differences observed, the interval would exclude 0 with 80%
+power (``bench.stats.seeds_for_power``), so that K is a computed number, not one lucky draw.
 
 and prints the regime diagnostics each method family needs, with their targets (reported, not
 gating): zero-variance group fraction under GRPO b=1 (0.3–0.7), pool epochs over the run (>= 4),
@@ -46,11 +53,13 @@ from bench.report import build, update_sweep_file
 from bench.run import (HelpFormatter, UsageError, add_override_arguments, configure, execute,
                        locked, parse_ints)
 from bench.stats import t_interval
+from bench.stats import interval_power, seeds_for_power
 from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
+from trainer.testbeds import Gate, testbed_of
 from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
-LEARNING_GAIN = 0.10
+POWER = 0.8
 RUNS = (("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5), ("anti-oracle", 0.5))
 DUET_RUN = ("duet-abort", 1.0)
 METRIC = "curve_accuracy"
@@ -65,6 +74,16 @@ class Criterion:
     n: int
     threshold: str
     passed: bool
+    sd: float = float("nan")          # of the paired differences (nan for learning)
+    power_seeds: int | None = None    # seeds for 80% power at the observed mean and SD
+    paired: bool = True
+
+    def power_text(self) -> str:
+        if not self.paired:
+            return "—"
+        if np.isnan(self.sd):
+            return MISSING
+        return str(self.power_seeds) if self.power_seeds is not None else "never (mean <= 0)"
 
     def row(self) -> dict:
         interval = (f"[{self.mean - self.half:+.3f}, {self.mean + self.half:+.3f}]"
@@ -72,7 +91,9 @@ class Criterion:
         return {"criterion": self.name, "measured": (f"{self.mean:+.3f}" if not np.isnan(self.mean)
                                                      else MISSING),
                 "95% interval": interval, "seeds": str(self.n), "threshold": self.threshold,
-                "result": "pass" if self.passed else "FAIL", "what": self.what}
+                "result": "pass" if self.passed else "FAIL",
+                "paired SD": MISSING if np.isnan(self.sd) else f"{self.sd:.4f}",
+                f"seeds for {POWER:.0%} power": self.power_text(), "what": self.what}
 
 
 @dataclass
@@ -106,10 +127,16 @@ def _paired(df, a, b, column=METRIC) -> np.ndarray:
 MIN_SEEDS = 2
 
 
-def _excludes_zero(name, what, diffs) -> Criterion:
+def _excludes_zero(name, what, diffs, minimum: float = 0.0) -> Criterion:
     mean, half = t_interval(diffs)
-    passed = len(diffs) >= MIN_SEEDS and not np.isnan(half) and mean - half > 0
-    return Criterion(name, what, mean, half, len(diffs), "> 0, interval excl. 0", passed)
+    passed = (len(diffs) >= MIN_SEEDS and not np.isnan(half) and mean - half > 0
+              and mean >= minimum)
+    threshold = ("> 0" if minimum <= 0 else f">= {minimum:g}") + ", interval excl. 0"
+    finite = np.asarray(diffs, dtype=float)
+    finite = finite[~np.isnan(finite)]
+    sd = float(np.std(finite, ddof=1)) if len(finite) >= MIN_SEEDS else float("nan")
+    return Criterion(name, what, mean, half, len(diffs), threshold, passed, sd,
+                     seeds_for_power(mean, sd, POWER))
 
 
 def token_budget_gains(sweep_dir: Path, seeds=None) -> np.ndarray | None:
@@ -136,9 +163,11 @@ def token_budget_gains(sweep_dir: Path, seeds=None) -> np.ndarray | None:
     return np.array(gains, dtype=float)
 
 
-def criteria(summaries: pd.DataFrame, budget_gains: np.ndarray | None = None) -> list[Criterion]:
-    """The four gate criteria from a sweep's summaries (``curve_accuracy`` column); under the
-    token protocol budget sensitivity is ``budget_gains`` (:func:`token_budget_gains`)."""
+def criteria(summaries: pd.DataFrame, budget_gains: np.ndarray | None = None,
+             gate: Gate = Gate()) -> list[Criterion]:
+    """The four gate criteria from a sweep's summaries (``curve_accuracy`` column) against
+    ``gate``'s thresholds; under the token protocol budget sensitivity is ``budget_gains``
+    (:func:`token_budget_gains`)."""
     if summaries.empty:
         gains = np.zeros(0)
     else:
@@ -146,18 +175,20 @@ def criteria(summaries: pd.DataFrame, budget_gains: np.ndarray | None = None) ->
         gains = (grpo[METRIC] - grpo["initial_accuracy"]).to_numpy(dtype=float)
     mean, half = t_interval(gains)
     learning = Criterion("learning", "GRPO b=1 curve average − step-0 accuracy", mean, half,
-                         len(gains), f">= {LEARNING_GAIN:.2f}",
-                         len(gains) > 0 and mean >= LEARNING_GAIN)
+                         len(gains), f">= {gate.learning:.2f}",
+                         len(gains) > 0 and mean >= gate.learning, paired=False)
     return [learning,
             _excludes_zero("budget sensitivity", "GRPO b=1 − GRPO b=0.5",
-                           _paired(summaries, ("grpo", 1.0), ("grpo", 0.5)))
+                           _paired(summaries, ("grpo", 1.0), ("grpo", 0.5)),
+                           gate.budget_sensitivity)
             if budget_gains is None else
             _excludes_zero("budget sensitivity", "GRPO b=1 accuracy at T − at T/2 (token "
-                           "protocol)", budget_gains),
+                           "protocol)", budget_gains, gate.budget_sensitivity),
             _excludes_zero("headroom", "oracle − GRPO, b=0.5",
-                           _paired(summaries, ("oracle", 0.5), ("grpo", 0.5))),
+                           _paired(summaries, ("oracle", 0.5), ("grpo", 0.5)), gate.headroom),
             _excludes_zero("negative control", "GRPO − anti-oracle, b=0.5",
-                           _paired(summaries, ("grpo", 0.5), ("anti-oracle", 0.5)))]
+                           _paired(summaries, ("grpo", 0.5), ("anti-oracle", 0.5)),
+                           gate.negative_control)]
 
 
 def _grpo_dirs(sweep_dir: Path, summaries: pd.DataFrame) -> list[Path]:
@@ -219,7 +250,29 @@ def diagnostics(sweep_dir: Path, summaries: pd.DataFrame) -> list[Diagnostic]:
     ]
 
 
-def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=()) -> str:
+def power_line(gate: list[Criterion], default_seeds: int | None) -> str:
+    """The seed count the observed spread asks for: the largest over the paired criteria."""
+    needed = [c for c in gate if c.paired and not np.isnan(c.sd)]
+    if not needed:
+        return "Seeds for 80% power: not computable (each paired criterion needs 2 seeds)."
+    if any(c.power_seeds is None for c in needed):
+        worst = ", ".join(c.name for c in needed if c.power_seeds is None)
+        verdict = f"no seed count gives it: {worst} has a mean <= 0 (or needs over 1,000)"
+    else:
+        most = max(needed, key=lambda c: c.power_seeds)
+        verdict = (f"{most.power_seeds} seeds (set by {most.name}: mean {most.mean:+.4f}, "
+                   f"paired SD {most.sd:.4f} over {most.n} seeds)")
+    default = ""
+    if default_seeds:
+        weakest = min(interval_power(c.mean, c.sd, default_seeds) for c in needed)
+        default = (f"; this testbed's gate runs {default_seeds} by default (trainer.testbeds), "
+                   f"where the weakest criterion's power is {weakest:.2f}")
+    return (f"Seeds for every interval to exclude 0 with {POWER:.0%} power, at the means and "
+            f"paired SDs observed: {verdict}{default}.")
+
+
+def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=(),
+           default_seeds: int | None = None) -> str:
     passed = all(c.passed for c in gate)
     rows = pd.DataFrame([c.row() for c in gate])
     diag = pd.DataFrame([d.row() for d in diags])
@@ -232,9 +285,18 @@ def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=()
         "Paired by seed on the curve-average held-out accuracy (trapezoid over the evaluations "
         "after step 0, normalised by their span); 95% interval = two-sided Student-t over the "
         "per-seed differences. Learning passes on its mean; the others need the whole interval "
-        "above 0.", "", f"**{verdict}**", "",
+        "above 0.", "", power_line(gate, default_seeds), "", f"**{verdict}**", "",
         "### Regime diagnostics (reported, not gating)", "",
         diag.to_markdown(index=False, disable_numparse=True), ""])
+
+
+def _declared_gate(preset: str) -> Gate | None:
+    """The gate the preset's testbed declares (None for a preset no testbed declares, e.g. one
+    renamed by ``--set preset.name=...``: the default thresholds then apply)."""
+    try:
+        return testbed_of(preset).gate
+    except KeyError:
+        return None
 
 
 def judge(sweep_dir: Path, seeds=None) -> tuple[list[Criterion], list[Diagnostic], str]:
@@ -244,15 +306,17 @@ def judge(sweep_dir: Path, seeds=None) -> tuple[list[Criterion], list[Diagnostic
     summaries = load_summaries(sweep_dir)
     if seeds is not None and not summaries.empty:
         summaries = summaries[summaries["seed"].isin(list(seeds))]
-    gate = criteria(summaries, token_budget_gains(sweep_dir, seeds))
+    names = sorted(summaries["preset"].astype(str).unique()) if not summaries.empty else []
+    declared = _declared_gate(names[0]) if len(names) == 1 else None
+    gate = criteria(summaries, token_budget_gains(sweep_dir, seeds), declared or Gate())
     diags = diagnostics(sweep_dir, summaries)
-    preset = ", ".join(sorted(summaries["preset"].astype(str).unique())) \
-        if not summaries.empty else "(no runs)"
+    preset = ", ".join(names) if names else "(no runs)"
     judged = sorted(summaries["seed"].unique()) if not summaries.empty else []
-    text = render(gate, diags, preset, judged)
+    text = render(gate, diags, preset, judged, declared.seeds if declared else None)
     atomic_write_text(Path(sweep_dir) / "calibration.md", text)
     records = [{"kind": "criterion", "name": c.name, "value": c.mean, "ci95": c.half,
-                "seeds": c.n, "target": c.threshold, "passed": c.passed} for c in gate]
+                "seeds": c.n, "target": c.threshold, "passed": c.passed, "sd": c.sd,
+                "power_seeds": c.power_seeds} for c in gate]
     records += [{"kind": "diagnostic", "name": d.name, "value": d.value, "ci95": float("nan"),
                  "seeds": float("nan"), "target": d.target(), "passed": d.in_range}
                 for d in diags]
@@ -272,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter)
     parser.add_argument("--preset", default=DEFAULT_PRESET,
                         help=f"run preset: {', '.join(PRESETS)} (default {DEFAULT_PRESET})")
-    parser.add_argument("--seeds", default="0,1,2",
-                        help="comma-separated integer seeds (intervals need at least 2)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated integer seeds (intervals need at least 2; "
+                             "default 0..K-1, K the preset's gate seed count: noisy-chain 5)")
     parser.add_argument("--out", default=None,
                         help="sweep directory (default: runs/<preset>-calibration); an existing "
                              "bench.run sweep of the same preset works too: its runs are reused")
@@ -296,7 +361,8 @@ def plan(args) -> tuple[list[RunSpec], Path]:
     preset, config = configure(preset, args, methods)
     if args.jobs is not None and (args.jobs < 1 or args.executor != "local"):
         raise UsageError("--jobs is a positive count for --executor local")
-    seeds = parse_ints(args.seeds, "--seeds")
+    seeds = parse_ints(args.seeds, "--seeds") if args.seeds is not None else \
+        list(range(_default_seeds(args.preset)))
     if len(seeds) < MIN_SEEDS:
         # a single seed trained every run and then failed each interval criterion
         raise UsageError(f"--seeds gives {len(seeds)} seed(s); the gate's intervals need at "
@@ -310,6 +376,11 @@ def plan(args) -> tuple[list[RunSpec], Path]:
         validate_spec(spec)
         check_run_dir(spec, out / spec.run_name())
     return specs, out
+
+
+def _default_seeds(preset: str) -> int:
+    gate = _declared_gate(preset)
+    return gate.seeds if gate is not None else Gate().seeds
 
 
 def main(argv=None) -> int:

@@ -47,6 +47,7 @@ from bench.sweepdir import INTERRUPTED, UsageError, locked, parse_target  # noqa
 from trainer.spec import (RunError, RunSpec, check_run_dir, check_task_mix, validate_preset,
                           validate_spec)
 from trainer.tracking import TrackingError, check_backends
+from trainer.testbeds import testbeds
 
 if TYPE_CHECKING:
     from bench.paper_tables import PaperTable
@@ -246,9 +247,13 @@ def list_everything() -> str:
         lines += _option_lines(cls.Options, "")
     for module, error in {**allocators.import_errors(), **lengthctl.import_errors()}.items():
         lines.append(f"  (not loaded: {module}: {error})")
-    lines.append("presets:")
-    for name, preset in PRESETS.items():
-        lines.append(f"  {name:20s} {preset.description}")
+    lines.append("testbeds (trainer/testbeds/) and their presets, with the seeds "
+                 "bench.calibrate runs by default:")
+    for testbed in testbeds():
+        lines.append(f"  {testbed.name} (gate: {testbed.gate.seeds} seeds): "
+                     f"{testbed.description}")
+        for preset in testbed.presets:
+            lines.append(f"    {preset.name:20s} {preset.description}")
     lines.append("preset fields (--set preset.FIELD=V; defaults of the dataclass, each preset "
                  "sets its own):")
     lines += _option_lines(Preset, "", FIXED_PRESET_FIELDS)     # set by --preset, not --set

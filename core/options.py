@@ -41,12 +41,19 @@ class OptionError(ValueError):
 def option(default: Any = MISSING, help: str = "", *, ge=None, gt=None, le=None, lt=None,
            choices=None, default_factory: Any = MISSING):
     """A dataclass field with its help and range: ``ge``/``gt``/``le``/``lt`` bound numbers,
-    ``choices`` lists the allowed values."""
+    ``choices`` lists the allowed values, or is a function returning them (a registry filled
+    after the type is defined, such as the testbeds' task mixes)."""
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "choices": tuple(choices) if choices is not None else None}
+            "choices": choices if choices is None or callable(choices) else tuple(choices)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def choices_of(meta) -> tuple | None:
+    """A field's allowed values (None: any), calling a deferred ``choices``."""
+    choices = meta.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
 
 @cache
@@ -92,8 +99,8 @@ def _type_word(annotation) -> str:
 def allowed(annotation, meta) -> str:
     """What a field accepts, in words (for errors and ``--list``)."""
     null = ", or null" if _strip_none(annotation)[1] else ""
-    if meta.get("choices"):
-        return "one of " + ", ".join(repr(c) for c in meta["choices"]) + null
+    if choices_of(meta):
+        return "one of " + ", ".join(repr(c) for c in choices_of(meta)) + null
     word = _type_word(annotation)
     low = ("[", meta["ge"]) if meta.get("ge") is not None else \
         ("(", meta["gt"]) if meta.get("gt") is not None else None
@@ -162,7 +169,7 @@ def check_value(owner: str, name: str, value, annotation, meta):
         raise fail() from None
     if value is None:
         return value
-    if meta.get("choices") is not None and value not in meta["choices"]:
+    if choices_of(meta) is not None and value not in choices_of(meta):
         raise fail()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         # no option means "unbounded" by infinity: inf overflowed timers and optimizers

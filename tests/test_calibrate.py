@@ -145,3 +145,73 @@ def test_cli_refuses_a_directory_another_sweep_holds_and_checks_set(tmp_path, ca
     assert calibrate.main(args + ["--set", "oracle.estimate_rollouts=0"]) == 2
     assert "estimate_rollouts" in capsys.readouterr().err
     assert calibrate.main(args) == 0          # the lock went with its holder
+
+
+# ------------------------------------------------------------------ the seed count a gate needs
+def test_seeds_for_power_on_hand_made_numbers():
+    from bench.stats import interval_power, seeds_for_power
+    # issue 27's noisy-chain headroom: mean +0.015, paired SD 0.0067 (8 seeds) -> 3 seeds give
+    # the interval only a 54% chance to exclude 0, 4 give 83%, 5 give 95%
+    assert seeds_for_power(0.015, 0.0067) == 4
+    assert interval_power(0.015, 0.0067, 3) == pytest.approx(0.544, abs=0.002)
+    assert interval_power(0.015, 0.0067, 5) == pytest.approx(0.955, abs=0.002)
+    # the SD the README cited for seeds 0-4 (0.0036): 3 seeds suffice, which is why it looked safe
+    assert seeds_for_power(0.015, 0.0036) == 3
+    # an effect as large as its SD: 10 seeds (the normal approximation, 7.85 -> 8, undercounts)
+    assert seeds_for_power(1.0, 1.0) == 10
+    assert seeds_for_power(2.0, 2.0) == 10          # only the ratio matters
+    assert seeds_for_power(0.0, 1.0) is None and seeds_for_power(-0.1, 0.01) is None
+    assert seeds_for_power(1e-6, 1.0) is None       # would need over 1,000 seeds
+    assert seeds_for_power(0.01, 0.0) == 2          # no spread: two seeds make an interval
+
+
+def test_interval_power_matches_a_simulated_gate():
+    """The exact (noncentral t) power against 20,000 simulated gates of normal differences."""
+    import numpy as np
+    from scipy import stats as sps
+
+    from bench.stats import interval_power
+    rng = np.random.default_rng(0)
+    for mean, sd, n in [(0.015, 0.0067, 3), (0.015, 0.0067, 5), (1.0, 1.0, 10)]:
+        d = rng.normal(mean, sd, size=(20_000, n))
+        half = sps.t.ppf(0.975, n - 1) * d.std(axis=1, ddof=1) / np.sqrt(n)
+        simulated = float(np.mean(d.mean(axis=1) - half > 0))
+        assert simulated == pytest.approx(interval_power(mean, sd, n), abs=0.01)
+
+
+def test_the_gate_prints_the_seed_count_its_spread_asks_for(tmp_path):
+    gate, _, text = results(make_sweep(tmp_path))
+    headroom = gate["headroom"]          # oracle - GRPO b=0.5 in PASSING: +0.04, +0.03, +0.05
+    diffs = [o - g for o, g in zip(PASSING[("oracle", 0.5)], PASSING[("grpo", 0.5)])]
+    from bench.stats import seeds_for_power
+    import numpy as np
+    assert headroom.sd == pytest.approx(float(np.std(diffs, ddof=1)))
+    assert headroom.power_seeds == seeds_for_power(float(np.mean(diffs)), headroom.sd)
+    assert gate["learning"].row()["seeds for 80% power"] == "—"
+    needed = max(c.power_seeds for c in gate.values() if c.paired)
+    assert f"80% power, at the means and paired SDs observed: {needed} seeds" in text
+    # smoke's testbed (chain_sum) declares 3 seeds
+    assert "gate runs 3 by default" in text
+
+
+def test_default_seeds_come_from_the_testbed(tmp_path):
+    args = calibrate.build_parser().parse_args(["--preset", "noisy-chain", "--out",
+                                                str(tmp_path / "nc")])
+    specs, _ = calibrate.plan(args)
+    assert sorted({s.seed for s in specs}) == [0, 1, 2, 3, 4]
+    args = calibrate.build_parser().parse_args(["--preset", "smoke", "--out",
+                                                str(tmp_path / "sm")])
+    assert sorted({s.seed for s in calibrate.plan(args)[0]}) == [0, 1, 2]
+
+
+def test_a_testbed_can_ask_a_paired_criterion_for_a_larger_mean(tmp_path):
+    from trainer.testbeds import Gate
+    from bench.tables import load_summaries
+    summaries = load_summaries(make_sweep(tmp_path))
+    # headroom in PASSING is oracle - GRPO b=0.5 = +0.04, +0.03, +0.05 (mean +0.04)
+    loose = {c.name: c for c in calibrate.criteria(summaries, gate=Gate(headroom=0.04))}
+    strict = {c.name: c for c in calibrate.criteria(summaries, gate=Gate(headroom=0.041))}
+    assert loose["headroom"].passed and not strict["headroom"].passed
+    assert strict["headroom"].threshold == ">= 0.041, interval excl. 0"
+    assert not {c.name: c for c in calibrate.criteria(summaries, gate=Gate(learning=0.2))}[
+        "learning"].passed

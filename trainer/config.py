@@ -3,9 +3,8 @@
 :class:`Preset` fixes everything but the method, budget fraction and seed (policy, data,
 optimizer, evaluation, accounting), so that every method of a comparison runs on the same
 footing; :class:`WarmStartConfig` and :class:`Architecture` describe the embedded policy that a
-preset without a model directory starts from.  The named presets (``smoke``, ``tiny``, the
-real-model ones) live with the command-line tools in ``bench.presets``; the loop only needs
-the types, so nothing under ``trainer/`` imports ``bench``.
+preset without a model directory starts from.  The named presets are declared by their testbeds
+(``trainer/testbeds/``) and collected by ``bench.presets``.
 
 Torch-free on purpose: a sweep planner, a config validator or a notebook can read and build
 configurations without loading torch.
@@ -18,11 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from core.options import option
 from trainer.budget import BUDGET_UNITS, PROTOCOLS, TOKEN_FIELDS
-from trainer.mixes import MIXES, get_mix
-
-# The embedded task mixes (trainer.mixes: their definitions, free of reasoning-gym), named
-# here so that the options below can declare their choices.
-TASK_MIXES = tuple(MIXES)
+from trainer.mixes import get_mix, mix_names
 
 
 @dataclass(frozen=True)
@@ -51,7 +46,7 @@ class WarmStartConfig:
     eval_per_bucket: int = 50
     seed: int = 0
     threads: int = 2
-    task_mix: str = "chain_sum"          # trainer.tasks.MIXES: the worked solutions it learns
+    task_mix: str = "chain_sum"          # trainer.mixes.get_mix: the worked solutions it learns
 
     def key(self) -> str:
         data = asdict(self)
@@ -81,8 +76,10 @@ class Preset:
     warm_start: WarmStartConfig | None          # the embedded policy, built and cached on first use
     model_dir: str | None = option(None, "a Hugging Face model directory to load instead of "
                                    "the embedded policy (wins if set)")
-    task_mix: str = option("chain_sum", "embedded tasks: the task mix (trainer.tasks.MIXES); "
-                           "must equal the warm start's", choices=TASK_MIXES)
+    # the testbeds (trainer.testbeds) declare the mixes and import this module, so the choices
+    # are read when a value is checked, not when this class is defined
+    task_mix: str = option("chain_sum", "embedded tasks: the task mix (declared by a testbed, "
+                           "trainer/testbeds/); must equal the warm start's", choices=mix_names)
     train_per_bucket: int = option(400, "embedded tasks: training prompts per difficulty "
                                    "bucket", ge=1, le=1_000_000)
     eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1,

@@ -1,7 +1,11 @@
-"""The embedded task mixes' definitions (buckets, error rates, check rate), free of
+"""The embedded task mixes' types (buckets, error rates, check rate) and their registry, free of
 reasoning-gym, so that ``trainer.config`` (a warm start's key hashes its mix) and
-``trainer.tasks`` (which generates the mixes' questions) both import them without a circle.
-``trainer.tasks``'s docstring describes the mixes."""
+``trainer.tasks`` (which generates the mixes' questions) both read them without a circle.
+
+Each mix is declared by its testbed (``trainer/testbeds/<name>.py``) and registered with it;
+the testbeds are imported with the ``trainer`` package itself (``trainer/__init__.py``), so the
+registry is full before any module of the loop reads it.  ``trainer.tasks``'s
+docstring describes how a mix's questions and worked solutions are made."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,30 +30,22 @@ class TaskMix:
     balanced: bool = False
 
 
-# Easy to hard for a ~1M-parameter policy after a few minutes of warm start.
-DEFAULT_BUCKETS = (
-    Bucket("t2d1", 2, 1),
-    Bucket("t3d1", 3, 1),
-    Bucket("t2d2", 2, 2),
-    Bucket("t3d2", 3, 2),
-)
+# filled by trainer.testbeds.register, in the testbeds' discovery order
+MIXES: dict[str, TaskMix] = {}
 
-# Warm-start pass rates these rates aim at (measured ones in the preset's warmstart.json):
-# t2 ~0.97, t3 ~0.7, t4 ~0.35, t5 ~0.1 -- a mix of nearly always, in between and nearly never.
-NOISY_BUCKETS = (
-    Bucket("t2", 2, 1, 0.02),
-    Bucket("t3", 3, 1, 0.15),
-    Bucket("t4", 4, 1, 0.30),
-    Bucket("t5", 5, 1, 0.45),
-)
 
-MIXES = {m.name: m for m in [
-    TaskMix("chain_sum", DEFAULT_BUCKETS),
-    TaskMix("noisy_chain", NOISY_BUCKETS, check_rate=0.5, balanced=True),
-]}
+def register_mix(mix: TaskMix) -> None:
+    if MIXES.get(mix.name, mix) != mix:
+        raise ValueError(f"task mix {mix.name!r} declared twice, differently")
+    MIXES[mix.name] = mix
+
+
+def mix_names() -> tuple[str, ...]:
+    """Every declared task mix (the choices of ``Preset.task_mix``)."""
+    return tuple(MIXES)
 
 
 def get_mix(name: str) -> TaskMix:
-    if name not in MIXES:
+    if name not in mix_names():
         raise KeyError(f"unknown task mix {name!r}; known: {', '.join(MIXES)}")
     return MIXES[name]

@@ -1,6 +1,7 @@
 """The embedded task mixes: reasoning-gym ``chain_sum`` at several difficulty levels.
 
-Two mixes (:data:`MIXES`, chosen by ``Preset.task_mix`` and ``WarmStartConfig.task_mix``):
+The mixes are declared by their testbeds (``trainer/testbeds/``; :func:`get_mix`, chosen by
+``Preset.task_mix`` and ``WarmStartConfig.task_mix``); the two embedded ones:
 
 * ``chain_sum`` (preset ``tiny``, the first default): two- and three-term sums of one- and
   two-digit numbers with exact worked solutions.  Measured (issue 14): little headroom, the
@@ -44,8 +45,8 @@ from dataclasses import dataclass
 
 import reasoning_gym
 
-from trainer.mixes import (DEFAULT_BUCKETS, MIXES, NOISY_BUCKETS, Bucket,  # noqa: F401
-                           TaskMix, get_mix)
+from trainer.mixes import Bucket, TaskMix, get_mix  # noqa: F401
+from trainer.testbeds.chain_sum import DEFAULT_BUCKETS
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_000_000
