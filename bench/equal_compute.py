@@ -39,11 +39,6 @@ UNIT_COLUMNS = {"tokens": "cum_tokens", "rollouts": "cum_rollouts"}
 
 
 # ------------------------------------------------------------------------------ per run
-def auc_upto(x, accuracy, total: float) -> float:
-    """Mean accuracy over [0, total] of the piecewise-linear curve; nan if it ends before."""
-    return curve_average_upto(x, accuracy, total)
-
-
 def run_numbers(evals: list[dict], summary: dict) -> dict:
     """AUC over [0, T], acc@T, spent / T of one token-protocol run."""
     total, unit = float(summary["budget_total"]), summary.get("budget_unit", "tokens")
@@ -52,7 +47,7 @@ def run_numbers(evals: list[dict], summary: dict) -> dict:
     x = [e[column] for e in ordered]
     y = [e["mean_at_k"] for e in ordered]
     reached = bool(summary.get("budget_reached"))
-    return {"auc": auc_upto(x, y, total) if reached else float("nan"),
+    return {"auc": curve_average_upto(x, y, total) if reached else float("nan"),
             "acc_at_T": float(y[-1]) if reached else float("nan"),
             "spent_ratio": float(summary["budget_spent"]) / total, "reached": reached,
             "budget_total": total, "budget_unit": unit}
@@ -357,6 +352,6 @@ def compute_curve_table(budget_runs: BudgetRuns) -> Table | None:
 # the first tables of a token-protocol sweep (before the per-step headline, order 0)
 standard("equal_compute", -1)(lambda ctx: budget_tables(ctx.sweep_dir))
 
-__all__ = ["auc_upto", "run_numbers", "load_budget_runs", "select_tuned", "paired_delta",
+__all__ = ["run_numbers", "load_budget_runs", "select_tuned", "paired_delta",
            "references", "headline_table", "selection_table", "compute_curve_table", "budget_tables",
            "config_of_folder"]

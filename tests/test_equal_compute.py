@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.stats import curve_average_upto
 from bench.compute_curves import fit_curve, saturating
 from bench.presets import get_preset, with_overrides
-from bench.equal_compute import (auc_upto, headline_table, load_budget_runs, references,
+from bench.equal_compute import (headline_table, load_budget_runs, references,
                                  select_tuned, selection_table)
 from bench.uniform_grid import UniformConfig, grid
 
@@ -45,13 +46,13 @@ def flat(level_mid, level_end, start=0.5):
 
 def test_auc_over_the_budget_by_hand():
     # trapezoid: ((0.5 + 0.7) / 2 * 50 + (0.7 + 0.9) / 2 * 50) / 100
-    assert auc_upto([0, 50, 100], [0.5, 0.7, 0.9], T) == pytest.approx(0.70)
+    assert curve_average_upto([0, 50, 100], [0.5, 0.7, 0.9], T) == pytest.approx(0.70)
     # an overshooting last evaluation (110 tokens) is interpolated at T: 0.7 + 0.2 * 50 / 60
     at_t = 0.7 + 0.2 * 50 / 60
-    assert auc_upto([0, 50, 110], [0.5, 0.7, 0.9], T) == \
+    assert curve_average_upto([0, 50, 110], [0.5, 0.7, 0.9], T) == \
         pytest.approx((0.6 * 50 + (0.7 + at_t) / 2 * 50) / 100)
     # a curve that ends before T has no AUC over [0, T]
-    assert np.isnan(auc_upto([0, 50, 90], [0.5, 0.7, 0.9], T))
+    assert np.isnan(curve_average_upto([0, 50, 90], [0.5, 0.7, 0.9], T))
 
 
 @pytest.fixture

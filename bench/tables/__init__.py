@@ -40,12 +40,9 @@ from __future__ import annotations
 
 from bench.stats import t_interval  # noqa: F401
 from bench.tables.builders import *  # noqa: F401,F403
-from bench.tables.builders import _budget_cells  # noqa: F401
 from bench.tables.cells import *  # noqa: F401,F403
-from bench.tables.cells import _stat_columns  # noqa: F401
 from bench.tables.clock import *  # noqa: F401,F403
 from bench.tables.registry import *  # noqa: F401,F403
 from bench.tables.speedup import *  # noqa: F401,F403
 from bench.tables.sweep import *  # noqa: F401,F403
-from bench.tables.sweep import _read  # noqa: F401
 from bench.tables.write import *  # noqa: F401,F403
