@@ -496,6 +496,7 @@ class Run:
             "mean_length": float(np.mean([r.n_tokens for r in rows])) if rows else 0.0,
             "length_sd_within": float(np.mean(spreads)) if spreads else 0.0,
             "max_len_by_bucket": {k: truncated[k] for k in sorted(truncated)},
+            "by_bucket": spend_by_bucket(rows, lambda pid: self.pool[pid].bucket),
             "verifier_timeouts": sum(r.flags.get("verifier") == "timeout" for r in rows),
             "verifier_failures": sum(r.flags.get("verifier") in ("error", "crash") for r in rows),
             "nan_skipped": self.nan_skipped,
@@ -700,6 +701,30 @@ def budget_summary(p, ledger: Ledger) -> dict:
     return {"protocol": "tokens", "budget_total": clock.total, "budget_unit": clock.unit,
             "budget_spent": spent, "budget_overshoot": spent - clock.total,
             "budget_reached": spent >= clock.total}
+
+
+def spend_by_bucket(rows, bucket_of) -> dict[str, dict[str, int]]:
+    """What a step spent on each difficulty bucket and what it found there: generated rows and
+    tokens (pilots, discarded and pruned rows included, as the ledger charges them), correct
+    rows, distinct prompts drawn and prompts with at least one correct row (a "first positive").
+    The regime diagnostics (the hardest bucket's budget share and solve rate over training,
+    issue 27) read these; nothing in training does."""
+    out: dict[str, dict[str, int]] = {}
+    solved: dict[str, set[int]] = {}
+    drawn: dict[str, set[int]] = {}
+    for r in rows:
+        b = bucket_of(r.pid)
+        cell = out.setdefault(b, {"rows": 0, "tokens": 0, "correct": 0})
+        cell["rows"] += 1
+        cell["tokens"] += r.n_tokens
+        cell["correct"] += r.reward > 0.5
+        drawn.setdefault(b, set()).add(r.pid)
+        if r.reward > 0.5:
+            solved.setdefault(b, set()).add(r.pid)
+    for b, cell in out.items():
+        cell["prompts"] = len(drawn[b])
+        cell["solved_prompts"] = len(solved.get(b, ()))
+    return {b: out[b] for b in sorted(out)}
 
 
 def truncation_by_bucket(metrics: list[dict]) -> dict[str, float]:
