@@ -16,6 +16,9 @@ with its two-sided 95% Student-t interval, against the thresholds the preset's t
                         (token protocol: GRPO (b=1) accuracy at T − at T/2: at equal T,
                         b = 0.5 is not less budget, only smaller steps)
     headroom            oracle − GRPO, b = 0.5                               > 0, interval excl. 0
+                        (a testbed may name more budgets, ``Gate.headroom_budgets``: GRPO
+                        and the oracle run at each, and the criterion passes at any of them;
+                        ``leg-facts``: b = 0.5 or 0.25)
     negative control    GRPO − anti-oracle, b = 0.5                          > 0, interval excl. 0
 
 (a testbed may ask a paired criterion for a larger mean too: ``mean >= m, interval excl. 0``).
@@ -31,7 +34,9 @@ bucket (the one with the lowest step-0 accuracy; 5–20%), and the share of toke
 rule cuts at b = 1, ``1 − tokens(duet-abort) / tokens(GRPO)`` paired by seed (both draw the same
 rollout count; >= 20%).  That last one needs ``duet-abort`` at b = 1: it is read whenever the
 directory has it, and run only with ``--with-duet`` (three more runs; the gate itself does not
-need them).
+need them).  Then, per run of the gate, where the budget went (:mod:`bench.regime`): the share of
+generated rows given to the hardest bucket, the share of its prompts with a first positive and
+the effective-gradient ratio, each over the first and the last third of training.
 
 Writes ``calibration.md`` and ``calibration.csv`` beside the runs (and the usual tables.md), prints
 the table, and exits 1 when any criterion fails (2 on bad input), 0 when all pass.
@@ -49,18 +54,29 @@ import pandas as pd
 
 from bench.overrides import ConfigError, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
+from bench.regime import load_spend, spend_table
 from bench.report import build, update_sweep_file
 from bench.run import (HelpFormatter, UsageError, add_override_arguments, configure, execute,
                        locked, parse_ints)
 from bench.stats import t_interval
 from bench.stats import interval_power, seeds_for_power
-from bench.tables import MISSING, SweepError, cell_runs, load_summaries, paired_differences
+from bench.tables import (MISSING, SweepError, Table, cell_runs, load_summaries,
+                          paired_differences)
 from trainer.testbeds import Gate, testbed_of
 from trainer.spec import RunError, RunSpec, check_run_dir, validate_spec
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 POWER = 0.8
 RUNS = (("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5), ("anti-oracle", 0.5))
+
+
+def gate_runs(gate: Gate) -> list[tuple[str, float]]:
+    """:data:`RUNS` plus GRPO and the oracle at each further budget the gate measures headroom
+    at (``leg-facts``: b = 0.25 too)."""
+    runs = list(RUNS)
+    for b in gate.headroom_budgets:
+        runs += [r for r in (("grpo", b), ("oracle", b)) if r not in runs]
+    return runs
 DUET_RUN = ("duet-abort", 1.0)
 METRIC = "curve_accuracy"
 
@@ -184,11 +200,28 @@ def criteria(summaries: pd.DataFrame, budget_gains: np.ndarray | None = None,
             if budget_gains is None else
             _excludes_zero("budget sensitivity", "GRPO b=1 accuracy at T − at T/2 (token "
                            "protocol)", budget_gains, gate.budget_sensitivity),
-            _excludes_zero("headroom", "oracle − GRPO, b=0.5",
-                           _paired(summaries, ("oracle", 0.5), ("grpo", 0.5)), gate.headroom),
+            headroom(summaries, gate),
             _excludes_zero("negative control", "GRPO − anti-oracle, b=0.5",
                            _paired(summaries, ("grpo", 0.5), ("anti-oracle", 0.5)),
                            gate.negative_control)]
+
+
+def headroom(summaries: pd.DataFrame, gate: Gate) -> Criterion:
+    """Oracle − GRPO at each of the gate's headroom budgets; the criterion is the first budget
+    at which it passes (else the first budget), and its text names the others' results, so
+    that a pass at one budget never hides a failure at the other."""
+    found = []
+    for b in gate.headroom_budgets:
+        c = _excludes_zero("headroom", f"oracle − GRPO, b={b:g}",
+                           _paired(summaries, ("oracle", b), ("grpo", b)), gate.headroom)
+        found.append((b, c))
+    chosen = next((c for _, c in found if c.passed), found[0][1])
+    others = [f"b={b:g}: {c.mean:+.3f} [{c.mean - c.half:+.3f}, {c.mean + c.half:+.3f}]"
+              for b, c in found if c is not chosen]
+    if others:
+        chosen.what += f" (passes at any of b = {', '.join(f'{b:g}' for b, _ in found)}; " \
+                       + "; ".join(others) + ")"
+    return chosen
 
 
 def _grpo_dirs(sweep_dir: Path, summaries: pd.DataFrame) -> list[Path]:
@@ -272,7 +305,7 @@ def power_line(gate: list[Criterion], default_seeds: int | None) -> str:
 
 
 def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=(),
-           default_seeds: int | None = None) -> str:
+           default_seeds: int | None = None, spend: Table | None = None) -> str:
     passed = all(c.passed for c in gate)
     rows = pd.DataFrame([c.row() for c in gate])
     diag = pd.DataFrame([d.row() for d in diags])
@@ -287,7 +320,8 @@ def render(gate: list[Criterion], diags: list[Diagnostic], preset: str, seeds=()
         "per-seed differences. Learning passes on its mean; the others need the whole interval "
         "above 0.", "", power_line(gate, default_seeds), "", f"**{verdict}**", "",
         "### Regime diagnostics (reported, not gating)", "",
-        diag.to_markdown(index=False, disable_numparse=True), ""])
+        diag.to_markdown(index=False, disable_numparse=True), ""]
+        + ([f"#{spend.markdown()}"] if spend is not None else []))
 
 
 def _declared_gate(preset: str) -> Gate | None:
@@ -312,7 +346,11 @@ def judge(sweep_dir: Path, seeds=None) -> tuple[list[Criterion], list[Diagnostic
     diags = diagnostics(sweep_dir, summaries)
     preset = ", ".join(names) if names else "(no runs)"
     judged = sorted(summaries["seed"].unique()) if not summaries.empty else []
-    text = render(gate, diags, preset, judged, declared.seeds if declared else None)
+    spend = load_spend(sweep_dir)
+    if seeds is not None and not spend.empty:
+        spend = spend[spend["seed"].isin(list(seeds))]
+    text = render(gate, diags, preset, judged, declared.seeds if declared else None,
+                  spend_table(spend))
     atomic_write_text(Path(sweep_dir) / "calibration.md", text)
     records = [{"kind": "criterion", "name": c.name, "value": c.mean, "ci95": c.half,
                 "seeds": c.n, "target": c.threshold, "passed": c.passed, "sd": c.sd,
@@ -357,7 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def plan(args) -> tuple[list[RunSpec], Path]:
     preset = get_preset(args.preset)
-    methods = [m for m, _ in RUNS] + [DUET_RUN[0]]
+    runs = gate_runs(_declared_gate(args.preset) or Gate())
+    methods = sorted({m for m, _ in runs}) + [DUET_RUN[0]]
     preset, config = configure(preset, args, methods)
     if args.jobs is not None and (args.jobs < 1 or args.executor != "local"):
         raise UsageError("--jobs is a positive count for --executor local")
@@ -368,7 +407,7 @@ def plan(args) -> tuple[list[RunSpec], Path]:
         raise UsageError(f"--seeds gives {len(seeds)} seed(s); the gate's intervals need at "
                          f"least {MIN_SEEDS} (e.g. --seeds 0,1,2)")
     # seed by seed, so that an interrupted gate already has whole pairs; DUET's runs last
-    order = [(m, b, s) for s in seeds for m, b in RUNS]
+    order = [(m, b, s) for s in seeds for m, b in runs]
     order += [(*DUET_RUN, s) for s in seeds] if args.with_duet else []
     specs = [RunSpec(m, b, s, preset, **run_options(config, m)) for m, b, s in order]
     out = Path(args.out or f"runs/{preset.name}-calibration")

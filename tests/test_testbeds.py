@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PINNED = json.loads((ROOT / "tests" / "presets_at_main.json").read_text())
 
 
-def test_the_presets_are_the_ones_main_had_in_the_same_order():
-    assert list(PRESETS) == PINNED["order"]
+def test_the_presets_main_had_are_all_there_in_the_same_order():
+    # a new testbed adds presets (leg-facts, issue 27) but removes or reorders none
+    assert [name for name in PRESETS if name in PINNED["order"]] == PINNED["order"]
 
 
 @pytest.mark.parametrize("name", PINNED["order"])
@@ -36,10 +37,10 @@ def test_every_preset_resolves_exactly_as_before(name):
     assert RunSpec("grpo", 1.0, 0, preset).config_sha256() == pinned["grpo_b1_s0_config_sha256"]
 
 
-def test_the_task_mixes_are_unchanged():
+def test_the_task_mixes_main_had_are_unchanged():
     from dataclasses import asdict
-    assert {name: json.loads(json.dumps(asdict(get_mix(name)))) for name in MIXES} \
-        == PINNED["mixes"]
+    assert {name: json.loads(json.dumps(asdict(get_mix(name)))) for name in MIXES
+            if name in PINNED["mixes"]} == PINNED["mixes"]
 
 
 def test_each_preset_belongs_to_one_testbed_and_noisy_chain_gates_at_5_seeds():

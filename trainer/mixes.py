@@ -30,11 +30,43 @@ class TaskMix:
     balanced: bool = False
 
 
+@dataclass(frozen=True)
+class LegBucket:
+    """Questions of ``animals`` animal kinds of which exactly ``hard`` are hard facts."""
+    name: str
+    animals: int
+    hard: int = 0
+
+
+@dataclass(frozen=True)
+class HardFact:
+    """An animal whose leg count the warm start half-knows: its worked solutions write
+    ``decoy`` instead of the true count with probability ``error_rate`` (a consistent
+    misconception, not noise, so the warm start samples the true count at about 1 - rate)."""
+    animal: str
+    decoy: int
+    error_rate: float
+
+
+@dataclass(frozen=True)
+class LegMix:
+    """A reasoning-gym ``leg_counting`` mix (``trainer.legs`` generates it): difficulty comes
+    from the hard facts a question contains, not from its length."""
+    name: str
+    buckets: tuple[LegBucket, ...]
+    hard_facts: tuple[HardFact, ...]
+    max_instances: int = 9           # animals of one kind per question: 1..max_instances
+    step_error_rate: float = 0.0     # warm-start solutions: chance each product or sum is miswritten
+    check_rate: float = 0.0          # warm-start solutions: chance of a check line after the answer
+    balanced: bool = False
+    family: str = "leg_counting"
+
+
 # filled by trainer.testbeds.register, in the testbeds' discovery order
-MIXES: dict[str, TaskMix] = {}
+MIXES: dict[str, "TaskMix | LegMix"] = {}
 
 
-def register_mix(mix: TaskMix) -> None:
+def register_mix(mix: "TaskMix | LegMix") -> None:
     if MIXES.get(mix.name, mix) != mix:
         raise ValueError(f"task mix {mix.name!r} declared twice, differently")
     MIXES[mix.name] = mix
@@ -45,7 +77,7 @@ def mix_names() -> tuple[str, ...]:
     return tuple(MIXES)
 
 
-def get_mix(name: str) -> TaskMix:
+def get_mix(name: str) -> "TaskMix | LegMix":
     if name not in mix_names():
         raise KeyError(f"unknown task mix {name!r}; known: {', '.join(MIXES)}")
     return MIXES[name]

@@ -36,7 +36,7 @@ from trainer.cache import cache_root
 from trainer.config import WarmStartConfig
 from trainer.policy import PolicyLoadError, build_model, build_tokenizer, load_policy, save_policy
 from trainer.provenance import environment, weights_sha256
-from trainer.tasks import build_pool, build_splits, get_mix, worked_solution
+from trainer.tasks import build_splits, warm_start_examples
 
 SFT_SEED = 2_000_000_000
 
@@ -52,18 +52,13 @@ def warm_start_dir(cfg: WarmStartConfig) -> Path:
 
 def _examples(cfg: WarmStartConfig, tokenizer) -> list[tuple[list[int], int]]:
     """(prompt+solution+EOS ids, prompt length) for every warm-start example."""
-    mix = get_mix(cfg.task_mix)
     _, held_out = build_splits(cfg.train_per_bucket, cfg.eval_per_bucket, cfg.task_mix)
-    tasks = build_pool(cfg.examples_per_bucket, mix.buckets, SFT_SEED,
-                       exclude=frozenset(t.prompt for t in held_out), cycle=mix.balanced)
-    rates = {b.name: b.step_error_rate for b in mix.buckets}
+    pairs = warm_start_examples(cfg.task_mix, cfg.examples_per_bucket, SFT_SEED,
+                                frozenset(t.prompt for t in held_out),
+                                lambda i: np.random.default_rng([cfg.seed, SFT_SEED, i]))
     out = []
-    for i, t in enumerate(tasks):
-        # one stream per example: the noise of example i does not depend on the others (at
-        # zero rates the solution is the exact one, so chain_sum's warm start is unchanged)
-        rng = np.random.default_rng([cfg.seed, SFT_SEED, i])
-        solution = worked_solution(t.prompt.rstrip(" =\n"), rng, rates[t.bucket], mix.check_rate)
-        p = tokenizer(t.prompt)["input_ids"]
+    for prompt, solution in pairs:
+        p = tokenizer(prompt)["input_ids"]
         r = tokenizer(solution)["input_ids"] + [tokenizer.eos_token_id]
         out.append((p + r, len(p)))
     return out

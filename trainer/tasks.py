@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import reasoning_gym
 
-from trainer.mixes import Bucket, TaskMix, get_mix  # noqa: F401
+from trainer.mixes import Bucket, LegMix, TaskMix, get_mix  # noqa: F401
 from trainer.testbeds.chain_sum import DEFAULT_BUCKETS
 
 TRAIN_SEED = 0
@@ -138,13 +138,39 @@ def build_pool(per_bucket: int, buckets=DEFAULT_BUCKETS, seed_base: int = TRAIN_
 def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum"
                  ) -> tuple[list[Task], list[Task]]:
     """The seeded training pool and the held-out set of ``mix``, disjoint by construction."""
-    buckets = get_mix(mix).buckets
+    family = get_mix(mix)
+    if isinstance(family, LegMix):
+        from trainer import legs
+        held_out = legs.build_pool(family, eval_per_bucket, EVAL_SEED)
+        train = legs.build_pool(family, train_per_bucket, TRAIN_SEED,
+                                exclude=frozenset(t.prompt for t in held_out))
+        return train, held_out
+    buckets = family.buckets
     # Held-out first: the 2-term one-digit bucket has only 200 distinct questions, and a training
     # pool drawn first would leave none of them for evaluation.
     held_out = build_pool(eval_per_bucket, buckets, EVAL_SEED)
     train = build_pool(train_per_bucket, buckets, TRAIN_SEED,
                        exclude=frozenset(t.prompt for t in held_out))
     return train, held_out
+
+
+def warm_start_examples(mix_name: str, per_bucket: int, seed_base: int,
+                        exclude: frozenset[str], stream) -> list[tuple[str, str]]:
+    """``(prompt, noisy worked solution)`` for the supervised warm start: ``per_bucket``
+    questions of each bucket of the mix (none in ``exclude``), each solution written with the
+    mix's injected errors from ``stream(i)``, example ``i``'s own random generator (so the
+    noise of one example does not depend on the others)."""
+    mix = get_mix(mix_name)
+    if isinstance(mix, LegMix):
+        from trainer import legs
+        tasks = legs.build_pool(mix, per_bucket, seed_base, exclude=exclude)
+        return [(t.prompt, legs.worked_solution(t.prompt, mix, stream(i)))
+                for i, t in enumerate(tasks)]
+    tasks = build_pool(per_bucket, mix.buckets, seed_base, exclude=exclude, cycle=mix.balanced)
+    rates = {b.name: b.step_error_rate for b in mix.buckets}
+    # at zero rates the solution is the exact one, so chain_sum's warm start is unchanged
+    return [(t.prompt, worked_solution(t.prompt.rstrip(" =\n"), stream(i), rates[t.bucket],
+                                       mix.check_rate)) for i, t in enumerate(tasks)]
 
 
 _BOXED = re.compile(r"\\boxed\{")

@@ -8,6 +8,7 @@ import pandas as pd
 import bench.equal_compute  # noqa: F401  (registers the equal-compute tables)
 import bench.headline  # noqa: F401  (registers the headline table)
 import bench.pass_at_k  # noqa: F401  (registers the pass@k tables, after the headline)
+import bench.regime  # noqa: F401  (registers the where-the-budget-went table)
 import bench.tables.builders  # noqa: F401  (registers the standard tables)
 from bench.tables.cells import Table
 from bench.tables.registry import Context, standard_specs

@@ -43,10 +43,16 @@ class Gate:
     budget_sensitivity: float = 0.0   # GRPO b=1 - GRPO b=0.5 (token protocol: acc at T - at T/2)
     headroom: float = 0.0             # oracle - GRPO, b=0.5
     negative_control: float = 0.0     # GRPO - anti-oracle, b=0.5
+    # budgets at which the oracle's headroom is measured; the criterion passes at any of them
+    # (issue 27: "at b = 0.5 or 0.25"), and the table shows each
+    headroom_budgets: tuple[float, ...] = (0.5,)
 
     def __post_init__(self):
         if self.seeds < 2:      # a t interval needs two paired values
             raise ValueError(f"Gate.seeds = {self.seeds}: the gate's intervals need at least 2")
+        if not self.headroom_budgets or not all(0 < b <= 1 for b in self.headroom_budgets):
+            raise ValueError(f"Gate.headroom_budgets = {self.headroom_budgets}: budget "
+                             f"fractions in (0, 1], at least one")
 
 
 @dataclass(frozen=True)

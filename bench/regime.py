@@ -1,0 +1,249 @@
+"""The regime a method works in: where it spends its budget, and whether its standing holds
+across testbeds (issue 27).
+
+**Where the budget went** (a standard table of every sweep whose runs record per-bucket spend,
+``trainer.loop.spend_by_bucket``).  Per method and budget, mean over seeds:
+
+* *hardest-bucket share* -- generated rows in the bucket with the lowest step-0 held-out accuracy
+  over all generated rows (pilots, discarded and pruned rows included: what was charged), over
+  the whole run and over its first and last third of steps (CoBA-RL's exploit-then-explore
+  ordering shows as a share that rises);
+* *first positives there* -- the share of that bucket's drawn prompts (per step, then averaged)
+  with at least one correct row, over the first and the last third of the steps: how often a
+  method finds a learning signal on the hardest prompts (Knapsack-RL's exploration claim);
+* *effective ratio* -- trained groups with a non-zero advantage over all trained groups, first
+  and last third: the effective-gradient ratio over training.
+
+**The regime table** (``python -m bench.regime SWEEP [SWEEP ...]``, one sweep per testbed): per
+method and budget, the normalised score on each testbed side by side -- the share of the oracle's
+headroom the method captures, ``mean(method - GRPO) / mean(oracle - GRPO)`` paired by seed, with
+its 95% paired bootstrap interval (:func:`bench.stats.normalised_score`) -- on the AUC over the
+token budget for a token-protocol sweep (``bench.equal_compute``), on the curve average for a
+per-step one.  Whether a ranking holds: Kendall's tau between the testbeds' orders of the
+methods both ran (``scipy.stats.kendalltau``), and per method its rank on each.  A score's
+interval is wide where the oracle's headroom is small (``noisy-chain``: +0.015), so a rank there
+is read with its interval, not alone.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.stats as sps
+
+from bench.stats import normalised_score
+from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_order, row_label
+from bench.tables.registry import standard
+from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
+from bench.stats import t_interval
+from trainer.rundir import atomic_write_text, read_json, read_jsonl
+
+
+# ------------------------------------------------------------------------------ per run
+def hardest_bucket(evals: list[dict]) -> str | None:
+    """The bucket with the lowest step-0 held-out accuracy (ties: the later name)."""
+    first = min(evals, key=lambda e: e["step"]) if evals else {}
+    buckets = first.get("buckets") or {}
+    return min(buckets, key=lambda b: (buckets[b], [-ord(c) for c in b])) if buckets else None
+
+
+def _thirds(n: int) -> tuple[slice, slice]:
+    k = max(1, n // 3)
+    return slice(0, k), slice(n - k, n)
+
+
+def run_spend(run_dir: Path) -> dict | None:
+    """The run's hardest-bucket spend, first positives and effective ratio (None: its steps
+    do not record per-bucket spend, as runs before it was recorded)."""
+    steps = _read(run_dir / "metrics.jsonl", read_jsonl)
+    if not steps or any("by_bucket" not in s for s in steps):
+        return None
+    hardest = hardest_bucket(_read(run_dir / "eval.jsonl", read_jsonl))
+    if hardest is None:
+        return None
+
+    def share(records):
+        rows = sum(sum(c["rows"] for c in r["by_bucket"].values()) for r in records)
+        return sum(r["by_bucket"].get(hardest, {}).get("rows", 0) for r in records) / rows \
+            if rows else float("nan")
+
+    def solved(records):
+        rates = [c["solved_prompts"] / c["prompts"] for c in
+                 (r["by_bucket"].get(hardest) for r in records) if c and c["prompts"]]
+        return float(np.mean(rates)) if rates else float("nan")
+
+    def effective(records):
+        return float(np.mean([r["effective_ratio"] for r in records]))
+
+    early, late = _thirds(len(steps))
+    return {"hardest": hardest, "share": share(steps), "share_early": share(steps[early]),
+            "share_late": share(steps[late]), "solved_early": solved(steps[early]),
+            "solved_late": solved(steps[late]), "effective_early": effective(steps[early]),
+            "effective_late": effective(steps[late])}
+
+
+def load_spend(sweep_dir: Path) -> pd.DataFrame:
+    rows = []
+    for run_dir in finished_runs(sweep_dir):
+        spend = run_spend(run_dir)
+        if spend is not None:
+            rows.append({**run_identity(run_dir), **spend})
+    return pd.DataFrame(rows)
+
+
+SPEND_COLUMNS = (("share", "hardest share"), ("share_early", "share, first third"),
+                 ("share_late", "share, last third"), ("solved_early", "first positives, first third"),
+                 ("solved_late", "first positives, last third"),
+                 ("effective_early", "effective ratio, first third"),
+                 ("effective_late", "effective ratio, last third"))
+
+
+def spend_table(spend: pd.DataFrame) -> Table | None:
+    if spend.empty:
+        return None
+    display, data = [], []
+    for method in method_order(spend["method"]):
+        for b in budgets_of(spend[spend["method"] == method]):
+            cell = spend[(spend["method"] == method) & np.isclose(spend["budget"], b)]
+            row = {"method": row_label(method), "budget": f"{b:g}"}
+            numbers = {"method": method, "budget": b, "seeds": len(cell)}
+            for column, heading in SPEND_COLUMNS:
+                mean, half = t_interval(cell[column].to_numpy(float))
+                row[heading] = fmt(mean, half, digits=2)
+                numbers[f"{column}_mean"], numbers[f"{column}_ci95"] = mean, half
+            display.append(row)
+            data.append(numbers)
+    hardest = ", ".join(sorted(spend["hardest"].unique()))
+    return Table("spend", f"Where the budget went: the hardest bucket ({hardest})",
+                 pd.DataFrame(display), pd.DataFrame(data),
+                 "Cells: mean ± 95% t over seeds. hardest share = generated rows in the bucket with "
+                 "the lowest step-0 held-out accuracy / all generated rows (what was charged, "
+                 "pilots and discarded rows included), over the run and its first / last third "
+                 "of steps; first positives = share of that bucket's drawn prompts with at least "
+                 "one correct row (per step, averaged over the third); effective ratio = trained "
+                 "groups with a non-zero advantage / trained groups.")
+
+
+if __name__ != "__main__":
+    # registered by the importable module only: ``python -m bench.regime`` runs this file as
+    # __main__ while bench.tables.write imports it as bench.regime, a second module object
+    standard("spend", 10)(lambda ctx: spend_table(load_spend(ctx.sweep_dir)))
+
+
+# ------------------------------------------------------------------------------ across testbeds
+def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
+    """(preset, metric, one row per method x budget with the normalised score and interval and
+    the mean Δ against GRPO); the metric is the token-budget AUC under the token protocol."""
+    from bench.equal_compute import load_budget_runs
+    budget_runs = load_budget_runs(sweep_dir)
+    if not budget_runs.empty:
+        runs, metric = budget_runs.sweep(), "auc"
+    else:
+        runs, metric = load_summaries(sweep_dir), "curve_accuracy"
+    if runs.empty:
+        raise SweepError(f"{sweep_dir}: no finished runs")
+    presets = sorted(runs["preset"].astype(str).unique())
+    rows = []
+    for b in budgets_of(runs):
+        def cell(method):
+            c = runs[(runs["method"] == method) & np.isclose(runs["budget"], b)]
+            return c.set_index("seed")[metric].dropna()
+        grpo, oracle = cell("grpo"), cell("oracle")
+        for method in method_order(runs["method"]):
+            if method in ("grpo", "oracle"):
+                continue
+            mine = cell(method)
+            seeds = sorted(set(mine.index) & set(grpo.index) & set(oracle.index))
+            if not seeds:
+                continue
+            deltas = [mine[s] - grpo[s] for s in seeds]
+            score, low, high = normalised_score(deltas, [oracle[s] - grpo[s] for s in seeds])
+            rows.append({"method": method, "budget": b, "pairs": len(seeds), "score": score,
+                         "low": low, "high": high, "delta": float(np.mean(deltas)),
+                         "headroom": float(np.mean([oracle[s] - grpo[s] for s in seeds]))})
+    return ", ".join(presets), metric, pd.DataFrame(rows)
+
+
+def regime_table(sweeps: list[Path]) -> Table:
+    loaded = [scores(Path(s)) for s in sweeps]
+    names = [preset for preset, _, _ in loaded]
+    if len(set(names)) < len(names):        # two sweeps of one preset: tell them by directory
+        names = [f"{n} ({Path(s).name})" for n, s in zip(names, sweeps)]
+    loaded = [(n, metric, df) for n, (_, metric, df) in zip(names, loaded)]
+    budgets = sorted({b for _, _, df in loaded if not df.empty for b in df["budget"]},
+                     reverse=True)
+    methods = method_order({m for _, _, df in loaded if not df.empty for m in df["method"]})
+    display, data, extra = [], [], []
+    for method in methods:
+        row = {"method": row_label(method)}
+        for (name, _, df), b in [(x, b) for b in budgets for x in loaded]:
+            hit = df[(df["method"] == method) & np.isclose(df["budget"], b)] if not df.empty \
+                else df
+            key = f"{name} {blabel(b)}"
+            if hit.empty or np.isnan(hit["score"].iloc[0]):
+                row[key] = MISSING
+                continue
+            h = hit.iloc[0]
+            interval = f" [{h['low']:+.2f}, {h['high']:+.2f}]" if not np.isnan(h["low"]) else ""
+            row[key] = f"{h['score']:+.2f}{interval} (n={int(h['pairs'])})"
+            data.append({"testbed": name, **h.to_dict()})
+        display.append(row)
+    for b in budgets:
+        ranks = []
+        for name, _, df in loaded:
+            cell = df[np.isclose(df["budget"], b)] if not df.empty else df
+            ranks.append(cell.set_index("method")["delta"] if not cell.empty else pd.Series())
+        for i in range(len(loaded)):
+            for j in range(i + 1, len(loaded)):
+                common = sorted(set(ranks[i].index) & set(ranks[j].index) - {"anti-oracle"})
+                if len(common) < 3:
+                    continue
+                tau, p = sps.kendalltau(ranks[i][common], ranks[j][common])
+                extra.append(f"- {blabel(b)}: Kendall's tau between {names[i]} and {names[j]} "
+                             f"over {len(common)} methods' mean Δ vs GRPO = {tau:+.2f} "
+                             f"(p = {p:.2f}); ranks (1 = best): " + ", ".join(
+                                 f"{m} {int(ranks[i][common].rank(ascending=False)[m])}/"
+                                 f"{int(ranks[j][common].rank(ascending=False)[m])}"
+                                 for m in common))
+    headroom = "; ".join(
+        f"{name} {blabel(b)}: oracle − GRPO {df[np.isclose(df['budget'], b)]['headroom'].iloc[0]:+.3f}"
+        for name, _, df in loaded for b in budgets
+        if not df.empty and np.isclose(df["budget"], b).any())
+    return Table("regime", "The regime table: share of the oracle's headroom captured, per testbed",
+                 pd.DataFrame(display), pd.DataFrame(data),
+                 "Cell: mean(method − GRPO) / mean(oracle − GRPO) at that budget, paired by seed "
+                 "(token-budget AUC under the token protocol, curve average per step), [95% "
+                 "paired percentile bootstrap]; 0 = GRPO, 1 = the oracle, < 0 = worse than GRPO. "
+                 f"The oracle's headroom it divides by: {headroom}. Whether a rank holds:",
+                 extra or ["- (fewer than three methods in common at any budget)"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.regime",
+        description="The regime table: each method's share of the oracle's headroom on every "
+                    "testbed side by side, and whether its rank holds across them.")
+    parser.add_argument("sweeps", nargs="+", help="sweep directories, one per testbed")
+    parser.add_argument("--out", default=None, help="write the table (markdown) here too")
+    args = parser.parse_args(argv)
+    missing = [s for s in args.sweeps if not Path(s).is_dir()]
+    if missing:
+        print(f"error: not a directory: {missing[0]}", file=sys.stderr)
+        return 2
+    try:
+        table = regime_table([Path(s) for s in args.sweeps])
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = table.markdown()
+    print(text)
+    if args.out:
+        atomic_write_text(Path(args.out), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""bench.regime on hand-made sweeps: the hardest bucket's share and first positives, and the
+regime table's normalised scores and rank agreement across two testbeds."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import regime
+from tests.test_tables import write_run
+
+
+def _with_buckets(run_dir, per_step):
+    """Replace each step's record with one carrying ``by_bucket`` (rows per bucket, solved)."""
+    lines = []
+    for step, (hard_rows, hard_prompts, hard_solved) in enumerate(per_step):
+        lines.append(json.dumps({
+            "step": step, "effective_ratio": 0.2 + 0.1 * step, "counts": [],
+            "by_bucket": {"easy": {"rows": 10, "tokens": 100, "correct": 9, "prompts": 2,
+                                   "solved_prompts": 2},
+                          "hard": {"rows": hard_rows, "tokens": 10 * hard_rows, "correct": 1,
+                                   "prompts": hard_prompts, "solved_prompts": hard_solved}}}))
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return run_dir
+
+
+def test_run_spend_by_hand(tmp_path):
+    run = write_run(tmp_path, "knapsack", 1.0, 0, final=0.5, steps=6)
+    # write_run's step-0 buckets: easy = acc + 0.1, hard = acc - 0.1 -> "hard" is the hardest
+    _with_buckets(run, [(10, 2, 0), (10, 2, 1), (20, 4, 1), (20, 4, 2), (30, 5, 5), (30, 5, 4)])
+    got = regime.run_spend(run)
+    assert got["hardest"] == "hard"
+    assert got["share"] == pytest.approx(120 / 180)
+    assert got["share_early"] == pytest.approx(20 / 40)        # first third = steps 0-1
+    assert got["share_late"] == pytest.approx(60 / 80)         # last third = steps 4-5
+    assert got["solved_early"] == pytest.approx(np.mean([0 / 2, 1 / 2]))
+    assert got["solved_late"] == pytest.approx(np.mean([5 / 5, 4 / 5]))
+    assert got["effective_early"] == pytest.approx(0.25)
+    assert got["effective_late"] == pytest.approx(0.65)
+
+
+def test_runs_without_bucket_spend_are_left_out(tmp_path):
+    write_run(tmp_path, "grpo", 1.0, 0, final=0.5)                 # an older run's metrics
+    assert regime.run_spend(tmp_path / "grpo__b1__s0") is None
+    assert regime.load_spend(tmp_path).empty
+    assert regime.spend_table(regime.load_spend(tmp_path)) is None
+
+
+def _testbed(path, deltas, headroom):
+    """GRPO at 0.30 + seed noise, the oracle ``headroom`` above it, each method ``deltas[m]``."""
+    noise = [0.0, 0.01, -0.01]
+    for seed, e in enumerate(noise):
+        write_run(path, "grpo", 0.5, seed, final=0.3 + e, curve=[0.2, 0.3 + e, 0.3 + e])
+        v = 0.3 + e + headroom
+        write_run(path, "oracle", 0.5, seed, final=v, curve=[0.2, v, v])
+        for method, d in deltas.items():
+            v = 0.3 + e + d + 0.001 * seed
+            write_run(path, method, 0.5, seed, final=v, curve=[0.2, v, v])
+    return path
+
+
+def test_regime_table_scores_and_rank_agreement(tmp_path):
+    a = _testbed(tmp_path / "a", {"knapsack": 0.02, "duet": 0.01, "dapo": -0.01}, 0.04)
+    b = _testbed(tmp_path / "b", {"knapsack": 0.01, "duet": 0.02, "dapo": -0.02}, 0.08)
+    _, metric, scores = regime.scores(a)
+    assert metric == "curve_accuracy"
+    k = scores.set_index("method").loc["knapsack"]
+    # (0.02 + 0.001) / 0.04 on average: seeds add 0, 0.001, 0.002 to the method only
+    assert k["score"] == pytest.approx(0.021 / 0.04) and k["pairs"] == 3
+    table = regime.regime_table([a, b])
+    cells = table.display.set_index("method")
+    assert cells.loc["Knapsack-RL" if "Knapsack-RL" in cells.index else "knapsack"].iloc[0] \
+        .startswith("+0.53")
+    assert any("Kendall's tau" in line and "+0.33" in line for line in table.extra)
+
+
+def test_cli_refuses_a_missing_directory(tmp_path, capsys):
+    assert regime.main([str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
