@@ -215,3 +215,34 @@ def test_a_testbed_can_ask_a_paired_criterion_for_a_larger_mean(tmp_path):
     assert strict["headroom"].threshold == ">= 0.041, interval excl. 0"
     assert not {c.name: c for c in calibrate.criteria(summaries, gate=Gate(learning=0.2))}[
         "learning"].passed
+
+
+def test_headroom_passes_at_any_budget_the_gate_names_and_shows_the_other(tmp_path):
+    from trainer.testbeds import Gate
+    from bench.tables import load_summaries
+    # at b=0.25 the oracle is +0.05, +0.06, +0.07 above GRPO; at b=0.5 only +0.04 on average
+    sweep = make_sweep(tmp_path, {("grpo", 0.25): [0.20, 0.21, 0.22],
+                                  ("oracle", 0.25): [0.25, 0.27, 0.29]})
+    summaries = load_summaries(sweep)
+    both = Gate(headroom=0.05, headroom_budgets=(0.5, 0.25))
+    got = {c.name: c for c in calibrate.criteria(summaries, gate=both)}["headroom"]
+    assert got.passed and got.mean == pytest.approx(0.06)
+    assert got.what.startswith("oracle − GRPO, b=0.25") and "b=0.5: +0.040" in got.what
+    only_half = {c.name: c for c in calibrate.criteria(summaries, gate=Gate(headroom=0.05))}
+    assert not only_half["headroom"].passed and only_half["headroom"].mean == pytest.approx(0.04)
+    # the gate's runs: GRPO and the oracle at each headroom budget, once each
+    assert calibrate.gate_runs(both) == [("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5),
+                                         ("anti-oracle", 0.5), ("grpo", 0.25),
+                                         ("oracle", 0.25)]
+    with pytest.raises(ValueError, match="headroom_budgets"):
+        Gate(headroom_budgets=())
+
+
+def test_leg_facts_gate_runs_at_both_budgets(tmp_path):
+    args = calibrate.build_parser().parse_args(["--preset", "leg-facts", "--out",
+                                                str(tmp_path / "lf")])
+    specs, _ = calibrate.plan(args)
+    assert sorted({(s.method, s.budget) for s in specs}) == sorted(
+        {("grpo", 1.0), ("grpo", 0.5), ("grpo", 0.25), ("oracle", 0.5), ("oracle", 0.25),
+         ("anti-oracle", 0.5)})
+    assert sorted({s.seed for s in specs}) == [0, 1, 2]
