@@ -14,6 +14,10 @@ across testbeds (issue 27).
 * *effective ratio* -- trained groups with a non-zero advantage over all trained groups, first
   and last third: the effective-gradient ratio over training.
 
+**The papers' regime claims** (a standard table, :func:`claims_table`, where the sweep has the
+runs): Knapsack-RL's exploration of hard prompts, DUET's gap widening as the budget tightens and
+CoBA-RL's exploit-then-explore ordering, each paired by seed with a verdict.
+
 **The regime table** (``python -m bench.regime SWEEP [SWEEP ...]``, one sweep per testbed): per
 method and budget, the normalised score on each testbed side by side -- the share of the oracle's
 headroom the method captures, ``mean(method - GRPO) / mean(oracle - GRPO)`` paired by seed, with
@@ -39,6 +43,7 @@ from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_o
 from bench.tables.registry import standard
 from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
 from bench.stats import t_interval
+from bench.tables.speedup import DeltaStats
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 
@@ -131,6 +136,100 @@ if __name__ != "__main__":
     # registered by the importable module only: ``python -m bench.regime`` runs this file as
     # __main__ while bench.tables.write imports it as bench.regime, a second module object
     standard("spend", 10)(lambda ctx: spend_table(load_spend(ctx.sweep_dir)))
+
+
+# ------------------------------------------------------------------------------ papers' claims
+def _verdict(stats: DeltaStats, n_needed: int = 2) -> str:
+    """reproduced: the interval lies above 0; contradicted: below; else not resolved."""
+    if len(stats.diffs) < n_needed or np.isnan(stats.half):
+        return "not testable here (fewer than 2 paired seeds)"
+    if stats.mean - stats.half > 0:
+        return "reproduced"
+    if stats.mean + stats.half < 0:
+        return "contradicted"
+    return f"not reproduced (interval spans 0; MDE {stats.mde:.3f})"
+
+
+def _text(stats: DeltaStats) -> str:
+    return (f"{stats.mean:+.3f} ± {stats.half:.3f} (n={len(stats.diffs)})"
+            if len(stats.diffs) else MISSING)
+
+
+def _paired(frame: pd.DataFrame, a: tuple, b: tuple, column: str) -> DeltaStats:
+    def cell(method, budget):
+        c = frame[(frame["method"] == method) & np.isclose(frame["budget"], budget)]
+        return c.set_index("seed")[column].dropna()
+    x, y = cell(*a), cell(*b)
+    seeds = sorted(set(x.index) & set(y.index))
+    return DeltaStats.of([x[s] - y[s] for s in seeds])
+
+
+def claims_table(sweep_dir: Path) -> Table | None:
+    """The papers' regime claims this sweep can test, each with its paired numbers and a verdict:
+
+    * Knapsack-RL explores hard prompts: at each budget, knapsack's hardest-bucket share minus
+      GRPO's, and its first-positive rate there over the last third of training minus GRPO's;
+    * DUET's gap widens as the budget tightens: (duet − GRPO) at the tightest budget minus
+      (duet − GRPO) at b = 1, on the headline metric (token AUC, or the curve average);
+    * CoBA-RL exploits, then explores: its hardest-bucket share over the last third of training
+      minus over the first third."""
+    spend = load_spend(sweep_dir)
+    from bench.equal_compute import load_budget_runs
+    budget_runs = load_budget_runs(sweep_dir)
+    runs, metric = (budget_runs.sweep(), "auc") if not budget_runs.empty else \
+        (load_summaries(sweep_dir), "curve_accuracy")
+    if spend.empty and runs.empty:
+        return None
+    rows = []
+    for b in (budgets_of(spend) if not spend.empty else []):
+        share = _paired(spend, ("knapsack", b), ("grpo", b), "share")
+        found = _paired(spend, ("knapsack", b), ("grpo", b), "solved_late")
+        if len(share.diffs):
+            rows.append({"claim": f"Knapsack-RL gives the hardest bucket more ({blabel(b)})",
+                         "measured": f"share {_text(share)}; first positives, last third "
+                                     f"{_text(found)}",
+                         "verdict": _verdict(share) + " / " + _verdict(found)})
+    if not runs.empty and "duet" in set(runs["method"]):
+        budgets = [b for b in budgets_of(runs) if
+                   ((runs["method"] == "duet") & np.isclose(runs["budget"], b)).any()]
+        if len(budgets) >= 2 and np.isclose(budgets[0], 1.0):
+            gaps = {b: _paired(runs, ("duet", b), ("grpo", b), metric) for b in budgets}
+            widening = _paired_gap(runs, budgets[-1], budgets[0], metric)
+            rows.append({"claim": "DUET's gap over GRPO widens as the budget tightens",
+                         "measured": "; ".join(f"{blabel(b)} {_text(g)}"
+                                               for b, g in gaps.items())
+                         + f"; tightest − b=1 {_text(widening)}",
+                         "verdict": _verdict(widening)})
+    if not spend.empty and "coba" in set(spend["method"]):
+        for b in budgets_of(spend[spend["method"] == "coba"]):
+            c = spend[(spend["method"] == "coba") & np.isclose(spend["budget"], b)]
+            order = DeltaStats.of((c["share_late"] - c["share_early"]).to_numpy(float))
+            rows.append({"claim": f"CoBA-RL exploits, then explores ({blabel(b)})",
+                         "measured": f"hardest share, last − first third {_text(order)}",
+                         "verdict": _verdict(order)})
+    if not rows:
+        return None
+    return Table("claims", "The papers' regime claims, tested on this sweep",
+                 pd.DataFrame(rows), None,
+                 "Paired by seed: mean ± 95% t half-width (n pairs). reproduced = the interval "
+                 "lies above 0; contradicted = below; not reproduced = it spans 0 (with the "
+                 f"minimum detectable effect at 80% power). Headline metric: {metric}.")
+
+
+def _paired_gap(runs: pd.DataFrame, tight: float, full: float, metric: str) -> DeltaStats:
+    """Per seed: (duet − GRPO) at ``tight`` minus (duet − GRPO) at ``full``."""
+    def gap(b):
+        d = runs[(runs["method"] == "duet") & np.isclose(runs["budget"], b)].set_index("seed")
+        g = runs[(runs["method"] == "grpo") & np.isclose(runs["budget"], b)].set_index("seed")
+        seeds = sorted(set(d.index) & set(g.index))
+        return pd.Series({s: d.loc[s, metric] - g.loc[s, metric] for s in seeds}, dtype=float)
+    a, b = gap(tight), gap(full)
+    seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
+    return DeltaStats.of([a[s] - b[s] for s in seeds])
+
+
+if __name__ != "__main__":
+    standard("claims", 11)(lambda ctx: claims_table(ctx.sweep_dir))
 
 
 # ------------------------------------------------------------------------------ across testbeds

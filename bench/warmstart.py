@@ -11,7 +11,28 @@ import json
 import shutil
 import sys
 
+import numpy as np
+
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
+
+
+PASS_RATE_BINS = ((0.0, 0.0, "=0"), (0.0, 0.1, "(0,.1]"), (0.1, 0.3, "(.1,.3]"),
+                  (0.3, 0.7, "(.3,.7]"), (0.7, 0.9, "(.7,.9]"), (0.9, 1.0, "(.9,1)"),
+                  (1.0, 1.0, "=1"))
+
+
+def pass_rate_histogram(rates) -> list[tuple[str, float]]:
+    """Share of prompts in each pass-rate bin: exactly 0 and exactly 1 apart (the groups that
+    carry no gradient at any group size those samples stand for), then (low, high]."""
+    rates = np.asarray(rates, dtype=float)
+    out = []
+    for low, high, label in PASS_RATE_BINS:
+        if low == high:
+            inside = rates == low
+        else:
+            inside = (rates > low) & (rates <= high) & (rates < 1.0)
+        out.append((label, float(inside.mean()) if len(rates) else float("nan")))
+    return out
 
 
 def main(argv=None) -> int:
@@ -66,13 +87,16 @@ def main(argv=None) -> int:
                                preset.warm_start.eval_per_bucket, preset.warm_start.task_mix)
     result = evaluate_policy(model, tokenizer, held_out, samples=args.samples,
                              temperature=preset.temperature, max_new_tokens=preset.max_new_tokens,
-                             seed=0)
+                             seed=0, per_prompt=True)
     print(f"warm start {path.name}: {info['parameters']:,} parameters, "
           f"trained {info['train_seconds']} s, weights sha256 {info['weights_sha256']}")
     print(f"held-out mean@{args.samples} (T={preset.temperature}): {result['mean_at_k']:.3f}   "
           f"greedy pass@1: {result['greedy']:.3f}")
     for bucket, acc in result["buckets"].items():
         print(f"  {bucket:6s} mean@{args.samples} {acc:.3f}")
+    print(f"held-out prompts by pass rate (mean@{args.samples}): "
+          + "  ".join(f"{label} {share:.2f}" for label, share in
+                      pass_rate_histogram(result.pop("per_prompt"))))
     if args.ship:
         from trainer.sft import ship
         target = ship(path, preset, result, args.samples, len(held_out))

@@ -90,3 +90,11 @@ def test_options_derived_during_the_run_are_not_compared(tmp_path):
         {"run": spec.config(), "length_options": now["length_options"],
          "allocator_options": {**now["allocator_options"], "length_scale": 0.87}}))
     check_run_dir(spec, run_dir)
+
+
+def test_pass_rate_histogram_by_hand():
+    from bench.warmstart import pass_rate_histogram
+    got = dict(pass_rate_histogram([0.0, 0.0, 0.05, 0.1, 0.5, 0.95, 1.0, 1.0, 1.0, 0.8]))
+    assert got == {"=0": 0.2, "(0,.1]": 0.2, "(.1,.3]": 0.0, "(.3,.7]": 0.1, "(.7,.9]": 0.1,
+                   "(.9,1)": 0.1, "=1": 0.3}
+    assert sum(got.values()) == 1.0

@@ -76,3 +76,28 @@ def test_regime_table_scores_and_rank_agreement(tmp_path):
 def test_cli_refuses_a_missing_directory(tmp_path, capsys):
     assert regime.main([str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_claims_by_hand(tmp_path):
+    hard = {"grpo": [(10, 2, 0)] * 3, "knapsack": [(20, 2, 1)] * 3,
+            "coba": [(5, 2, 0), (10, 2, 0), (30, 2, 1)]}
+    for seed, e in enumerate([0.0, 0.01, 0.02]):
+        for method, per_step in hard.items():
+            for b in (1.0, 0.5):
+                run = write_run(tmp_path, method, b, seed, final=0.4 + e, steps=3,
+                                curve=[0.2, 0.4 + e, 0.4 + e])
+                _with_buckets(run, per_step)
+        # DUET: +0.01 over GRPO at b=1, +0.03 + seed noise at b=0.5: the gap widens
+        for b, d in ((1.0, 0.01), (0.5, 0.03 + e)):
+            v = 0.4 + e + d
+            write_run(tmp_path, "duet", b, seed, final=v, curve=[0.2, v, v])
+    table = regime.claims_table(tmp_path)
+    rows = table.display.set_index("claim")
+    k = rows.loc["Knapsack-RL gives the hardest bucket more (b=0.5)"]
+    # share: knapsack 20/30 vs GRPO 10/20 a step -> +0.167 on every seed (zero spread)
+    assert k["measured"].startswith("share +0.167") and k["verdict"].startswith("reproduced")
+    duet = rows.loc["DUET's gap over GRPO widens as the budget tightens"]
+    assert "tightest − b=1 +0.030" in duet["measured"] and duet["verdict"] == "reproduced"
+    coba = rows.loc["CoBA-RL exploits, then explores (b=1)"]
+    # each step also draws 10 easy rows: first third 5/15, last third 30/40 -> +0.417 every seed
+    assert "+0.417" in coba["measured"] and coba["verdict"] == "reproduced"

@@ -51,9 +51,11 @@ def pass_at_k_table(rewards: np.ndarray, ks=PASS_AT_K) -> dict[str, float]:
 def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temperature: float,
                     max_new_tokens: int, seed: int, top_p: float = 1.0,
                     verifier: VerifierPool | None = None, max_batch_rows: int = 512,
-                    greedy: bool = True) -> dict:
+                    greedy: bool = True, per_prompt: bool = False) -> dict:
     """``greedy=False`` skips the greedy decode (its pass@1 is then None): the token protocol's
-    intermediate evaluations, whose tables read mean@k only."""
+    intermediate evaluations, whose tables read mean@k only.  ``per_prompt=True`` adds each
+    task's mean reward (``"per_prompt"``, in task order: the warm start's pass-rate
+    distribution)."""
     own_pool = verifier is None
     verifier = verifier or VerifierPool(workers=1)
     try:
@@ -73,17 +75,19 @@ def evaluate_policy(model, tokenizer, tasks: list[Task], *, samples: int, temper
         if own_pool:
             verifier.close()
     per_sample = sampled_rewards.reshape(len(tasks), samples)
-    per_prompt = per_sample.mean(axis=1)
+    prompt_means = per_sample.mean(axis=1)
     buckets = defaultdict(list)
-    for t, acc in zip(tasks, per_prompt):
+    for t, acc in zip(tasks, prompt_means):
         buckets[t.bucket].append(acc)
+    extra = {"per_prompt": [float(x) for x in prompt_means]} if per_prompt else {}
     return {
-        "mean_at_k": float(per_prompt.mean()),
+        "mean_at_k": float(prompt_means.mean()),
         "greedy": float(greedy_rewards.mean()) if greedy_rewards is not None else None,
         "k": samples,
         "buckets": {b: float(np.mean(v)) for b, v in sorted(buckets.items())},
-        "pass_rate_spread": float(np.mean((per_prompt > 0) & (per_prompt < 1))),
+        "pass_rate_spread": float(np.mean((prompt_means > 0) & (prompt_means < 1))),
         "pass_at_k": pass_at_k_table(per_sample),
+        **extra,
     }
 
 
