@@ -83,9 +83,11 @@ def parse_ints(text: str, what: str) -> list[int]:
 
 
 def resolve_methods(text: str) -> list[str]:
-    # each once, in order: grpo,grpo would be two runs of one directory
-    names = allocators.main_methods() if text == "all" else \
-        list(dict.fromkeys(parse_list(text, "--methods")))
+    # each once, in order: grpo,grpo would be two runs of one directory; "all" may stand
+    # beside other names ("all,oracle,anti-oracle": every contender and the controls)
+    names = list(dict.fromkeys(
+        name for item in parse_list(text, "--methods")
+        for name in (allocators.main_methods() if item == "all" else [item])))
     for name in names:
         try:
             allocators.get(name)
@@ -114,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "the plots (PNG) into the sweep directory.",
         formatter_class=HelpFormatter)
     parser.add_argument("--methods", default=None,
-                        help=f"comma-separated method names, or 'all' for every registered method "
-                             f"except ablations and controls (see --list); default {DEFAULT_METHODS!r}, or the "
-                             f"table's methods with --table")
+                        help=f"comma-separated method names; 'all' stands for every registered "
+                             f"method except ablations and controls (see --list), alone or "
+                             f"beside others ('all,oracle,anti-oracle'); default "
+                             f"{DEFAULT_METHODS!r}, or the table's methods with --table")
     parser.add_argument("--budgets", default=None,
                         help=f"comma-separated budget fractions b in (0, 1]: rollout methods get "
                              f"round(b*M*G) rollouts per step, token methods b*M*G*mean-length "
@@ -319,8 +322,8 @@ def plan_sweep(args) -> Plan:
              for m in methods for b in budgets for s in seeds]
     # with --methods all or a table's own methods, a method that cannot run at some budget (e.g.
     # Pilot-Commit needs round(b*G) >= 3) is reported and left out instead of blocking the sweep
-    lenient = (args.methods or DEFAULT_METHODS) == "all" or (table is not None
-                                                             and args.methods is None)
+    lenient = "all" in parse_list(args.methods or DEFAULT_METHODS, "--methods") or (
+        table is not None and args.methods is None)
     validate_preset(preset)         # strict whatever the methods: it is every run's problem
     check_distinct_directories(specs)
     for spec in list(specs):

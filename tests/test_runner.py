@@ -256,3 +256,14 @@ def test_the_length_controllers_row_weight_multiplies_the_rollout_weight_capped(
     assert all("weight_multiplier" not in flags and "stop_phase" in flags for _, flags in trained)
     metrics = read_jsonl(tmp_path / "weights" / "metrics.jsonl")
     assert "eps_kept" not in metrics[0] and set(metrics[0]["length"]) >= {"eps_kept", "k1", "k2"}
+
+
+def test_all_stands_beside_other_method_names():
+    import allocators
+    from bench.run import UsageError, resolve_methods
+    contenders = allocators.main_methods()
+    assert resolve_methods("all") == contenders
+    assert resolve_methods("all,oracle,anti-oracle") == contenders + ["oracle", "anti-oracle"]
+    assert resolve_methods("oracle,all,grpo") == ["oracle"] + contenders   # each once, in order
+    with pytest.raises(UsageError):
+        resolve_methods("all,no-such-method")
