@@ -116,12 +116,11 @@ def _prompt(item: dict) -> str:
     return body + "\n"
 
 
-def _distinct_tasks(mix: LegMix, index: int, seed_base: int, wanted: int,
-                    exclude: frozenset[str]):
-    from trainer.tasks import Task
+def _distinct_questions(mix: LegMix, index: int, seed_base: int, wanted: int,
+                        exclude: frozenset[str]) -> list[tuple[str, str]]:
     bucket = mix.buckets[index]
     hard = {f.animal for f in mix.hard_facts}
-    seen, tasks = set(exclude), []
+    seen, out = set(exclude), []
     # the rarest bucket (two hard facts of three animals) keeps ~1 item in 10; the bound only
     # stops a mix whose bucket cannot be filled from looping for ever
     for item in itertools.islice(_items(mix, index, seed_base), 400 * wanted + 4096):
@@ -131,20 +130,18 @@ def _distinct_tasks(mix: LegMix, index: int, seed_base: int, wanted: int,
         if prompt in seen:
             continue
         seen.add(prompt)
-        tasks.append(Task(prompt=prompt, answer=item["answer"], bucket=bucket.name,
-                          solution=worked_solution(prompt),
-                          scorer="trainer.verifier:score_reasoning_gym",
-                          gold={"answer": item["answer"],
-                                "metadata": {"source_dataset": "leg_counting"}}))
-        if len(tasks) == wanted:
-            return tasks
+        out.append((prompt, item["answer"]))
+        if len(out) == wanted:
+            return out
     raise ValueError(f"task mix {mix.name!r}: bucket {bucket.name!r} has fewer than {wanted} "
                      f"distinct questions")
 
 
-def build_pool(mix: LegMix, per_bucket: int, seed_base: int,
-               exclude: frozenset[str] = frozenset()) -> list:
-    """``per_bucket`` distinct questions of each bucket, interleaved, none in ``exclude``."""
-    per = [_distinct_tasks(mix, i, seed_base, per_bucket, exclude)
-           for i in range(len(mix.buckets))]
-    return [t for row in zip(*per) for t in row]
+def questions(mix: LegMix, per_bucket: int, seed_base: int,
+              exclude: frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
+    """``(bucket, prompt, answer)`` of ``per_bucket`` distinct questions of each bucket,
+    interleaved, none in ``exclude`` (``trainer.tasks`` makes them tasks)."""
+    per = [[(b.name, prompt, answer) for prompt, answer in
+            _distinct_questions(mix, i, seed_base, per_bucket, exclude)]
+           for i, b in enumerate(mix.buckets)]
+    return [q for row in zip(*per) for q in row]

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 import reasoning_gym
 
+from trainer import legs
 from trainer.mixes import Bucket, LegMix, TaskMix, get_mix  # noqa: F401
 from trainer.testbeds.chain_sum import DEFAULT_BUCKETS
 
@@ -140,10 +141,9 @@ def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_
     """The seeded training pool and the held-out set of ``mix``, disjoint by construction."""
     family = get_mix(mix)
     if isinstance(family, LegMix):
-        from trainer import legs
-        held_out = legs.build_pool(family, eval_per_bucket, EVAL_SEED)
-        train = legs.build_pool(family, train_per_bucket, TRAIN_SEED,
-                                exclude=frozenset(t.prompt for t in held_out))
+        held_out = _leg_tasks(family, eval_per_bucket, EVAL_SEED)
+        train = _leg_tasks(family, train_per_bucket, TRAIN_SEED,
+                           exclude=frozenset(t.prompt for t in held_out))
         return train, held_out
     buckets = family.buckets
     # Held-out first: the 2-term one-digit bucket has only 200 distinct questions, and a training
@@ -154,6 +154,15 @@ def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_
     return train, held_out
 
 
+def _leg_tasks(mix: LegMix, per_bucket: int, seed_base: int,
+               exclude: frozenset[str] = frozenset()) -> list[Task]:
+    return [Task(prompt=prompt, answer=answer, bucket=bucket,
+                 solution=legs.worked_solution(prompt),
+                 scorer="trainer.verifier:score_reasoning_gym",
+                 gold={"answer": answer, "metadata": {"source_dataset": "leg_counting"}})
+            for bucket, prompt, answer in legs.questions(mix, per_bucket, seed_base, exclude)]
+
+
 def warm_start_examples(mix_name: str, per_bucket: int, seed_base: int,
                         exclude: frozenset[str], stream) -> list[tuple[str, str]]:
     """``(prompt, noisy worked solution)`` for the supervised warm start: ``per_bucket``
@@ -162,8 +171,7 @@ def warm_start_examples(mix_name: str, per_bucket: int, seed_base: int,
     noise of one example does not depend on the others)."""
     mix = get_mix(mix_name)
     if isinstance(mix, LegMix):
-        from trainer import legs
-        tasks = legs.build_pool(mix, per_bucket, seed_base, exclude=exclude)
+        tasks = _leg_tasks(mix, per_bucket, seed_base, exclude=exclude)
         return [(t.prompt, legs.worked_solution(t.prompt, mix, stream(i)))
                 for i, t in enumerate(tasks)]
     tasks = build_pool(per_bucket, mix.buckets, seed_base, exclude=exclude, cycle=mix.balanced)
