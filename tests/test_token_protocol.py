@@ -114,3 +114,23 @@ def test_token_protocol_usage_errors_exit_2_before_any_work(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "sets no token_budget" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_run_whose_method_stops_spending_ends_short_after_the_starved_limit(tmp_path,
+                                                                              monkeypatch):
+    """A method with nothing left to spend on (Pilot-Commit once its evictions empty the pool)
+    ends its run short of T after STARVED_STEPS idle steps, not at the step cap."""
+    from allocators.uniform import UniformGRPO
+    from trainer.loop import STARVED_STEPS
+    original = UniformGRPO.plan
+    monkeypatch.setattr(UniformGRPO, "plan", lambda self, step, candidates, stats, budget:
+                        original(self, step, candidates, stats, budget) if step == 0 else [])
+    preset = with_overrides(get_preset("smoke"), protocol="tokens", token_budget=T,
+                            eval_points=K, greedy_at="ends", step_cap=200)
+    logs = []
+    summary = Run(RunSpec("grpo", 1.0, 0, preset), tmp_path / "run", log=logs.append).execute()
+    metrics = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert summary["steps"] == 1 + STARVED_STEPS < preset.step_cap
+    assert [m["tokens"] > 0 for m in metrics] == [True] + [False] * STARVED_STEPS
+    assert summary["idle_steps_at_end"] == STARVED_STEPS and not summary["budget_reached"]
+    assert any("charged nothing" in line for line in logs)

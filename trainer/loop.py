@@ -96,11 +96,17 @@ def compute_dtype(p) -> torch.dtype:
 #   before: a rare overflow is not a divergence.  (No pass over the weights after each update:
 #   with a finite clipped gradient and lr <= 1, the bound the planner checks, AdamW's step is
 #   finite, and non-finite weights would make the next losses non-finite anyway.)
+# And, under the token protocol, a run ends short of T (not an error: reported as "short" and
+# left out of every Δ) when STARVED_STEPS steps in a row charged nothing: its method has nothing
+# left to spend on (Pilot-Commit evicts every prompt its pilots place outside the band, and on
+# noisy-chain's 480-prompt pool it had evicted them all after ~40 steps, then idled to the
+# 600-step cap; no step can charge again once the pool is gone).
 # Module constants, not preset fields: a preset field would change every run's identity
 # (config.json), and no legitimate run is near either limit.
 VERIFIER_FAILURE_SHARE = 0.5
 VERIFIER_MIN_ITEMS = 16
 NONFINITE_LIMIT = 3
+STARVED_STEPS = 10
 
 
 class CheckedVerifier:
@@ -551,7 +557,11 @@ class Run:
             due = done % self.p.eval_every == 0 or finished
             return finished, self.evaluate(done, greedy=finished) if due else None
         spent = self.clock.spent(self.ledger)
-        finished = self.clock.finished(spent, done)
+        starved = idle_steps_at_end(self.metrics) >= STARVED_STEPS
+        if starved:
+            self.log(f"{self.dir.name}: the last {STARVED_STEPS} steps charged nothing (the "
+                     f"method has nothing left to spend on); the run ends short of T")
+        finished = self.clock.finished(spent, done) or starved
         point = self.clock.reached(spent)
         if point <= last_point(self.evals) and not finished:
             return False, None
@@ -640,6 +650,16 @@ class Run:
         return summary
 
 
+def idle_steps_at_end(metrics: list[dict]) -> int:
+    """How many of the last steps charged no rollout and no token."""
+    n = 0
+    for m in reversed(metrics):
+        if m["rollouts"] or m["tokens"]:
+            break
+        n += 1
+    return n
+
+
 def _numbers(metrics: dict) -> dict:
     """The JSON-able scalars of a component's per-step metrics."""
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))}
@@ -686,6 +706,8 @@ def summarize(spec: RunSpec, metrics: list[dict], evals: list[dict], ledger: Led
                             / max(1e-9, float(np.mean([m.get("mean_length", 0.0)
                                                        for m in metrics])))) if metrics else 0.0,
         "truncation_by_bucket": truncation_by_bucket(metrics),
+        # steps at the end that charged nothing (STARVED_STEPS of them end a token-protocol run)
+        "idle_steps_at_end": idle_steps_at_end(metrics),
         "timing": {**ledger.timing(spec.preset.threads, spec.preset.device),
                    "unbilled": round(ledger.unbilled_seconds, 3)},
     }
