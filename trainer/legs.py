@@ -17,7 +17,7 @@ Where the difficulty comes from (``trainer.mixes.LegMix``): a few animals are **
 warm-start solutions write a consistent wrong leg count (the ``decoy``) with a per-animal rate, so
 the warm start samples the true count of a hard animal only 1 - rate of the time; every other
 product and sum is miswritten with a small ``step_error_rate``.  A question's pass rate is then
-about the product of its hard facts' rates: near 1 without one, spread over (0.05, 0.4) with one,
+about the product of its hard facts' rates: near 1 without one, spread over about (0.01, 0.1) with one,
 near 0 with two -- a property of the question, so it persists across epochs, and one RL can change
 only by finding a correct sample of a hard fact (which then transfers to every question naming
 that animal).  Buckets fix the number of animal kinds and of hard facts among them.

@@ -4,7 +4,7 @@ scarce and allocation has room.
 
 Built so that per-step learning is limited by the groups that carry a gradient, not by optimizer
 steps (``noisy-chain``'s regime): half the pool never names a hard animal and is solved nearly
-always (all-correct groups), a quarter names one and is solved 5-45% of the time (a graded,
+always (all-correct groups), a quarter names one and is solved 1-10% of the time (a graded,
 hard-but-solvable tail), a quarter names two and is nearly never solved (all-wrong groups).  What
 RL learns here is a fact per hard animal, and only from a correct sample of it; a correct sample
 transfers to every question naming that animal, held-out ones included.  So an allocation that
@@ -23,17 +23,23 @@ from trainer.config import Preset, WarmStartConfig
 from trainer.mixes import HardFact, LegBucket, LegMix
 from trainer.testbeds import Gate, Testbed, register
 
-# Decoys are the leg count of a similar-looking animal (a misconception, not a random slip); the
-# rates spread a one-hard-fact question's pass rate over about 0.05-0.45.
+# Decoys are the leg count of a similar-looking animal (a misconception, not a random slip).
+# Every true count and every decoy here is also the count of a common animal no fact touches
+# (10 lobster, 8 spider, 6 ant, 4 dog, 2 bird, 0 snake), so a correct sample's products and sums
+# are ones the warm start knows: a hard fact is hard only for its leg count.  The rates put a
+# one-hard-fact question's pass rate at about 0.01-0.10: at G = 4 (b = 0.25) uniform GRPO rarely
+# sees a correct sample there, at G = 16 sometimes.  (Design 1, rates 0.55-0.95 with woodlouse
+# and starfish among them: GRPO learnt every learnable fact within a third of T and the oracle
+# gained only ~+0.01 at b = 0.5 -- not signal-limited; issue 27's note has the numbers.)
 HARD_FACTS = (
-    HardFact("woodlouse", 8, 0.95),
-    HardFact("starfish", 4, 0.92),
-    HardFact("crab", 8, 0.88),
-    HardFact("scorpion", 6, 0.84),
-    HardFact("shrimp", 6, 0.78),
-    HardFact("praying mantis", 4, 0.72),
-    HardFact("leech", 2, 0.65),
-    HardFact("firefly", 4, 0.55),
+    HardFact("crab", 8, 0.99),
+    HardFact("shrimp", 6, 0.985),
+    HardFact("scorpion", 6, 0.98),
+    HardFact("praying mantis", 4, 0.97),
+    HardFact("firefly", 4, 0.96),
+    HardFact("leech", 2, 0.95),
+    HardFact("duck", 4, 0.93),
+    HardFact("sheep", 2, 0.90),
 )
 BUCKETS = (
     LegBucket("e2", 2, 0),      # no hard fact: nearly always solved
@@ -41,7 +47,7 @@ BUCKETS = (
     LegBucket("h1", 3, 1),      # one: the graded, solvable tail
     LegBucket("h2", 3, 2),      # two: nearly never
 )
-MIX = LegMix("leg_facts", BUCKETS, HARD_FACTS, max_instances=9, step_error_rate=0.01,
+MIX = LegMix("leg_facts", BUCKETS, HARD_FACTS, max_instances=9, step_error_rate=0.005,
              check_rate=0.5)
 
 WARM_START = WarmStartConfig(task_mix="leg_facts", steps=1000, warmup=100,
