@@ -16,13 +16,13 @@ from trainer.provenance import weights_sha256
 
 
 def shipped_presets():
-    return [name for name in ("smoke", "tiny", "noisy-chain")
+    return [name for name in ("smoke", "tiny", "noisy-chain", "leg-facts")
             if (sft.shipped_dir(get_preset(name).warm_start) / "warmstart.json").is_file()]
 
 
 def test_the_default_preset_and_the_committed_results_presets_ship_their_warm_starts():
     assert DEFAULT_PRESET == "noisy-chain"
-    assert {"tiny", DEFAULT_PRESET} <= set(shipped_presets())
+    assert {"tiny", DEFAULT_PRESET, "leg-facts"} <= set(shipped_presets())
     # adding the task_mix field kept the first default's key (and so its shipped copy) valid
     assert get_preset("tiny").warm_start.key() == "9f3d4987bcc3c440"
 
