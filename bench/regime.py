@@ -38,12 +38,11 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from bench.stats import normalised_score
+from bench.stats import normalised_score, t_interval
 from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_order, row_label
 from bench.tables.registry import standard
-from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
-from bench.stats import t_interval
 from bench.tables.speedup import DeltaStats
+from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
 from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 
