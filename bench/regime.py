@@ -43,7 +43,7 @@ from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_o
 from bench.tables.registry import standard
 from bench.tables.speedup import DeltaStats
 from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
-from trainer.rundir import atomic_write_text, read_json, read_jsonl
+from trainer.rundir import atomic_write_text, read_jsonl
 
 
 # ------------------------------------------------------------------------------ per run
