@@ -54,7 +54,7 @@ import pandas as pd
 
 from bench.overrides import ConfigError, run_options
 from bench.presets import DEFAULT_PRESET, PRESETS, get_preset
-from bench.regime import load_spend, spend_table
+from bench.regime import hardest_bucket, load_spend, spend_table
 from bench.report import build, update_sweep_file
 from bench.run import (HelpFormatter, UsageError, add_override_arguments, configure, execute,
                        locked, parse_ints)
@@ -68,6 +68,8 @@ from trainer.rundir import atomic_write_text, read_json, read_jsonl
 
 POWER = 0.8
 RUNS = (("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5), ("anti-oracle", 0.5))
+DUET_RUN = ("duet-abort", 1.0)
+METRIC = "curve_accuracy"
 
 
 def gate_runs(gate: Gate) -> list[tuple[str, float]]:
@@ -77,8 +79,6 @@ def gate_runs(gate: Gate) -> list[tuple[str, float]]:
     for b in gate.headroom_budgets:
         runs += [r for r in (("grpo", b), ("oracle", b)) if r not in runs]
     return runs
-DUET_RUN = ("duet-abort", 1.0)
-METRIC = "curve_accuracy"
 
 
 @dataclass
@@ -233,11 +233,9 @@ def _hardest_truncation(run_dir: Path) -> float:
     """Truncated share of rows in the bucket with the lowest step-0 held-out accuracy."""
     summary = read_json(run_dir / "summary.json")
     truncation = summary.get("truncation_by_bucket")
-    evals = read_jsonl(run_dir / "eval.jsonl")
-    buckets = evals[0].get("buckets", {}) if evals else {}
-    if not truncation or not buckets:
+    hardest = hardest_bucket(read_jsonl(run_dir / "eval.jsonl"))
+    if not truncation or hardest is None:
         return float("nan")
-    hardest = min(buckets, key=lambda b: (buckets[b], b))
     return float(truncation.get(hardest, float("nan")))
 
 

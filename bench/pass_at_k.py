@@ -74,6 +74,6 @@ def companion_table(df: pd.DataFrame) -> Table | None:
 
 
 # the companion right after the headline (order 0), the pass@k budget tables after the final one
-standard("headline_pass_at_k", 0)(lambda ctx: companion_table(ctx.summaries))
-standard("budget_pass_at_k", 2)(lambda ctx: [pass_at_k_budget_table(ctx.summaries, k)
+standard("headline_pass_at_k", 0.5)(lambda ctx: companion_table(ctx.summaries))
+standard("budget_pass_at_k", 2.5)(lambda ctx: [pass_at_k_budget_table(ctx.summaries, k)
                                              for k in ks_of(ctx.summaries)])

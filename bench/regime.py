@@ -38,20 +38,22 @@ import numpy as np
 import pandas as pd
 import scipy.stats as sps
 
-from bench.stats import normalised_score, t_interval
+from bench.stats import t_interval
 from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_order, row_label
+from bench.tables.builders import normalised_table
 from bench.tables.registry import standard
-from bench.tables.speedup import DeltaStats
+from bench.tables.speedup import DeltaStats, paired_differences
 from bench.tables.sweep import SweepError, _read, finished_runs, load_summaries, run_identity
 from trainer.rundir import atomic_write_text, read_jsonl
 
 
 # ------------------------------------------------------------------------------ per run
 def hardest_bucket(evals: list[dict]) -> str | None:
-    """The bucket with the lowest step-0 held-out accuracy (ties: the later name)."""
+    """The bucket with the lowest step-0 held-out accuracy (ties: the first name), the one
+    ``bench.calibrate``'s truncation diagnostic reads too."""
     first = min(evals, key=lambda e: e["step"]) if evals else {}
     buckets = first.get("buckets") or {}
-    return min(buckets, key=lambda b: (buckets[b], [-ord(c) for c in b])) if buckets else None
+    return min(buckets, key=lambda b: (buckets[b], b)) if buckets else None
 
 
 def _thirds(n: int) -> tuple[slice, slice]:
@@ -155,12 +157,10 @@ def _text(stats: DeltaStats) -> str:
 
 
 def _paired(frame: pd.DataFrame, a: tuple, b: tuple, column: str) -> DeltaStats:
-    def cell(method, budget):
-        c = frame[(frame["method"] == method) & np.isclose(frame["budget"], budget)]
-        return c.set_index("seed")[column].dropna()
-    x, y = cell(*a), cell(*b)
-    seeds = sorted(set(x.index) & set(y.index))
-    return DeltaStats.of([x[s] - y[s] for s in seeds])
+    """(method, budget) ``a`` minus ``b`` on ``column``, seed by seed; a run without a value
+    there (short of T) has no pair."""
+    diffs = paired_differences(frame, *a, *b, column=column)
+    return DeltaStats.of(diffs[~np.isnan(diffs)])
 
 
 def claims_table(sweep_dir: Path) -> Table | None:
@@ -233,8 +233,9 @@ if __name__ != "__main__":
 
 # ------------------------------------------------------------------------------ across testbeds
 def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
-    """(preset, metric, one row per method x budget with the normalised score and interval and
-    the mean Δ against GRPO); the metric is the token-budget AUC under the token protocol."""
+    """(preset, metric, the normalised-score table's numbers: one row per method x budget with
+    ``normalised``, its interval, and the mean Δ against GRPO and the oracle's headroom); the
+    metric is the token-budget AUC under the token protocol, the curve average per step."""
     from bench.equal_compute import load_budget_runs
     budget_runs = load_budget_runs(sweep_dir)
     if not budget_runs.empty:
@@ -243,26 +244,9 @@ def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
         runs, metric = load_summaries(sweep_dir), "curve_accuracy"
     if runs.empty:
         raise SweepError(f"{sweep_dir}: no finished runs")
-    presets = sorted(runs["preset"].astype(str).unique())
-    rows = []
-    for b in budgets_of(runs):
-        def cell(method):
-            c = runs[(runs["method"] == method) & np.isclose(runs["budget"], b)]
-            return c.set_index("seed")[metric].dropna()
-        grpo, oracle = cell("grpo"), cell("oracle")
-        for method in method_order(runs["method"]):
-            if method in ("grpo", "oracle"):
-                continue
-            mine = cell(method)
-            seeds = sorted(set(mine.index) & set(grpo.index) & set(oracle.index))
-            if not seeds:
-                continue
-            deltas = [mine[s] - grpo[s] for s in seeds]
-            score, low, high = normalised_score(deltas, [oracle[s] - grpo[s] for s in seeds])
-            rows.append({"method": method, "budget": b, "pairs": len(seeds), "score": score,
-                         "low": low, "high": high, "delta": float(np.mean(deltas)),
-                         "headroom": float(np.mean([oracle[s] - grpo[s] for s in seeds]))})
-    return ", ".join(presets), metric, pd.DataFrame(rows)
+    table = normalised_table(runs, metric)
+    data = table.data if table is not None and table.data is not None else pd.DataFrame()
+    return ", ".join(sorted(runs["preset"].astype(str).unique())), metric, data
 
 
 def regime_table(sweeps: list[Path]) -> Table:
@@ -281,12 +265,13 @@ def regime_table(sweeps: list[Path]) -> Table:
             hit = df[(df["method"] == method) & np.isclose(df["budget"], b)] if not df.empty \
                 else df
             key = f"{name} {blabel(b)}"
-            if hit.empty or np.isnan(hit["score"].iloc[0]):
+            if hit.empty or np.isnan(hit["normalised"].iloc[0]):
                 row[key] = MISSING
                 continue
             h = hit.iloc[0]
-            interval = f" [{h['low']:+.2f}, {h['high']:+.2f}]" if not np.isnan(h["low"]) else ""
-            row[key] = f"{h['score']:+.2f}{interval} (n={int(h['pairs'])})"
+            interval = (f" [{h['ci95_low']:+.2f}, {h['ci95_high']:+.2f}]"
+                        if not np.isnan(h["ci95_low"]) else "")
+            row[key] = f"{h['normalised']:+.2f}{interval} (n={int(h['pairs'])})"
             data.append({"testbed": name, **h.to_dict()})
         display.append(row)
     for b in budgets:

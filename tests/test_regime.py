@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench import regime
+from bench.tables.cells import row_label
 from tests.test_tables import write_run
 
 
@@ -65,11 +66,12 @@ def test_regime_table_scores_and_rank_agreement(tmp_path):
     assert metric == "curve_accuracy"
     k = scores.set_index("method").loc["knapsack"]
     # (0.02 + 0.001) / 0.04 on average: seeds add 0, 0.001, 0.002 to the method only
-    assert k["score"] == pytest.approx(0.021 / 0.04) and k["pairs"] == 3
+    assert k["normalised"] == pytest.approx(0.021 / 0.04) and k["pairs"] == 3
+    assert k["delta"] == pytest.approx(0.021) and k["headroom"] == pytest.approx(0.04)
     table = regime.regime_table([a, b])
     cells = table.display.set_index("method")
-    assert cells.loc["Knapsack-RL" if "Knapsack-RL" in cells.index else "knapsack"].iloc[0] \
-        .startswith("+0.53")
+    assert cells.loc[row_label("knapsack"), "smoke (a) b=0.5"].startswith("+0.53")
+    assert cells.loc[row_label("knapsack"), "smoke (b) b=0.5"].startswith("+0.14")   # 0.011/0.08
     assert any("Kendall's tau" in line and "+0.33" in line for line in table.extra)
 
 

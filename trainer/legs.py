@@ -34,15 +34,9 @@ import re
 import reasoning_gym
 from reasoning_gym.arithmetic.leg_counting import ANIMALS
 
-from trainer.mixes import LegMix
+from trainer.mixes import BUCKET_SEED_STRIDE, ERROR_OFFSETS, LegMix
 
-BUCKET_SEED_STRIDE = 10_000_000
-ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)      # as trainer.tasks: a slip or a carry error
 _ITEM = re.compile(r"^(\d+) (.+)$")
-
-
-def legs_of(animal: str) -> int:
-    return ANIMALS[animal]
 
 
 def parse_prompt(prompt: str) -> list[tuple[int, str]]:
@@ -78,7 +72,7 @@ def worked_solution(prompt: str, mix: LegMix | None = None, rng=None) -> str:
 
     lines, products = [], []
     for count, animal in parse_prompt(prompt):
-        legs = legs_of(animal)
+        legs = ANIMALS[animal]
         fact = facts.get(animal)
         if noisy and fact is not None and rng.random() < fact.error_rate:
             legs = fact.decoy

@@ -476,11 +476,9 @@ class Run:
     def _step_record(self, step: int, result: StepResult) -> dict:
         rows, adv = result.rows, result.advantages
         finish = Counter(r.finish for r in rows)
-        truncated: dict[str, list[int]] = {}
-        for r in rows:       # per difficulty bucket: [rows cut at max_len, rows]
-            cell = truncated.setdefault(self.pool[r.pid].bucket, [0, 0])
-            cell[0] += r.finish == "max_len"
-            cell[1] += 1
+        by_bucket = spend_by_bucket(rows, lambda pid: self.pool[pid].bucket)
+        # the cut rows keep their older place in the record: [rows cut at max_len, rows]
+        truncated = {b: [c.pop("max_len"), c["rows"]] for b, c in by_bucket.items()}
         spreads = [float(np.std([r.n_tokens for r in g])) for g in group_rows(rows) if len(g) > 1]
         signal = adv.groups - adv.no_gradient - adv.zero_variance
         return {
@@ -501,8 +499,8 @@ class Run:
             "kept_by_chance": sum(r.kept_by_chance for r in rows),
             "mean_length": float(np.mean([r.n_tokens for r in rows])) if rows else 0.0,
             "length_sd_within": float(np.mean(spreads)) if spreads else 0.0,
-            "max_len_by_bucket": {k: truncated[k] for k in sorted(truncated)},
-            "by_bucket": spend_by_bucket(rows, lambda pid: self.pool[pid].bucket),
+            "max_len_by_bucket": truncated,
+            "by_bucket": by_bucket,
             "verifier_timeouts": sum(r.flags.get("verifier") == "timeout" for r in rows),
             "verifier_failures": sum(r.flags.get("verifier") in ("error", "crash") for r in rows),
             "nan_skipped": self.nan_skipped,
@@ -727,8 +725,9 @@ def budget_summary(p, ledger: Ledger) -> dict:
 
 def spend_by_bucket(rows, bucket_of) -> dict[str, dict[str, int]]:
     """What a step spent on each difficulty bucket and what it found there: generated rows and
-    tokens (pilots, discarded and pruned rows included, as the ledger charges them), correct
-    rows, distinct prompts drawn and prompts with at least one correct row (a "first positive").
+    tokens (pilots, discarded and pruned rows included, as the ledger charges them), rows cut at
+    the length limit, correct rows, distinct prompts drawn and prompts with at least one correct
+    row (a "first positive").  The step record keeps the cut rows in ``max_len_by_bucket``.
     The regime diagnostics (the hardest bucket's budget share and solve rate over training,
     issue 27) read these; nothing in training does."""
     out: dict[str, dict[str, int]] = {}
@@ -736,8 +735,9 @@ def spend_by_bucket(rows, bucket_of) -> dict[str, dict[str, int]]:
     drawn: dict[str, set[int]] = {}
     for r in rows:
         b = bucket_of(r.pid)
-        cell = out.setdefault(b, {"rows": 0, "tokens": 0, "correct": 0})
+        cell = out.setdefault(b, {"rows": 0, "tokens": 0, "correct": 0, "max_len": 0})
         cell["rows"] += 1
+        cell["max_len"] += r.finish == "max_len"
         cell["tokens"] += r.n_tokens
         cell["correct"] += r.reward > 0.5
         drawn.setdefault(b, set()).add(r.pid)

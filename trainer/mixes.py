@@ -11,6 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# Conventions every embedded family's generator follows (trainer.tasks, trainer.legs):
+# bucket i of a mix draws reasoning-gym items from seed base + i * BUCKET_SEED_STRIDE, and a
+# miswritten number in a warm-start solution is off by one of ERROR_OFFSETS (a slip of one or
+# two, or a carry error of ten).
+BUCKET_SEED_STRIDE = 10_000_000
+ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
+
+
 @dataclass(frozen=True)
 class Bucket:
     name: str
@@ -58,8 +66,6 @@ class LegMix:
     max_instances: int = 9           # animals of one kind per question: 1..max_instances
     step_error_rate: float = 0.0     # warm-start solutions: chance each product or sum is miswritten
     check_rate: float = 0.0          # warm-start solutions: chance of a check line after the answer
-    balanced: bool = False
-    family: str = "leg_counting"
 
 
 # filled by trainer.testbeds.register, in the testbeds' discovery order

@@ -46,17 +46,12 @@ from dataclasses import dataclass
 import reasoning_gym
 
 from trainer import legs
-from trainer.mixes import Bucket, LegMix, TaskMix, get_mix  # noqa: F401
+from trainer.mixes import (BUCKET_SEED_STRIDE, ERROR_OFFSETS, Bucket, LegMix,  # noqa: F401
+                           TaskMix, get_mix)
 from trainer.testbeds.chain_sum import DEFAULT_BUCKETS
 
 TRAIN_SEED = 0
 EVAL_SEED = 1_000_000_000
-BUCKET_SEED_STRIDE = 10_000_000
-
-
-
-# A miswritten partial sum is off by one or two (a slip) or by ten (a carry error).
-ERROR_OFFSETS = (-10, -2, -1, 1, 2, 10)
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,11 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
                  [mde_note(samples)])
 
 
-def normalised_table(df: pd.DataFrame) -> Table | None:
+def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
     """Share of the oracle's headroom each method captures, at every budget where the oracle ran:
-    (method − GRPO) / (oracle − GRPO), curve average, paired by seed, bootstrap interval."""
+    (method − GRPO) / (oracle − GRPO) on ``column`` (the curve average; ``bench.regime`` passes
+    the token-budget AUC), paired by seed, bootstrap interval.  A run without a value there (a
+    token-protocol run short of T) has no pair."""
     if "oracle" not in set(df["method"]) or "grpo" not in set(df["method"]):
         return None
     budgets = [b for b in budgets_of(df) if not cell_runs(df, "oracle", b).empty
@@ -111,20 +113,20 @@ def normalised_table(df: pd.DataFrame) -> Table | None:
             continue
         row = {"method": row_label(method)}
         for b in budgets:
-            a = cell_runs(df, method, b).set_index("seed")[HEADLINE]
-            o = cell_runs(df, "oracle", b).set_index("seed")[HEADLINE]
-            g = cell_runs(df, "grpo", b).set_index("seed")[HEADLINE]
+            a, o, g = (cell_runs(df, m, b).set_index("seed")[column].dropna()
+                       for m in (method, "oracle", "grpo"))
             seeds = sorted(set(a.index) & set(o.index) & set(g.index))
             if not seeds:
                 row[blabel(b)] = MISSING
                 continue
-            score, low, high = normalised_score([a[s] - g[s] for s in seeds],
-                                                [o[s] - g[s] for s in seeds])
+            deltas, headroom = [a[s] - g[s] for s in seeds], [o[s] - g[s] for s in seeds]
+            score, low, high = normalised_score(deltas, headroom)
             interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
             row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
                               else f"{MISSING} (oracle = GRPO)")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
-                         "normalised": score, "ci95_low": low, "ci95_high": high})
+                         "normalised": score, "ci95_low": low, "ci95_high": high,
+                         "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom))})
         display.append(row)
     return Table("normalised", "Normalised score: share of the oracle's headroom captured",
                  pd.DataFrame(display), pd.DataFrame(data),

@@ -40,7 +40,7 @@ class TableSpec:
     figure: Callable[[Context], object] | None = None
     measure: Callable[[Path], None] | None = None  # non-training work, run before rendering
     standard: bool = False                        # written for every sweep (in ``order``)
-    order: int = 0
+    order: float = 0                              # unique among standard tables
 
     @property
     def trains(self) -> bool:
@@ -57,11 +57,18 @@ TABLES: dict[str, TableSpec] = {}
 def register(spec: TableSpec) -> TableSpec:
     if spec.name in TABLES and TABLES[spec.name] != spec:
         raise ValueError(f"table {spec.name!r} registered twice")
+    # two standard tables at one order would be written in import order, which differs between
+    # commands (bench.run, bench.report, bench.calibrate import the builders' modules in turn)
+    clash = [t.name for t in TABLES.values() if t.standard and spec.standard
+             and t.order == spec.order and t.name != spec.name]
+    if clash:
+        raise ValueError(f"standard table {spec.name!r} has the order {spec.order} of "
+                         f"{clash[0]!r}")
     TABLES[spec.name] = spec
     return spec
 
 
-def standard(name: str, order: int, summary: str = ""):
+def standard(name: str, order: float, summary: str = ""):
     """Decorator: ``build(ctx)`` is the standard table ``name``, written ``order``-th."""
 
     def wrap(build):
