@@ -236,17 +236,28 @@ def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
     """(preset, metric, the normalised-score table's numbers: one row per method x budget with
     ``normalised``, its interval, and the mean Δ against GRPO and the oracle's headroom); the
     metric is the token-budget AUC under the token protocol, the curve average per step."""
-    from bench.equal_compute import load_budget_runs
-    budget_runs = load_budget_runs(sweep_dir)
-    if not budget_runs.empty:
-        runs, metric = budget_runs.sweep(), "auc"
-    else:
-        runs, metric = load_summaries(sweep_dir), "curve_accuracy"
+    runs, metric = scored_runs(sweep_dir)
     if runs.empty:
         raise SweepError(f"{sweep_dir}: no finished runs")
     table = normalised_table(runs, metric)
     data = table.data if table is not None and table.data is not None else pd.DataFrame()
     return ", ".join(sorted(runs["preset"].astype(str).unique())), metric, data
+
+
+def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
+    """The sweep's runs and the metric its scores are on: the AUC over [0, T] under the token
+    protocol, the curve average per step otherwise (the grid's runs are not the sweep's)."""
+    from bench.equal_compute import load_budget_runs
+    budget_runs = load_budget_runs(sweep_dir)
+    if not budget_runs.empty:
+        return budget_runs.sweep(), "auc"
+    return load_summaries(sweep_dir), "curve_accuracy"
+
+
+if __name__ != "__main__":
+    # the standard normalised table reads the same runs and metric as the regime table, so a
+    # token-protocol sweep's tables.md scores the AUC, not the per-step curve average
+    standard("normalised", 5)(lambda ctx: normalised_table(*scored_runs(ctx.sweep_dir)))
 
 
 def regime_table(sweeps: list[Path]) -> Table:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bench import regime
+from bench.report import build
 from bench.tables.cells import row_label
 from tests.test_tables import write_run
 
@@ -103,3 +104,21 @@ def test_claims_by_hand(tmp_path):
     coba = rows.loc["CoBA-RL exploits, then explores (b=1)"]
     # each step also draws 10 easy rows: first third 5/15, last third 30/40 -> +0.417 every seed
     assert "+0.417" in coba["measured"] and coba["verdict"] == "reproduced"
+
+
+def test_no_score_where_the_oracle_has_no_headroom(tmp_path):
+    # the oracle 0.01 *below* GRPO: a method 0.02 below would read +2 "oracles" as a ratio
+    sweep = _testbed(tmp_path / "a", {"knapsack": -0.02}, -0.01)
+    table = regime.normalised_table(*regime.scored_runs(sweep))
+    cell = table.display.set_index("method").loc[row_label("knapsack"), "b=0.5"]
+    assert cell.startswith("—") and "no headroom" in cell and "-0.010" in cell
+    row = table.data.set_index("method").loc["knapsack"]
+    assert np.isnan(row["normalised"]) and row["headroom"] == pytest.approx(-0.01)
+    assert regime.regime_table([sweep]).display.set_index("method").loc[
+        row_label("knapsack"), "smoke b=0.5"] == "—"
+
+
+def test_the_standard_table_of_a_sweep_is_the_regime_tables_scores(tmp_path):
+    sweep = _testbed(tmp_path / "a", {"knapsack": 0.02}, 0.04)
+    text = build(sweep, with_plots=False).text
+    assert "share of the oracle's headroom captured" in text and "+0.53" in text

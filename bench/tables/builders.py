@@ -98,11 +98,19 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
                  [mde_note(samples)])
 
 
+METRIC_NAMES = {HEADLINE: "curve average", "auc": "AUC over [0, T]"}
+
+
 def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
     """Share of the oracle's headroom each method captures, at every budget where the oracle ran:
-    (method − GRPO) / (oracle − GRPO) on ``column`` (the curve average; ``bench.regime`` passes
-    the token-budget AUC), paired by seed, bootstrap interval.  A run without a value there (a
-    token-protocol run short of T) has no pair."""
+    (method − GRPO) / (oracle − GRPO) on ``column`` (the curve average per step; under the token
+    protocol ``bench.regime`` passes the AUC over [0, T]), paired by seed, bootstrap interval.  A
+    run without a value there (a token-protocol run short of T) has no pair.
+
+    Where the oracle's mean headroom over those seeds is not above 0 the ratio has no meaning
+    (``noisy-chain`` at b = 1 under the token protocol: the oracle is *behind* GRPO, and a
+    method 0.09 below GRPO read +12.6 "oracles"), so the cell says so and gives the headroom
+    instead of a score."""
     if "oracle" not in set(df["method"]) or "grpo" not in set(df["method"]):
         return None
     budgets = [b for b in budgets_of(df) if not cell_runs(df, "oracle", b).empty
@@ -120,20 +128,26 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
                 row[blabel(b)] = MISSING
                 continue
             deltas, headroom = [a[s] - g[s] for s in seeds], [o[s] - g[s] for s in seeds]
-            score, low, high = normalised_score(deltas, headroom)
-            interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
-            row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
-                              else f"{MISSING} (oracle = GRPO)")
+            if np.mean(headroom) > 0:
+                score, low, high = normalised_score(deltas, headroom)
+                interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
+                row[blabel(b)] = f"{score:+.2f}{interval} (n={len(seeds)})"
+            else:
+                score = low = high = float("nan")
+                row[blabel(b)] = (f"{MISSING} (no headroom: oracle − GRPO "
+                                  f"{np.mean(headroom):+.3f}, n={len(seeds)})")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
                          "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom))})
         display.append(row)
     return Table("normalised", "Normalised score: share of the oracle's headroom captured",
                  pd.DataFrame(display), pd.DataFrame(data),
-                 "Cell: mean(method − GRPO) / mean(oracle − GRPO) on the curve average, over the "
-                 "seeds with all three runs at that budget; 0 = GRPO, 1 = the oracle, < 0 = worse "
-                 "than GRPO; [..] = 95% paired percentile bootstrap over seeds "
-                 "(scipy.stats.bootstrap, rough with 3 seeds). Only budgets where the oracle ran.")
+                 f"Cell: mean(method − GRPO) / mean(oracle − GRPO) on the {METRIC_NAMES.get(column, column)}, "
+                 "over the seeds with all three runs at that budget; 0 = GRPO, 1 = the oracle, "
+                 "< 0 = worse than GRPO; [..] = 95% paired percentile bootstrap over seeds "
+                 "(scipy.stats.bootstrap, rough with 3 seeds). Only budgets where the oracle ran; "
+                 "'no headroom' = the oracle is not above GRPO there on average, so no share of "
+                 "its headroom is defined.")
 
 
 def speed_table(df: pd.DataFrame) -> Table:
@@ -354,7 +368,6 @@ standard("budget", 1)(lambda ctx: budget_table(ctx.summaries))
 standard("final", 2)(lambda ctx: final_budget_table(ctx.summaries))
 standard("delta", 3)(lambda ctx: delta_table(ctx.summaries, against_full=False))
 standard("delta_full", 4)(lambda ctx: delta_table(ctx.summaries, against_full=True))
-standard("normalised", 5)(lambda ctx: normalised_table(ctx.summaries))
 standard("speed", 6)(lambda ctx: speed_table(ctx.summaries))
 standard("cost", 7)(lambda ctx: cost_table(ctx.summaries, ctx.curves, ctx.target))
 standard("diagnostics", 8)(lambda ctx: diagnostics_table(ctx.summaries))
