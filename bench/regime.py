@@ -133,12 +133,6 @@ def spend_table(spend: pd.DataFrame) -> Table | None:
                  "groups with a non-zero advantage / trained groups.")
 
 
-if __name__ != "__main__":
-    # registered by the importable module only: ``python -m bench.regime`` runs this file as
-    # __main__ while bench.tables.write imports it as bench.regime, a second module object
-    standard("spend", 10)(lambda ctx: spend_table(load_spend(ctx.sweep_dir)))
-
-
 # ------------------------------------------------------------------------------ papers' claims
 def _verdict(stats: DeltaStats, n_needed: int = 2) -> str:
     """reproduced: the interval lies above 0; contradicted: below; else not resolved."""
@@ -227,10 +221,6 @@ def _paired_gap(runs: pd.DataFrame, tight: float, full: float, metric: str) -> D
     return DeltaStats.of([a[s] - b[s] for s in seeds])
 
 
-if __name__ != "__main__":
-    standard("claims", 11)(lambda ctx: claims_table(ctx.sweep_dir))
-
-
 # ------------------------------------------------------------------------------ across testbeds
 def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
     """(preset, metric, the normalised-score table's numbers: one row per method x budget with
@@ -252,12 +242,6 @@ def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     if not budget_runs.empty:
         return budget_runs.sweep(), "auc"
     return load_summaries(sweep_dir), "curve_accuracy"
-
-
-if __name__ != "__main__":
-    # the standard normalised table reads the same runs and metric as the regime table, so a
-    # token-protocol sweep's tables.md scores the AUC, not the per-step curve average
-    standard("normalised", 5)(lambda ctx: normalised_table(*scored_runs(ctx.sweep_dir)))
 
 
 def regime_table(sweeps: list[Path]) -> Table:
@@ -341,3 +325,11 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+else:
+    # the standard tables this module owns, registered by the importable module only: ``python
+    # -m bench.regime`` runs this file as __main__ while bench.tables.write imports it as
+    # bench.regime, a second module object.  The normalised table reads the same runs and metric
+    # as the regime table, so a token-protocol sweep's tables.md scores the AUC over [0, T].
+    standard("normalised", 5)(lambda ctx: normalised_table(*scored_runs(ctx.sweep_dir)))
+    standard("spend", 10)(lambda ctx: spend_table(load_spend(ctx.sweep_dir)))
+    standard("claims", 11)(lambda ctx: claims_table(ctx.sweep_dir))

@@ -160,10 +160,12 @@ def mde_note(groups, what: str = "paired differences") -> str:
 
 def normalised_score(method_minus_ref, oracle_minus_ref) -> tuple[float, float, float]:
     """(score, 95% low, 95% high): mean(method - ref) / mean(oracle - ref) over paired seeds, with
-    a paired percentile bootstrap interval (nan where it cannot be formed)."""
+    a paired percentile bootstrap interval; all nan where it cannot be formed, and where the
+    oracle is not above the reference on average: a share of a headroom that is not there has no
+    meaning (dividing by a negative one turned a method 0.09 below GRPO into "+12.6 oracles")."""
     a = np.asarray(method_minus_ref, dtype=float)
     b = np.asarray(oracle_minus_ref, dtype=float)
-    if len(a) == 0 or len(a) != len(b) or b.mean() == 0:
+    if len(a) == 0 or len(a) != len(b) or not b.mean() > 0:
         return float("nan"), float("nan"), float("nan")
     point = float(a.mean() / b.mean())
     if len(a) < 2:

@@ -122,3 +122,16 @@ def test_the_standard_table_of_a_sweep_is_the_regime_tables_scores(tmp_path):
     sweep = _testbed(tmp_path / "a", {"knapsack": 0.02}, 0.04)
     text = build(sweep, with_plots=False).text
     assert "share of the oracle's headroom captured" in text and "+0.53" in text
+
+
+def test_a_token_protocol_sweep_is_scored_on_the_auc_over_the_budget(tmp_path):
+    from tests.test_equal_compute import flat, write_run as token_run
+    for seed in (0, 1):
+        token_run(tmp_path, "grpo", 0.5, seed, flat(0.6, 0.7))        # AUC 0.600
+        token_run(tmp_path, "oracle", 0.5, seed, flat(0.7, 0.8))      # AUC 0.675
+        token_run(tmp_path, "knapsack", 0.5, seed, flat(0.6, 0.85))   # AUC 0.6375
+    runs, metric = regime.scored_runs(tmp_path)
+    assert metric == "auc"
+    row = regime.normalised_table(runs, metric).data.set_index("method").loc["knapsack"]
+    # AUCs: 0.0375 / 0.075 = 0.5; the final accuracies would give 0.15 / 0.1 = 1.5
+    assert row["normalised"] == pytest.approx(0.5) and row["pairs"] == 2

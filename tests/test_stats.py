@@ -65,3 +65,5 @@ def test_normalised_score_and_its_bootstrap_interval():
     assert 0.25 <= low <= score <= high <= 0.75     # resamples range over 0.25 .. 0.75
     assert stats.normalised_score([0.01, 0.02, 0.03], [0.04, 0.04, 0.04]) == (score, low, high)
     assert all(math.isnan(v) for v in stats.normalised_score([0.1], [0.0]))
+    # an oracle behind the reference on average: no share of a headroom that is not there
+    assert all(math.isnan(v) for v in stats.normalised_score([-0.02, -0.04], [-0.01, 0.0]))

@@ -128,14 +128,11 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
                 row[blabel(b)] = MISSING
                 continue
             deltas, headroom = [a[s] - g[s] for s in seeds], [o[s] - g[s] for s in seeds]
-            if np.mean(headroom) > 0:
-                score, low, high = normalised_score(deltas, headroom)
-                interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
-                row[blabel(b)] = f"{score:+.2f}{interval} (n={len(seeds)})"
-            else:
-                score = low = high = float("nan")
-                row[blabel(b)] = (f"{MISSING} (no headroom: oracle − GRPO "
-                                  f"{np.mean(headroom):+.3f}, n={len(seeds)})")
+            score, low, high = normalised_score(deltas, headroom)    # nan: no headroom
+            interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
+            row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
+                              else f"{MISSING} (no headroom: oracle − GRPO "
+                                   f"{np.mean(headroom):+.3f}, n={len(seeds)})")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
                          "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom))})
