@@ -59,6 +59,19 @@ nearest 0 or 1 — the most wasteful spending the bounds allow.
 
 ``tests/test_controls.py`` checks both against brute force on small cases.
 
+Screening: ``screening-oracle`` (``screen = 4``; ``--set oracle.screen=k`` gives the plain
+oracle, whose default is 1, any ``k``).  The oracle chooses among the step's ``M`` candidates,
+as every allocation-only method does; it cannot fund a prompt the step did not draw.  With ``screen = k`` it draws ``k M`` candidates, estimates every one (``k`` times the
+unbilled rollouts) and solves the same problem over all of them (``n_min = 0``: the unfunded
+ones are simply not trained), which is the upper reference for methods that draw extra
+candidates and filter them (DAPO's dynamic sampling, GRESO's skip rule, SPEED-RL's screen).
+It draws through the pool ``k`` times as fast, so it also sees each prompt ``k`` times as often.
+The plain oracle keeps 1 (the committed gates and controls are its).  Why both: on
+``leg-facts`` the plain oracle gains nothing over GRPO (design 3a, seed 0: -0.012 at b = 0.5,
++0.013 at b = 0.25 in curve average) -- it makes the groups of the step's few informative
+prompts bigger, while learning there is limited by how many informative prompts a step trains
+on -- and the screening oracle gains about +0.04 at b = 0.5 (issue 27's note).
+
 ``anti-oracle`` keeps ``n_min = 2``: with 0 it would put the whole budget on prompts whose
 estimate is 0 or 1 and learn nothing, a control that passes without saying anything; at 2 it is
 the worst allocation of a method that trains every prompt (the vertex argument needs ``f``
@@ -191,6 +204,10 @@ class ControlOptions(Options):
 class OracleOptions(ControlOptions):
     n_min: int = option(0, "fewest rollouts per prompt (0: a prompt may be skipped, as "
                         "contenders' skip rules do; 2: Knapsack-RL's bounds)", ge=0)
+    screen: int = option(1, "candidates drawn a step, in multiples of M, all estimated and "
+                         "any of them funded (1: the step's M prompts, the reference of "
+                         "allocation; k > 1: a screening oracle, the reference of methods that "
+                         "draw extra candidates, at k times the unbilled estimates)", ge=1)
 
 
 class PassRateControl(Allocator):
@@ -232,6 +249,22 @@ class Oracle(PassRateControl):
 
     counts_fn = staticmethod(oracle_counts)
     Options = OracleOptions
+
+    def candidates_per_step(self) -> int:
+        return self.opts.screen * self.setting.prompts_per_step
+
+
+@dataclass(frozen=True)
+class ScreeningOracleOptions(OracleOptions):
+    screen: int = option(4, "candidates drawn a step, in multiples of M, all estimated and any "
+                         "of them funded", ge=1)
+
+
+@register("screening-oracle")
+class ScreeningOracle(Oracle):
+    """Control: the oracle choosing from ``screen`` (4) times the step's candidates."""
+
+    Options = ScreeningOracleOptions
 
 
 @register("anti-oracle")

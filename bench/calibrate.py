@@ -18,7 +18,9 @@ with its two-sided 95% Student-t interval, against the thresholds the preset's t
     headroom            oracle − GRPO, b = 0.5                               > 0, interval excl. 0
                         (a testbed may name more budgets, ``Gate.headroom_budgets``: GRPO
                         and the oracle run at each, and the criterion passes at any of them;
-                        ``leg-facts``: b = 0.5 or 0.25)
+                        and another control as its oracle, ``Gate.oracle``: ``leg-facts``
+                        gates ``screening-oracle``, which picks from 4 M candidates, and
+                        reports the plain oracle's headroom beside it)
     negative control    GRPO − anti-oracle, b = 0.5                          > 0, interval excl. 0
 
 (a testbed may ask a paired criterion for a larger mean too: ``mean >= m, interval excl. 0``).
@@ -73,11 +75,15 @@ METRIC = "curve_accuracy"
 
 
 def gate_runs(gate: Gate) -> list[tuple[str, float]]:
-    """:data:`RUNS` plus GRPO and the oracle at each further budget the gate measures headroom
-    at (``leg-facts``: b = 0.25 too)."""
+    """:data:`RUNS` plus GRPO and the gate's oracle at each further budget the gate measures
+    headroom at; a gate whose oracle is not ``oracle`` (``leg-facts``: ``screening-oracle``)
+    runs it beside the plain oracle at each of those budgets, so that the table can say what
+    allocation within the step's own candidates would gain there too."""
     runs = list(RUNS)
     for b in gate.headroom_budgets:
-        runs += [r for r in (("grpo", b), ("oracle", b)) if r not in runs]
+        for run in (("grpo", b), ("oracle", b), (gate.oracle, b)):
+            if run not in runs:
+                runs.append(run)
     return runs
 
 
@@ -212,8 +218,8 @@ def headroom(summaries: pd.DataFrame, gate: Gate) -> Criterion:
     that a pass at one budget never hides a failure at the other."""
     found = []
     for b in gate.headroom_budgets:
-        c = _excludes_zero("headroom", f"oracle − GRPO, b={b:g}",
-                           _paired(summaries, ("oracle", b), ("grpo", b)), gate.headroom)
+        c = _excludes_zero("headroom", f"{gate.oracle} − GRPO, b={b:g}",
+                           _paired(summaries, (gate.oracle, b), ("grpo", b)), gate.headroom)
         found.append((b, c))
     chosen = next((c for _, c in found if c.passed), found[0][1])
     others = [f"b={b:g}: {c.mean:+.3f} [{c.mean - c.half:+.3f}, {c.mean + c.half:+.3f}]"
@@ -221,6 +227,14 @@ def headroom(summaries: pd.DataFrame, gate: Gate) -> Criterion:
     if others:
         chosen.what += f" (passes at any of b = {', '.join(f'{b:g}' for b, _ in found)}; " \
                        + "; ".join(others) + ")"
+    if gate.oracle != "oracle":
+        # reported, not gated: the oracle confined to the step's M candidates
+        plain = []
+        for b in gate.headroom_budgets:
+            mean, half = t_interval(_paired(summaries, ("oracle", b), ("grpo", b)))
+            plain.append(f"b={b:g}: {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]")
+        chosen.what += "; not gated, oracle (the step's M candidates) − GRPO: " + \
+            "; ".join(plain)
     return chosen
 
 

@@ -234,15 +234,30 @@ def test_headroom_passes_at_any_budget_the_gate_names_and_shows_the_other(tmp_pa
     assert calibrate.gate_runs(both) == [("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5),
                                          ("anti-oracle", 0.5), ("grpo", 0.25),
                                          ("oracle", 0.25)]
+
+
+def test_a_gate_with_another_oracle_gates_it_and_reports_the_plain_one_beside_it(tmp_path):
+    from trainer.testbeds import Gate
+    from bench.tables import load_summaries
+    sweep = make_sweep(tmp_path, {("grpo", 0.5): [0.20, 0.21, 0.22],
+                                  ("oracle", 0.5): [0.19, 0.22, 0.22],
+                                  ("screening-oracle", 0.5): [0.26, 0.26, 0.28]})
+    gate = Gate(headroom=0.05, oracle="screening-oracle")
+    got = {c.name: c for c in calibrate.criteria(load_summaries(sweep), gate=gate)}["headroom"]
+    assert got.passed and got.mean == pytest.approx(0.0566666, abs=1e-6)
+    assert got.what.startswith("screening-oracle − GRPO, b=0.5")
+    assert "not gated, oracle (the step's M candidates) − GRPO: b=0.5: +0.000" in got.what
+    assert calibrate.gate_runs(gate) == [("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5),
+                                         ("anti-oracle", 0.5), ("screening-oracle", 0.5)]
     with pytest.raises(ValueError, match="headroom_budgets"):
         Gate(headroom_budgets=())
 
 
-def test_leg_facts_gate_runs_at_both_budgets(tmp_path):
+def test_leg_facts_gate_runs_at_both_budgets_with_the_screening_oracle(tmp_path):
     args = calibrate.build_parser().parse_args(["--preset", "leg-facts", "--out",
                                                 str(tmp_path / "lf")])
     specs, _ = calibrate.plan(args)
     assert sorted({(s.method, s.budget) for s in specs}) == sorted(
         {("grpo", 1.0), ("grpo", 0.5), ("grpo", 0.25), ("oracle", 0.5), ("oracle", 0.25),
-         ("anti-oracle", 0.5)})
+         ("screening-oracle", 0.5), ("screening-oracle", 0.25), ("anti-oracle", 0.5)})
     assert sorted({s.seed for s in specs}) == [0, 1, 2]

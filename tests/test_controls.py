@@ -114,3 +114,23 @@ def test_plan_needs_this_steps_estimates_and_spends_exactly_c():
     assert [r.n for r in kept][::2] == [2, 2] and sum(r.n for r in kept) == 16
     with pytest.raises(RuntimeError):                    # stale estimates are refused
         oracle.plan(1, candidates, stats, budget)
+
+
+def test_screening_oracle_draws_k_m_candidates_and_funds_any_of_them():
+    setting = Setting(prompts_per_step=2, group_size=4, budget_fraction=1.0,
+                      max_response_tokens=16, steps=2, seed=0)
+    assert allocators.get("oracle")(setting).candidates_per_step() == 2
+    oracle = allocators.get("oracle")(setting, screen=3)
+    assert oracle.candidates_per_step() == 6
+    candidates = [PromptInfo(pid, "", ()) for pid in range(6)]
+    stats = PromptStats()
+    # only the last two drawn are mixed: an unscreened oracle would have seen p = 1, 0
+    stats.record_estimates(0, {0: 1.0, 1: 0.0, 2: 1.0, 3: 0.0, 4: 0.5, 5: 0.25})
+    budget = StepBudget(rollouts=setting.rollouts_per_step, tokens=0.0, mean_length=4.0)
+    counts = [r.n for r in oracle.plan(0, candidates, stats, budget)]
+    assert sum(counts) == 8 and counts[:4] == [0, 0, 0, 0]
+    # the exact optimum over the two mixed prompts, by brute force
+    best = max(((a, 8 - a) for a in range(9)),
+               key=lambda c: expected_signal_groups([0.5, 0.25], c))
+    assert expected_signal_groups([0.5, 0.25], counts[4:]) == pytest.approx(
+        expected_signal_groups([0.5, 0.25], best))

@@ -46,6 +46,10 @@ class Gate:
     # budgets at which the oracle's headroom is measured; the criterion passes at any of them
     # (issue 27: "at b = 0.5 or 0.25"), and the table shows each
     headroom_budgets: tuple[float, ...] = (0.5,)
+    # the control whose headroom is gated (allocators/controls.py): ``oracle`` allocates the
+    # step's M candidates; ``screening-oracle`` picks from k M of them, the reference where
+    # learning is limited by how many informative prompts a step trains on (leg-facts)
+    oracle: str = "oracle"
 
     def __post_init__(self):
         if self.seeds < 2:      # a t interval needs two paired values
