@@ -67,10 +67,10 @@ ones are simply not trained), which is the upper reference for methods that draw
 candidates and filter them (DAPO's dynamic sampling, GRESO's skip rule, SPEED-RL's screen).
 It draws through the pool ``k`` times as fast, so it also sees each prompt ``k`` times as often.
 The plain oracle keeps 1 (the committed gates and controls are its).  Why both: on
-``leg-facts`` the plain oracle gains nothing over GRPO (design 3a, seed 0: -0.012 at b = 0.5,
-+0.013 at b = 0.25 in curve average) -- it makes the groups of the step's few informative
-prompts bigger, while learning there is limited by how many informative prompts a step trains
-on -- and the screening oracle gains about +0.04 at b = 0.5 (issue 27's note).
+``leg-facts`` the plain oracle is behind GRPO (seeds 0-2, curve average: -0.017 at b = 0.5,
+-0.013 at b = 0.25) -- it makes the groups of the step's few informative prompts bigger, while
+learning there is limited by how many informative prompts a step trains on -- and the
+screening oracle is +0.036 [-0.006, +0.078] ahead at b = 0.5 (results/leg-facts-calibration).
 
 ``anti-oracle`` keeps ``n_min = 2``: with 0 it would put the whole budget on prompts whose
 estimate is 0 or 1 and learn nothing, a control that passes without saying anything; at 2 it is

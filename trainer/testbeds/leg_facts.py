@@ -13,12 +13,13 @@ and CoBA-RL's), so b = 0.25 still leaves 4 rollouts a prompt and the methods fre
 
 What is scarce is informative *prompts*, not rollouts: the plain oracle, which can only
 redistribute rollouts among the step's 16 candidates, gains nothing over GRPO here (design 3a,
-seed 0, curve average: -0.012 at b = 0.5, +0.013 at b = 0.25) -- it makes the few informative
-groups bigger -- while an oracle that picks the informative prompts from four times as many
-candidates (``screening-oracle``, allocators/controls.py) is ahead of GRPO at every evaluation
-before both reach the ceiling.  So the gate's oracle here is ``screening-oracle``, and its
-calibration reports the plain oracle beside it: on this testbed allocation-only methods have no
-headroom to find, and screening methods (DAPO, GRESO, SPEED-RL) do.
+seed 0, T = 480k, curve average: -0.012 at b = 0.5, +0.013 at b = 0.25) -- it makes the few
+informative groups bigger -- while an oracle that picks the informative prompts from four times
+as many candidates (``screening-oracle``, allocators/controls.py) is ahead of it (the gate at
+seeds 0-2, T = 320k: screening +0.036 [-0.006, +0.078] at b = 0.5, plain -0.017 [-0.043,
++0.010]).  So the gate's oracle here is ``screening-oracle``, and its calibration reports the
+plain oracle beside it: on this testbed allocation-only methods have no headroom to find, and
+screening methods (DAPO, GRESO, SPEED-RL) do.
 
 Gate: stricter than ``noisy-chain``'s (issue 27): learning >= 0.10, budget sensitivity >= 0.06,
 headroom (screening oracle - GRPO) >= 0.04 at b = 0.5 or 0.25, anti-oracle below GRPO; 3 seeds.
