@@ -60,5 +60,6 @@ def test_warm_start_examples_are_noisy_at_about_the_declared_rates():
     exact = {p: legs.worked_solution(p) for p, _ in pairs}
     correct = [s.startswith(exact[p]) for p, s in pairs]       # a check line may follow
     by_bucket = np.array(correct).reshape(150, 4).mean(axis=0)  # interleaved e2, e3, h1, h2
-    assert by_bucket[0] > 0.9 and by_bucket[1] > 0.9           # step errors only (1% each)
-    assert 0.0 < by_bucket[2] < 0.15 and by_bucket[3] < 0.03    # one / two half-known facts
+    assert by_bucket[0] > 0.9 and by_bucket[1] > 0.9           # step slips only (0.2% each)
+    # one / two half-known facts: decoy rates 0.92-0.70, so about 0.19 and 0.19^2 ~ 0.04
+    assert 0.10 < by_bucket[2] < 0.30 and by_bucket[3] < 0.10 and by_bucket[3] < by_bucket[2]
