@@ -61,15 +61,16 @@ nearest 0 or 1 — the most wasteful spending the bounds allow.
 
 Screening: ``screening-oracle`` (``screen = 4``; ``--set oracle.screen=k`` gives the plain
 oracle, whose default is 1, any ``k``).  The oracle chooses among the step's ``M`` candidates,
-as every allocation-only method does; it cannot fund a prompt the step did not draw.  With ``screen = k`` it draws ``k M`` candidates, estimates every one (``k`` times the
-unbilled rollouts) and solves the same problem over all of them (``n_min = 0``: the unfunded
-ones are simply not trained), which is the upper reference for methods that draw extra
-candidates and filter them (DAPO's dynamic sampling, GRESO's skip rule, SPEED-RL's screen).
-It draws through the pool ``k`` times as fast, so it also sees each prompt ``k`` times as often.
-The plain oracle keeps 1 (the committed gates and controls are its).  Why both: on
-``leg-facts`` the plain oracle is no better than GRPO (seeds 0-3, curve average: -0.006 at
-b = 0.5 and at 0.25, intervals spanning 0) -- it makes the groups of the step's few informative prompts bigger, while
-learning there is limited by how many informative prompts a step trains on -- and the
+as every allocation-only method does; it cannot fund a prompt the step did not draw.  With
+``screen = k`` it draws ``k M`` candidates, estimates every one (``k`` times the unbilled
+rollouts) and solves the same problem over all of them (``n_min = 0``: the unfunded ones are
+simply not trained), which is the upper reference for methods that draw extra candidates and
+filter them (DAPO's dynamic sampling, GRESO's skip rule, SPEED-RL's screen).  It draws through
+the pool ``k`` times as fast, so it also sees each prompt ``k`` times as often.  The plain
+oracle keeps 1 (the committed gates and controls are its).  Why both: on ``leg-facts`` the
+plain oracle is no better than GRPO (seeds 0-3, curve average: -0.006 at b = 0.5 and at 0.25,
+intervals spanning 0) -- it makes the groups of the step's few informative prompts bigger,
+while learning there is limited by how many informative prompts a step trains on -- and the
 screening oracle is +0.032 [+0.007, +0.058] ahead at b = 0.5 (results/leg-facts-calibration).
 
 ``anti-oracle`` keeps ``n_min = 2``: with 0 it would put the whole budget on prompts whose
