@@ -201,14 +201,17 @@ class ControlOptions(Options):
                                "C - (M - 1) n_min", ge=1)
 
 
+SCREEN_HELP = ("candidates drawn a step, in multiples of M, all estimated and any of them funded "
+               "(1: the step's M prompts, the reference of allocation; k > 1: a screening "
+               "oracle, the reference of methods that draw extra candidates, at k times the "
+               "unbilled estimates)")
+
+
 @dataclass(frozen=True)
 class OracleOptions(ControlOptions):
     n_min: int = option(0, "fewest rollouts per prompt (0: a prompt may be skipped, as "
                         "contenders' skip rules do; 2: Knapsack-RL's bounds)", ge=0)
-    screen: int = option(1, "candidates drawn a step, in multiples of M, all estimated and "
-                         "any of them funded (1: the step's M prompts, the reference of "
-                         "allocation; k > 1: a screening oracle, the reference of methods that "
-                         "draw extra candidates, at k times the unbilled estimates)", ge=1)
+    screen: int = option(1, SCREEN_HELP, ge=1)
 
 
 class PassRateControl(Allocator):
@@ -257,8 +260,7 @@ class Oracle(PassRateControl):
 
 @dataclass(frozen=True)
 class ScreeningOracleOptions(OracleOptions):
-    screen: int = option(4, "candidates drawn a step, in multiples of M, all estimated and any "
-                         "of them funded", ge=1)
+    screen: int = option(4, SCREEN_HELP, ge=1)
 
 
 @register("screening-oracle")

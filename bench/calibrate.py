@@ -222,20 +222,21 @@ def headroom(summaries: pd.DataFrame, gate: Gate) -> Criterion:
                            _paired(summaries, (gate.oracle, b), ("grpo", b)), gate.headroom)
         found.append((b, c))
     chosen = next((c for _, c in found if c.passed), found[0][1])
-    others = [f"b={b:g}: {c.mean:+.3f} [{c.mean - c.half:+.3f}, {c.mean + c.half:+.3f}]"
-              for b, c in found if c is not chosen]
+    others = [_at_budget(b, c.mean, c.half) for b, c in found if c is not chosen]
     if others:
         chosen.what += f" (passes at any of b = {', '.join(f'{b:g}' for b, _ in found)}; " \
                        + "; ".join(others) + ")"
     if gate.oracle != "oracle":
         # reported, not gated: the oracle confined to the step's M candidates
-        plain = []
-        for b in gate.headroom_budgets:
-            mean, half = t_interval(_paired(summaries, ("oracle", b), ("grpo", b)))
-            plain.append(f"b={b:g}: {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]")
+        plain = [_at_budget(b, *t_interval(_paired(summaries, ("oracle", b), ("grpo", b))))
+                 for b in gate.headroom_budgets]
         chosen.what += "; not gated, oracle (the step's M candidates) − GRPO: " + \
             "; ".join(plain)
     return chosen
+
+
+def _at_budget(b: float, mean: float, half: float) -> str:
+    return f"b={b:g}: {mean:+.3f} [{mean - half:+.3f}, {mean + half:+.3f}]"
 
 
 def _grpo_dirs(sweep_dir: Path, summaries: pd.DataFrame) -> list[Path]:

@@ -234,6 +234,8 @@ def test_headroom_passes_at_any_budget_the_gate_names_and_shows_the_other(tmp_pa
     assert calibrate.gate_runs(both) == [("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5),
                                          ("anti-oracle", 0.5), ("grpo", 0.25),
                                          ("oracle", 0.25)]
+    with pytest.raises(ValueError, match="headroom_budgets"):
+        Gate(headroom_budgets=())
 
 
 def test_a_gate_with_another_oracle_gates_it_and_reports_the_plain_one_beside_it(tmp_path):
@@ -249,8 +251,6 @@ def test_a_gate_with_another_oracle_gates_it_and_reports_the_plain_one_beside_it
     assert "not gated, oracle (the step's M candidates) − GRPO: b=0.5: +0.000" in got.what
     assert calibrate.gate_runs(gate) == [("grpo", 1.0), ("grpo", 0.5), ("oracle", 0.5),
                                          ("anti-oracle", 0.5), ("screening-oracle", 0.5)]
-    with pytest.raises(ValueError, match="headroom_budgets"):
-        Gate(headroom_budgets=())
 
 
 def test_leg_facts_gate_runs_at_both_budgets_with_the_screening_oracle(tmp_path):

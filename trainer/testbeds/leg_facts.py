@@ -16,8 +16,8 @@ redistribute rollouts among the step's 16 candidates, gains nothing over GRPO he
 seed 0, T = 480k, curve average: -0.012 at b = 0.5, +0.013 at b = 0.25) -- it makes the few
 informative groups bigger -- while an oracle that picks the informative prompts from four times
 as many candidates (``screening-oracle``, allocators/controls.py) is ahead of it (the gate at
-seeds 0-2, T = 320k: screening +0.036 [-0.006, +0.078] at b = 0.5, plain -0.017 [-0.043,
-+0.010]).  So the gate's oracle here is ``screening-oracle``, and its calibration reports the
+seeds 0-3, T = 320k: screening +0.032 [+0.007, +0.058] at b = 0.5, plain -0.006 [-0.043,
++0.032]).  So the gate's oracle here is ``screening-oracle``, and its calibration reports the
 plain oracle beside it: on this testbed allocation-only methods have no headroom to find, and
 screening methods (DAPO, GRESO, SPEED-RL) do.
 
@@ -85,10 +85,10 @@ STEPS = Preset(
     prompts_per_step=16, group_size=16, steps=60, max_new_tokens=72, lr=1e-4, warmup_steps=5,
     updates_per_step=2, eval_every=15, eval_samples=4, checkpoint_every=15, threads=1)
 
-# T = 320k: about 24 GRPO steps at b = 1, where GRPO's held-out accuracy is still rising.  Design
-# 3a at T = 480k (seed 0): GRPO at b = 0.5 and 0.25 reached the ceiling (~0.87) by ~300k, so the
-# last third only diluted every difference; at 320k GRPO at b = 1 still gains ~0.10 between T/2
-# and T.
+# T = 320k: 25 GRPO steps at b = 1, where GRPO's held-out accuracy is still rising.  Design 3a
+# at T = 480k (seed 0): GRPO at b = 0.5 and 0.25 reached the ceiling (~0.87) by ~300k, so the
+# last third only diluted every difference; at 320k GRPO at b = 1 gains +0.081 [+0.029, +0.132]
+# between T/2 and T (the gate, seeds 0-3).
 TOKENS = replace(
     STEPS, name="leg-facts", description="the second regime: leg counting with half-known "
     "animals under the token protocol (16 prompts x 16 per step at b = 1, T = 320k tokens), "
