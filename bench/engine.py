@@ -229,7 +229,8 @@ def main(argv=None) -> int:
     model, tokenizer = load_policy(initial_policy_dir(preset, progress=True))
     model.to(args.device or preset.device).eval()
     clock = Clock(model.device)
-    train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket, preset.task_mix)
+    train, _ = build_splits(preset.train_per_bucket, preset.eval_per_bucket, preset.task_mix,
+                            preset.pool_weights)
     tasks = train[:args.prompts]
     engine = HFEngine(model, tokenizer, max_new_tokens=preset.max_new_tokens,
                       temperature=preset.temperature, top_p=preset.top_p)

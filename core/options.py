@@ -87,7 +87,8 @@ def _type_word(annotation) -> str:
         word = "a string"
     elif origin is tuple or base is tuple:
         args = typing.get_args(base)
-        word = f"a list of {_type_word(args[0])[2:]}s" if len(args) == 2 and args[1] is Ellipsis \
+        # the element's word without its article ("an integer" -> "integers")
+        word = f"a list of {_type_word(args[0]).split(' ', 1)[1]}s" if len(args) == 2 and args[1] is Ellipsis \
             else "a list"
     elif base is dict or origin is dict:
         word = "an object"

@@ -237,6 +237,9 @@ def test_every_numeric_preset_field_declares_a_finite_upper_bound():
     (["--set", 'preset.engine_options={"max_batch_row": 8}'],
      "unknown option(s) max_batch_row of the hf engine"),
     (["--budgets", "1,0.99999999"], "both name the run directory grpo__b1__s0"),
+    (["--set", "preset.pool_weights=[2,1]"], "pool_weights = [2, 1]: the chain_sum mix has 4 "
+     "buckets"),
+    (["--set", "preset.pool_weights=[0,0,0,0]"], "one weight >= 0 each, not all 0"),
 ])
 def test_what_a_worker_used_to_catch_is_refused_by_the_planner(tmp_path, capsys, argv, says):
     """Issue 29: caught only inside a worker after 6-20 s, or (two budgets printing alike) one

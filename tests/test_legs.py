@@ -51,6 +51,25 @@ def test_leg_facts_splits_buckets_and_verifier():
     assert [t.bucket for t in train[:4]] == [b.name for b in mix.buckets]
 
 
+def test_pool_weights_scale_the_training_buckets_and_leave_the_held_out_set_alone():
+    train, held_out = build_splits(20, 10, "leg_facts")
+    weighted, held_out_w = build_splits(20, 10, "leg_facts", (3, 2, 1, 0))
+    assert [t.prompt for t in held_out_w] == [t.prompt for t in held_out]
+    counts = {b: sum(t.bucket == b for t in weighted) for b in ("e2", "e3", "h1", "h2")}
+    assert counts == {"e2": 60, "e3": 40, "h1": 20, "h2": 0}
+    # a bucket's questions are the head of its own stream: weighting up adds, never replaces
+    for bucket in ("e2", "e3", "h1"):
+        assert [t.prompt for t in train if t.bucket == bucket] == \
+            [t.prompt for t in weighted if t.bucket == bucket][:20]
+    assert not {t.prompt for t in weighted} & {t.prompt for t in held_out}
+    assert len({t.prompt for t in weighted}) == 120
+    # interleaved while every bucket lasts, then the larger buckets' remainder
+    assert [t.bucket for t in weighted[:3]] == ["e2", "e3", "h1"]
+    assert [t.bucket for t in weighted[-20:]] == ["e2"] * 20
+    with pytest.raises(ValueError, match="leg_facts mix has 4 buckets"):
+        build_splits(20, 10, "leg_facts", (2, 2, 1))
+
+
 def test_warm_start_examples_are_noisy_at_about_the_declared_rates():
     _, held_out = build_splits(20, 10, "leg_facts")
     pairs = warm_start_examples("leg_facts", 150, 2_000_000_000,

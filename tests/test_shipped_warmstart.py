@@ -47,6 +47,32 @@ def test_shipped_copy_matches_its_hashes_and_is_what_a_run_starts_from(name, tmp
     assert sft.initial_policy_dir(preset, log=messages.append) == path and len(messages) == 1
 
 
+def test_two_installs_at_once_both_succeed_and_leave_one_copy(tmp_path, monkeypatch):
+    """Two sweeps started side by side on a fresh cache once failed here: both copied into one
+    ``<key>.tmp``, the second deleted the first's half-made copy and the first's rename found
+    nothing.  This replays it: while our copy is being made, another install runs from start
+    to finish; both must succeed, with one complete copy and no temporary directory left."""
+    preset = get_preset(shipped_presets()[0])
+    monkeypatch.setenv("ALLOCBENCH_CACHE", str(tmp_path))
+    path = sft.warm_start_dir(preset.warm_start)
+    path.parent.mkdir(parents=True)
+    real_copytree, copies = shutil.copytree, []
+
+    def copy_while_another_installs(source, target, **kw):
+        copies.append(target)
+        real_copytree(source, target, **kw)
+        if len(copies) == 1:                            # the other process, start to finish
+            assert sft._install_shipped(preset.warm_start, path)
+        return target
+
+    monkeypatch.setattr(shutil, "copytree", copy_while_another_installs)
+    messages = []
+    assert sft.initial_policy_dir(preset, log=messages.append) == path
+    assert "shipped" in messages[0] and sft.warm_start_hash(path) == weights_sha256(path)
+    assert len(copies) == 2 and len(set(copies)) == 2 and path not in copies
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]     # no .tmp left
+
+
 def test_a_tampered_shipped_copy_is_refused(tmp_path, monkeypatch):
     preset = get_preset(shipped_presets()[0])
     assets = tmp_path / "assets"

@@ -84,6 +84,12 @@ class Preset:
                                    "bucket", ge=1, le=1_000_000)
     eval_per_bucket: int = option(50, "embedded tasks: held-out prompts per bucket", ge=1,
                                   le=100_000)
+    # the pool is the regime (how many of a step's prompts are already solved); the held-out set
+    # stays balanced, so a bucket weighted up in training is not also weighted up in the score
+    pool_weights: tuple[int, ...] = option((), "embedded tasks: training prompts of bucket i = "
+                                           "train_per_bucket x weight i, in the mix's bucket "
+                                           "order; empty = 1 each (the held-out set stays "
+                                           "eval_per_bucket per bucket)")
     prompts_per_step: int = option(32, "M, prompts per training step", ge=1, le=65_536)
     group_size: int = option(8, "G, rollouts per prompt of uniform GRPO at budget 1", ge=1,
                              le=1024)
@@ -152,11 +158,12 @@ class Preset:
     def to_dict(self) -> dict:
         # tuples become lists so that the dict equals its own JSON round trip (config.json)
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        # fields added with the token protocol are left out at their defaults, so that a config
-        # made before they existed is still recognised (and resumed) as the same run
+        # fields added after the first results (the token protocol's, pool_weights) are left out
+        # at their defaults, so that a config made before they existed is still recognised (and
+        # resumed) as the same run
         defaults = {f.name: f.default for f in fields(self)}
-        for key in ("protocol", "greedy_at", *TOKEN_FIELDS):
-            if data[key] == defaults[key]:
+        for key in ("protocol", "greedy_at", "pool_weights", *TOKEN_FIELDS):
+            if getattr(self, key) == defaults[key]:
                 del data[key]
         return data
 
@@ -167,6 +174,7 @@ class Preset:
         data = dict(data)
         if data.get("warm_start") is not None:
             data["warm_start"] = WarmStartConfig.from_dict(data["warm_start"])
-        data["eval_data"] = tuple(data.get("eval_data") or ())
+        for key in ("eval_data", "pool_weights"):
+            data[key] = tuple(data.get(key) or ())
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

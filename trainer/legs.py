@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 
 import reasoning_gym
 from reasoning_gym.arithmetic.leg_counting import ANIMALS
@@ -131,11 +132,14 @@ def _distinct_questions(mix: LegMix, index: int, seed_base: int, wanted: int,
                      f"distinct questions")
 
 
-def questions(mix: LegMix, per_bucket: int, seed_base: int,
+def questions(mix: LegMix, per_bucket: int | Sequence[int], seed_base: int,
               exclude: frozenset[str] = frozenset()) -> list[tuple[str, str, str]]:
-    """``(bucket, prompt, answer)`` of ``per_bucket`` distinct questions of each bucket,
-    interleaved, none in ``exclude`` (``trainer.tasks`` makes them tasks)."""
+    """``(bucket, prompt, answer)`` of ``per_bucket`` distinct questions of each bucket (or
+    ``per_bucket[i]`` of bucket ``i``), interleaved, none in ``exclude`` (``trainer.tasks``
+    makes them tasks).  A bucket's questions are the first of its own seeded stream, so
+    asking for more of one bucket leaves the others' unchanged."""
+    counts = [per_bucket] * len(mix.buckets) if isinstance(per_bucket, int) else list(per_bucket)
     per = [[(b.name, prompt, answer) for prompt, answer in
-            _distinct_questions(mix, i, seed_base, per_bucket, exclude)]
-           for i, b in enumerate(mix.buckets)]
-    return [q for row in zip(*per) for q in row]
+            _distinct_questions(mix, i, seed_base, n, exclude)] if n else []
+           for i, (b, n) in enumerate(zip(mix.buckets, counts))]
+    return [q for row in itertools.zip_longest(*per) for q in row if q is not None]

@@ -153,7 +153,7 @@ class Run:
         p = self.p
         if p.train_data is None:
             self.train_tasks, self.held_out = build_splits(p.train_per_bucket, p.eval_per_bucket,
-                                                           p.task_mix)
+                                                           p.task_mix, p.pool_weights)
             self.eval_sets = {"held_out": self.held_out}
         else:
             try:

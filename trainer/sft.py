@@ -108,7 +108,8 @@ def train_warm_start(cfg: WarmStartConfig, progress: bool = True):
 
 
 def _write_info(path: Path, info: dict) -> None:
-    tmp = path / "warmstart.json.tmp"
+    # a name of this process's own: two runs starting at once may both record the hash
+    tmp = path / f"warmstart.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(info, indent=2))
     os.replace(tmp, path / "warmstart.json")
 
@@ -143,13 +144,22 @@ def _install_shipped(cfg: WarmStartConfig, path: Path) -> bool:
                                     "SHA-256; restore it from git or rebuild with "
                                     "`python -m bench.warmstart --force --ship`")
     import shutil
-    tmp = path.with_name(path.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    import tempfile
+    # Sweeps started side by side on a fresh cache all install the same copy at once, so each
+    # copies into a directory of its own and renames it into place; the first rename wins and
+    # the others find the complete copy there (a shared ".tmp" name made one of them fail).
+    tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        if path.exists() and not (path / "warmstart.json").is_file():
+            shutil.rmtree(path)               # an incomplete build left by a killed process
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if not (path / "warmstart.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return True
 
 

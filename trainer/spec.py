@@ -152,6 +152,9 @@ def check_real_inputs(p) -> None:
     if p.train_data is not None:
         if not p.eval_data:
             raise RunError(f"preset {p.name!r} has train_data but no eval_data (held-out JSONL)")
+        if p.pool_weights:
+            raise RunError(f"preset {p.name!r}: pool_weights weigh the embedded mix's buckets; "
+                           f"a train_data file has none (leave pool_weights empty)")
         from trainer.data import DataError, check_data_file     # reasoning_gym: seconds to load
         tokenizer, room = prompt_room(p)
         for path in (p.train_data, *p.eval_data):
@@ -165,14 +168,19 @@ def check_real_inputs(p) -> None:
                 pool = min(problems, p.train_limit or problems)
         # after every file: a file's own error says more than the size of the pool
         check_pool_size(p, pool, p.train_data)
-    elif p.prompts_per_step > p.train_per_bucket:
-        # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
-        from trainer.tasks import get_mix
-        check_pool_size(p, len(get_mix(p.task_mix).buckets) * p.train_per_bucket,
-                        f"the {p.task_mix} mix at train_per_bucket = {p.train_per_bucket}")
     elif p.eval_data:
         raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
                        f"mix has its own held-out set")
+    elif p.pool_weights or p.prompts_per_step > p.train_per_bucket:
+        # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
+        from trainer.tasks import pool_counts
+        try:
+            pool = sum(pool_counts(p.train_per_bucket, p.pool_weights, p.task_mix))
+        except ValueError as exc:
+            raise RunError(str(exc)) from None
+        weights = f", pool_weights = {list(p.pool_weights)}" if p.pool_weights else ""
+        check_pool_size(p, pool, f"the {p.task_mix} mix at train_per_bucket = "
+                                 f"{p.train_per_bucket}{weights}")
     if not DEVICE.fullmatch(str(p.device)):
         raise RunError(f"preset.device = {p.device!r}: expected cpu, cuda, cuda:N or mps")
     unknown = sorted(set(p.engine_options) - set(ENGINE_OPTIONS.get(p.engine, ())))

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import reasoning_gym
@@ -121,35 +122,60 @@ def _distinct_tasks(bucket: Bucket, index: int, seed_base: int, wanted: int,
         size *= 2
 
 
-def build_pool(per_bucket: int, buckets=DEFAULT_BUCKETS, seed_base: int = TRAIN_SEED,
-               exclude: frozenset[str] = frozenset(), cycle: bool = False) -> list[Task]:
-    """``per_bucket`` distinct prompts of each bucket, interleaved, none of them in ``exclude``;
-    with ``cycle``, a bucket with fewer distinct questions repeats them up to ``per_bucket``."""
-    per = [_distinct_tasks(b, i, seed_base, per_bucket, exclude) for i, b in enumerate(buckets)]
-    if cycle:
-        per = [list(itertools.islice(itertools.cycle(row), per_bucket)) for row in per]
+def pool_counts(train_per_bucket: int, weights: Sequence[int], mix: str) -> list[int]:
+    """Training prompts per bucket of ``mix``: ``train_per_bucket`` x each weight (``weights``
+    empty: 1 each).  A clear error for a weight list that does not match the mix's buckets."""
+    buckets = get_mix(mix).buckets
+    if not weights:
+        return [train_per_bucket] * len(buckets)
+    if len(weights) != len(buckets) or min(weights) < 0 or sum(weights) == 0:
+        names = ", ".join(b.name for b in buckets)
+        raise ValueError(f"pool_weights = {list(weights)}: the {mix} mix has {len(buckets)} "
+                         f"buckets ({names}); give one weight >= 0 each, not all 0")
+    return [train_per_bucket * w for w in weights]
+
+
+def _interleave(per: list[list]) -> list:
     return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
 
 
-def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum"
-                 ) -> tuple[list[Task], list[Task]]:
-    """The seeded training pool and the held-out set of ``mix``, disjoint by construction."""
+def build_pool(per_bucket: int | Sequence[int], buckets=DEFAULT_BUCKETS,
+               seed_base: int = TRAIN_SEED, exclude: frozenset[str] = frozenset(),
+               cycle: bool = False) -> list[Task]:
+    """``per_bucket`` distinct prompts of each bucket (or ``per_bucket[i]`` of bucket ``i``),
+    interleaved, none of them in ``exclude``; with ``cycle``, a bucket with fewer distinct
+    questions repeats them up to its count."""
+    counts = [per_bucket] * len(buckets) if isinstance(per_bucket, int) else list(per_bucket)
+    per = [_distinct_tasks(b, i, seed_base, n, exclude) if n else []
+           for i, (b, n) in enumerate(zip(buckets, counts))]
+    if cycle:
+        per = [list(itertools.islice(itertools.cycle(row), n)) if row else []
+               for row, n in zip(per, counts)]
+    return _interleave(per)
+
+
+def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum",
+                 pool_weights: Sequence[int] = ()) -> tuple[list[Task], list[Task]]:
+    """The seeded training pool and the held-out set of ``mix``, disjoint by construction.
+    ``pool_weights`` (the preset's) scale each bucket's share of the training pool only: the
+    held-out set, drawn first and the same whatever the weights, stays balanced."""
     family = get_mix(mix)
+    counts = pool_counts(train_per_bucket, pool_weights, mix)
     if isinstance(family, LegMix):
         held_out = _leg_tasks(family, eval_per_bucket, EVAL_SEED)
-        train = _leg_tasks(family, train_per_bucket, TRAIN_SEED,
+        train = _leg_tasks(family, counts, TRAIN_SEED,
                            exclude=frozenset(t.prompt for t in held_out))
         return train, held_out
     buckets = family.buckets
     # Held-out first: the 2-term one-digit bucket has only 200 distinct questions, and a training
     # pool drawn first would leave none of them for evaluation.
     held_out = build_pool(eval_per_bucket, buckets, EVAL_SEED)
-    train = build_pool(train_per_bucket, buckets, TRAIN_SEED,
+    train = build_pool(counts, buckets, TRAIN_SEED,
                        exclude=frozenset(t.prompt for t in held_out))
     return train, held_out
 
 
-def _leg_tasks(mix: LegMix, per_bucket: int, seed_base: int,
+def _leg_tasks(mix: LegMix, per_bucket: int | Sequence[int], seed_base: int,
                exclude: frozenset[str] = frozenset()) -> list[Task]:
     return [Task(prompt=prompt, answer=answer, bucket=bucket,
                  solution=legs.worked_solution(prompt),

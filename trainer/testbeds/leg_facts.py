@@ -78,11 +78,20 @@ MIX = LegMix("leg_facts", BUCKETS, HARD_FACTS, max_instances=9, step_error_rate=
 WARM_START = WarmStartConfig(task_mix="leg_facts", steps=1000, warmup=100,
                              train_per_bucket=60, eval_per_bucket=80)
 
+# The pool: twice as many questions naming no hard animal as naming one or two (240 : 60 : 60;
+# the held-out set stays 80 per bucket, so the score still weighs the four buckets equally).
+# Two thirds of a step's prompts are then nearly always solved, as in the papers' regime where
+# most groups carry no gradient; GRPO sees about 5 hard prompts a step and a screening method
+# finds 16 among 64 candidates.  Pilot (seeds 0, 1, GRPO and screening-oracle at b = 0.5):
+# screening - GRPO +0.081 and +0.052 at weights (2, 2, 1, 1); +0.045 and +0.043 at (3, 3, 1, 1),
+# where 64 candidates hold too few hard ones; +0.032 and +0.020 at 1 each (the gate's seeds 0, 1).
+POOL_WEIGHTS = (2, 2, 1, 1)
+
 STEPS = Preset(
     "leg-facts-steps", "the per-step protocol on leg-facts: a 0.8M Qwen3 policy warm-started on "
     "leg counting with half-known animals, 16 prompts x 16, 60 steps",
     warm_start=WARM_START, task_mix="leg_facts", train_per_bucket=60, eval_per_bucket=80,
-    prompts_per_step=16, group_size=16, steps=60, max_new_tokens=72, lr=1e-4, warmup_steps=5,
+    pool_weights=POOL_WEIGHTS, prompts_per_step=16, group_size=16, steps=60, max_new_tokens=72, lr=1e-4, warmup_steps=5,
     updates_per_step=2, eval_every=15, eval_samples=4, checkpoint_every=15, threads=1)
 
 # T = 320k: 25 GRPO steps at b = 1, where GRPO's held-out accuracy is still rising.  Design 3a
