@@ -27,6 +27,14 @@ per-step one.  Whether a ranking holds: Kendall's tau between the testbeds' orde
 methods both ran (``scipy.stats.kendalltau``), and per method its rank on each.  A score's
 interval is wide where the oracle's headroom is small (``noisy-chain``: +0.015), so a rank there
 is read with its interval, not alone.
+
+**Which oracle.**  A sweep's own normalised table divides by its testbed's gate oracle
+(``trainer.testbeds.Gate.oracle``): ``leg-facts`` gates ``screening-oracle``, because there the
+plain oracle (the step's own candidates) has no headroom over GRPO and only choosing prompts
+gains.  The regime table divides every column by one reference every sweep ran -- the screening
+oracle if all ran it, else the plain one -- since shares of different references are not
+comparable; with none shared it falls back to each sweep's gate oracle and says so in its
+caption (``--oracle`` picks one).
 """
 from __future__ import annotations
 
@@ -222,16 +230,45 @@ def _paired_gap(runs: pd.DataFrame, tight: float, full: float, metric: str) -> D
 
 
 # ------------------------------------------------------------------------------ across testbeds
-def scores(sweep_dir: Path) -> tuple[str, str, pd.DataFrame]:
+def gate_oracle(runs: pd.DataFrame) -> str:
+    """The upper reference of a sweep's scores: its testbed's gate oracle (``Gate.oracle``,
+    ``screening-oracle`` on ``leg-facts``) where the sweep ran it, else the plain oracle.  A
+    preset no testbed declares (a user's config) has the plain oracle."""
+    from trainer.testbeds import testbed_of
+    ran = set(runs["method"])
+    for preset in sorted(runs["preset"].astype(str).unique()):
+        try:
+            oracle = testbed_of(preset).gate.oracle
+        except KeyError:
+            continue
+        if oracle in ran:
+            return oracle
+    return "oracle"
+
+
+def scores(sweep_dir: Path, oracle: str | None = None) -> tuple[str, str, pd.DataFrame, str]:
     """(preset, metric, the normalised-score table's numbers: one row per method x budget with
-    ``normalised``, its interval, and the mean Δ against GRPO and the oracle's headroom); the
-    metric is the token-budget AUC under the token protocol, the curve average per step."""
+    ``normalised``, its interval, and the mean Δ against GRPO and the oracle's headroom, the
+    oracle): the metric is the token-budget AUC under the token protocol, the curve average per
+    step; the oracle is ``oracle`` if given, else :func:`gate_oracle`."""
     runs, metric = scored_runs(sweep_dir)
     if runs.empty:
         raise SweepError(f"{sweep_dir}: no finished runs")
-    table = normalised_table(runs, metric)
+    oracle = oracle or gate_oracle(runs)
+    table = normalised_table(runs, metric, oracle)
     data = table.data if table is not None and table.data is not None else pd.DataFrame()
-    return ", ".join(sorted(runs["preset"].astype(str).unique())), metric, data
+    return ", ".join(sorted(runs["preset"].astype(str).unique())), metric, data, oracle
+
+
+def common_oracle(sweeps: list[Path]) -> str | None:
+    """The one reference every sweep ran, for a regime table whose columns divide by the same
+    thing: the stronger one (``screening-oracle``, which may choose prompts as well as rollouts)
+    if every sweep ran it, else the plain oracle if every sweep ran that; None if neither."""
+    ran = [{run.name.split("__")[0] for run in finished_runs(Path(s))} for s in sweeps]
+    for oracle in ("screening-oracle", "oracle"):
+        if all(oracle in r for r in ran):
+            return oracle
+    return None
 
 
 def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
@@ -244,12 +281,16 @@ def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     return load_summaries(sweep_dir), "curve_accuracy"
 
 
-def regime_table(sweeps: list[Path]) -> Table:
-    loaded = [scores(Path(s)) for s in sweeps]
-    names = [preset for preset, _, _ in loaded]
+def regime_table(sweeps: list[Path], oracle: str | None = None) -> Table:
+    """``oracle``: the reference every column divides by; None = :func:`common_oracle`, and
+    where the sweeps share none, each sweep's :func:`gate_oracle` (the caption names each)."""
+    oracle = oracle or common_oracle(sweeps)
+    loaded = [scores(Path(s), oracle) for s in sweeps]
+    names = [preset for preset, _, _, _ in loaded]
     if len(set(names)) < len(names):        # two sweeps of one preset: tell them by directory
         names = [f"{n} ({Path(s).name})" for n, s in zip(names, sweeps)]
-    loaded = [(n, metric, df) for n, (_, metric, df) in zip(names, loaded)]
+    references = [used for _, _, _, used in loaded]
+    loaded = [(n, metric, df) for n, (_, metric, df, _) in zip(names, loaded)]
     budgets = sorted({b for _, _, df in loaded if not df.empty for b in df["budget"]},
                      reverse=True)
     methods = method_order({m for _, _, df in loaded if not df.empty for m in df["method"]})
@@ -287,11 +328,17 @@ def regime_table(sweeps: list[Path]) -> Table:
                                  f"{int(ranks[j][common].rank(ascending=False)[m])}"
                                  for m in common))
     headroom = "; ".join(
-        f"{name} {blabel(b)}: oracle − GRPO {df[np.isclose(df['budget'], b)]['headroom'].iloc[0]:+.3f}"
-        for name, _, df in loaded for b in budgets
+        f"{name} {blabel(b)}: {used} − GRPO "
+        f"{df[np.isclose(df['budget'], b)]['headroom'].iloc[0]:+.3f}"
+        for (name, _, df), used in zip(loaded, references) for b in budgets
         if not df.empty and np.isclose(df["budget"], b).any())
+    reference = (f"The oracle of every column: `{references[0]}`." if len(set(references)) == 1
+                 else "The oracle differs between testbeds (no control ran on all of them): " +
+                 ", ".join(f"`{used}` on {name}" for (name, _, _), used in
+                           zip(loaded, references)) + " -- shares of different references.")
     return Table("regime", "The regime table: share of the oracle's headroom captured, per testbed",
                  pd.DataFrame(display), pd.DataFrame(data),
+                 f"{reference} "
                  "Cell: mean(method − GRPO) / mean(oracle − GRPO) at that budget, paired by seed "
                  "(token-budget AUC under the token protocol, curve average per step), [95% "
                  "paired percentile bootstrap]; 0 = GRPO, 1 = the oracle, < 0 = worse than GRPO. "
@@ -306,13 +353,17 @@ def main(argv=None) -> int:
                     "testbed side by side, and whether its rank holds across them.")
     parser.add_argument("sweeps", nargs="+", help="sweep directories, one per testbed")
     parser.add_argument("--out", default=None, help="write the table (markdown) here too")
+    parser.add_argument("--oracle", default=None,
+                        help="the control every column divides by (default: screening-oracle "
+                             "if every sweep ran it, else oracle if every sweep ran it, else "
+                             "each testbed's gate oracle)")
     args = parser.parse_args(argv)
     missing = [s for s in args.sweeps if not Path(s).is_dir()]
     if missing:
         print(f"error: not a directory: {missing[0]}", file=sys.stderr)
         return 2
     try:
-        table = regime_table([Path(s) for s in args.sweeps])
+        table = regime_table([Path(s) for s in args.sweeps], args.oracle)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -330,6 +381,10 @@ else:
     # -m bench.regime`` runs this file as __main__ while bench.tables.write imports it as
     # bench.regime, a second module object.  The normalised table reads the same runs and metric
     # as the regime table, so a token-protocol sweep's tables.md scores the AUC over [0, T].
-    standard("normalised", 5)(lambda ctx: normalised_table(*scored_runs(ctx.sweep_dir)))
+    def _normalised(ctx):
+        runs, metric = scored_runs(ctx.sweep_dir)
+        return normalised_table(runs, metric, gate_oracle(runs)) if not runs.empty else None
+
+    standard("normalised", 5)(_normalised)
     standard("spend", 10)(lambda ctx: spend_table(load_spend(ctx.sweep_dir)))
     standard("claims", 11)(lambda ctx: claims_table(ctx.sweep_dir))

@@ -47,23 +47,52 @@ def test_runs_without_bucket_spend_are_left_out(tmp_path):
     assert regime.spend_table(regime.load_spend(tmp_path)) is None
 
 
-def _testbed(path, deltas, headroom):
-    """GRPO at 0.30 + seed noise, the oracle ``headroom`` above it, each method ``deltas[m]``."""
+def _testbed(path, deltas, headroom, preset="smoke", screening=None):
+    """GRPO at 0.30 + seed noise, the oracle ``headroom`` above it, each method ``deltas[m]``;
+    with ``screening``, the screening oracle that far above GRPO too."""
     noise = [0.0, 0.01, -0.01]
     for seed, e in enumerate(noise):
-        write_run(path, "grpo", 0.5, seed, final=0.3 + e, curve=[0.2, 0.3 + e, 0.3 + e])
-        v = 0.3 + e + headroom
-        write_run(path, "oracle", 0.5, seed, final=v, curve=[0.2, v, v])
+        write_run(path, "grpo", 0.5, seed, final=0.3 + e, curve=[0.2, 0.3 + e, 0.3 + e],
+                  preset=preset)
+        controls = {"oracle": headroom, **({"screening-oracle": screening} if screening else {})}
+        for control, h in controls.items():
+            v = 0.3 + e + h
+            write_run(path, control, 0.5, seed, final=v, curve=[0.2, v, v], preset=preset)
         for method, d in deltas.items():
             v = 0.3 + e + d + 0.001 * seed
-            write_run(path, method, 0.5, seed, final=v, curve=[0.2, v, v])
+            write_run(path, method, 0.5, seed, final=v, curve=[0.2, v, v], preset=preset)
     return path
+
+
+def test_each_sweep_divides_by_its_gates_oracle_and_the_regime_table_by_a_shared_one(tmp_path):
+    """leg-facts gates the screening oracle (trainer.testbeds): its own tables divide by that;
+    a regime table divides every column by one reference every sweep ran, and says which."""
+    legs = _testbed(tmp_path / "legs", {"knapsack": 0.02}, 0.0, "leg-facts", screening=0.08)
+    chain = _testbed(tmp_path / "chain", {"knapsack": 0.01}, 0.02, "noisy-chain")
+    _, _, data, oracle = regime.scores(legs)
+    assert oracle == "screening-oracle"
+    rows = data.set_index("method")
+    assert rows.loc["knapsack", "normalised"] == pytest.approx(0.021 / 0.08)
+    assert rows.loc["oracle", "normalised"] == pytest.approx(0.0, abs=1e-12)   # a row now
+    assert "The oracle here is `screening-oracle`" in build(legs, with_plots=False).text
+    assert regime.scores(chain)[3] == "oracle"          # noisy-chain gates the plain oracle
+    # only the plain oracle ran on both: every column divides by it, and the caption says so
+    table = regime.regime_table([legs, chain])
+    assert "The oracle of every column: `oracle`" in table.note
+    cell = table.display.set_index("method").loc[row_label("knapsack"), "leg-facts b=0.5"]
+    assert "no headroom" not in cell and cell == "—"     # the plain oracle has none on legs
+    # asked for the screening oracle: the sweep that lacks it has no score, and says why
+    table = regime.regime_table([legs, chain], oracle="screening-oracle")
+    assert table.display.set_index("method").loc[
+        row_label("knapsack"), "leg-facts b=0.5"].startswith("+0.26")
+    assert table.display.set_index("method").loc[
+        row_label("knapsack"), "noisy-chain b=0.5"] == "—"
 
 
 def test_regime_table_scores_and_rank_agreement(tmp_path):
     a = _testbed(tmp_path / "a", {"knapsack": 0.02, "duet": 0.01, "dapo": -0.01}, 0.04)
     b = _testbed(tmp_path / "b", {"knapsack": 0.01, "duet": 0.02, "dapo": -0.02}, 0.08)
-    _, metric, scores = regime.scores(a)
+    _, metric, scores, _ = regime.scores(a)
     assert metric == "curve_accuracy"
     k = scores.set_index("method").loc["knapsack"]
     # (0.02 + 0.001) / 0.04 on average: seeds add 0, 0.001, 0.002 to the method only

@@ -101,28 +101,31 @@ def delta_table(df: pd.DataFrame, against_full: bool) -> Table | None:
 METRIC_NAMES = {HEADLINE: "curve average", "auc": "AUC over [0, T]"}
 
 
-def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
+def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
+                     oracle: str = "oracle") -> Table | None:
     """Share of the oracle's headroom each method captures, at every budget where the oracle ran:
     (method − GRPO) / (oracle − GRPO) on ``column`` (the curve average per step; under the token
     protocol ``bench.regime`` passes the AUC over [0, T]), paired by seed, bootstrap interval.  A
-    run without a value there (a token-protocol run short of T) has no pair.
+    run without a value there (a token-protocol run short of T) has no pair.  ``oracle`` names
+    the control that is the upper reference (``bench.regime`` passes the testbed's gate oracle,
+    ``screening-oracle`` on ``leg-facts``); the other controls are rows like any method.
 
     Where the oracle's mean headroom over those seeds is not above 0 the ratio has no meaning
     (``noisy-chain`` at b = 1 under the token protocol: the oracle is *behind* GRPO, and a
     method 0.09 below GRPO read +12.6 "oracles"), so the cell says so and gives the headroom
     instead of a score."""
-    if "oracle" not in set(df["method"]) or "grpo" not in set(df["method"]):
+    if oracle not in set(df["method"]) or "grpo" not in set(df["method"]):
         return None
-    budgets = [b for b in budgets_of(df) if not cell_runs(df, "oracle", b).empty
+    budgets = [b for b in budgets_of(df) if not cell_runs(df, oracle, b).empty
                and not cell_runs(df, "grpo", b).empty]
     display, data = [], []
     for method in method_order(df["method"]):
-        if method in ("grpo", "oracle"):
+        if method in ("grpo", oracle):
             continue
         row = {"method": row_label(method)}
         for b in budgets:
             a, o, g = (cell_runs(df, m, b).set_index("seed")[column].dropna()
-                       for m in (method, "oracle", "grpo"))
+                       for m in (method, oracle, "grpo"))
             seeds = sorted(set(a.index) & set(o.index) & set(g.index))
             if not seeds:
                 row[blabel(b)] = MISSING
@@ -131,15 +134,17 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE) -> Table | None:
             score, low, high = normalised_score(deltas, headroom)    # nan: no headroom
             interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
             row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
-                              else f"{MISSING} (no headroom: oracle − GRPO "
+                              else f"{MISSING} (no headroom: {oracle} − GRPO "
                                    f"{np.mean(headroom):+.3f}, n={len(seeds)})")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
-                         "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom))})
+                         "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom)),
+                         "oracle": oracle})
         display.append(row)
     return Table("normalised", "Normalised score: share of the oracle's headroom captured",
                  pd.DataFrame(display), pd.DataFrame(data),
-                 f"Cell: mean(method − GRPO) / mean(oracle − GRPO) on the {METRIC_NAMES.get(column, column)}, "
+                 f"The oracle here is `{oracle}`. "
+                 f"Cell: mean(method − GRPO) / mean({oracle} − GRPO) on the {METRIC_NAMES.get(column, column)}, "
                  "over the seeds with all three runs at that budget; 0 = GRPO, 1 = the oracle, "
                  "< 0 = worse than GRPO; [..] = 95% paired percentile bootstrap over seeds "
                  "(scipy.stats.bootstrap, rough with 3 seeds). Only budgets where the oracle ran; "
