@@ -68,10 +68,10 @@ simply not trained), which is the upper reference for methods that draw extra ca
 filter them (DAPO's dynamic sampling, GRESO's skip rule, SPEED-RL's screen).  It draws through
 the pool ``k`` times as fast, so it also sees each prompt ``k`` times as often.  The plain
 oracle keeps 1 (the committed gates and controls are its).  Why both: on ``leg-facts`` the
-plain oracle is no better than GRPO (seeds 0-3, curve average: -0.006 at b = 0.5 and at 0.25,
-intervals spanning 0) -- it makes the groups of the step's few informative prompts bigger,
-while learning there is limited by how many informative prompts a step trains on -- and the
-screening oracle is +0.032 [+0.007, +0.058] ahead at b = 0.5 (results/leg-facts-calibration).
+plain oracle is level with GRPO (its gate, seeds 0-2, curve average: +0.001 at b = 0.5, +0.013
+at 0.25, intervals spanning 0) -- it makes the groups of the step's few informative prompts
+bigger, while learning there is limited by how many informative prompts a step trains on -- and
+the screening oracle is +0.067 [+0.030, +0.105] ahead at b = 0.5 (results/leg-facts-calibration).
 
 ``anti-oracle`` keeps ``n_min = 2``: with 0 it would put the whole budget on prompts whose
 estimate is 0 or 1 and learn nothing, a control that passes without saying anything; at 2 it is
