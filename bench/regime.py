@@ -251,22 +251,29 @@ def scores(sweep_dir: Path, oracle: str | None = None) -> tuple[str, str, pd.Dat
     ``normalised``, its interval, and the mean Δ against GRPO and the oracle's headroom, the
     oracle): the metric is the token-budget AUC under the token protocol, the curve average per
     step; the oracle is ``oracle`` if given, else :func:`gate_oracle`."""
+    return _scores(sweep_dir, *_loaded(sweep_dir), oracle)
+
+
+def _loaded(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     runs, metric = scored_runs(sweep_dir)
     if runs.empty:
         raise SweepError(f"{sweep_dir}: no finished runs")
+    return runs, metric
+
+
+def _scores(sweep_dir, runs, metric, oracle):
     oracle = oracle or gate_oracle(runs)
     table = normalised_table(runs, metric, oracle)
     data = table.data if table is not None and table.data is not None else pd.DataFrame()
     return ", ".join(sorted(runs["preset"].astype(str).unique())), metric, data, oracle
 
 
-def common_oracle(sweeps: list[Path]) -> str | None:
+def common_oracle(runs: list[pd.DataFrame]) -> str | None:
     """The one reference every sweep ran, for a regime table whose columns divide by the same
     thing: the stronger one (``screening-oracle``, which may choose prompts as well as rollouts)
     if every sweep ran it, else the plain oracle if every sweep ran that; None if neither."""
-    ran = [{run.name.split("__")[0] for run in finished_runs(Path(s))} for s in sweeps]
     for oracle in ("screening-oracle", "oracle"):
-        if all(oracle in r for r in ran):
+        if all(oracle in set(r["method"]) for r in runs):
             return oracle
     return None
 
@@ -284,8 +291,9 @@ def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
 def regime_table(sweeps: list[Path], oracle: str | None = None) -> Table:
     """``oracle``: the reference every column divides by; None = :func:`common_oracle`, and
     where the sweeps share none, each sweep's :func:`gate_oracle` (the caption names each)."""
-    oracle = oracle or common_oracle(sweeps)
-    loaded = [scores(Path(s), oracle) for s in sweeps]
+    runs = [_loaded(Path(s)) for s in sweeps]
+    oracle = oracle or common_oracle([r for r, _ in runs])
+    loaded = [_scores(s, r, metric, oracle) for s, (r, metric) in zip(sweeps, runs)]
     names = [preset for preset, _, _, _ in loaded]
     if len(set(names)) < len(names):        # two sweeps of one preset: tell them by directory
         names = [f"{n} ({Path(s).name})" for n, s in zip(names, sweeps)]

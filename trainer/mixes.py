@@ -8,6 +8,7 @@ registry is full before any module of the loop reads it.  ``trainer.tasks``'s
 docstring describes how a mix's questions and worked solutions are made."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -87,3 +88,16 @@ def get_mix(name: str) -> "TaskMix | LegMix":
     if name not in mix_names():
         raise KeyError(f"unknown task mix {name!r}; known: {', '.join(MIXES)}")
     return MIXES[name]
+
+
+def pool_counts(train_per_bucket: int, weights: Sequence[int], mix: str) -> list[int]:
+    """Training prompts per bucket of ``mix``: ``train_per_bucket`` x each weight (``weights``
+    empty: 1 each).  A clear error for a weight list that does not match the mix's buckets."""
+    buckets = get_mix(mix).buckets
+    if not weights:
+        return [train_per_bucket] * len(buckets)
+    if len(weights) != len(buckets) or min(weights) < 0 or sum(weights) == 0:
+        names = ", ".join(b.name for b in buckets)
+        raise ValueError(f"pool_weights = {list(weights)}: the {mix} mix has {len(buckets)} "
+                         f"buckets ({names}); give one weight >= 0 each, not all 0")
+    return [train_per_bucket * w for w in weights]

@@ -171,9 +171,8 @@ def check_real_inputs(p) -> None:
     elif p.eval_data:
         raise RunError(f"preset {p.name!r} has eval_data but no train_data; the embedded task "
                        f"mix has its own held-out set")
-    elif p.pool_weights or p.prompts_per_step > p.train_per_bucket:
-        # only then is reasoning-gym (seconds to import) asked how many buckets the mix has
-        from trainer.tasks import pool_counts
+    else:
+        from trainer.mixes import pool_counts      # the mix's declaration, not reasoning-gym
         try:
             pool = sum(pool_counts(p.train_per_bucket, p.pool_weights, p.task_mix))
         except ValueError as exc:

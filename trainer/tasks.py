@@ -48,7 +48,7 @@ import reasoning_gym
 
 from trainer import legs
 from trainer.mixes import (BUCKET_SEED_STRIDE, ERROR_OFFSETS, Bucket, LegMix,  # noqa: F401
-                           TaskMix, get_mix)
+                           TaskMix, get_mix, pool_counts)
 from trainer.testbeds.chain_sum import DEFAULT_BUCKETS
 
 TRAIN_SEED = 0
@@ -122,23 +122,6 @@ def _distinct_tasks(bucket: Bucket, index: int, seed_base: int, wanted: int,
         size *= 2
 
 
-def pool_counts(train_per_bucket: int, weights: Sequence[int], mix: str) -> list[int]:
-    """Training prompts per bucket of ``mix``: ``train_per_bucket`` x each weight (``weights``
-    empty: 1 each).  A clear error for a weight list that does not match the mix's buckets."""
-    buckets = get_mix(mix).buckets
-    if not weights:
-        return [train_per_bucket] * len(buckets)
-    if len(weights) != len(buckets) or min(weights) < 0 or sum(weights) == 0:
-        names = ", ".join(b.name for b in buckets)
-        raise ValueError(f"pool_weights = {list(weights)}: the {mix} mix has {len(buckets)} "
-                         f"buckets ({names}); give one weight >= 0 each, not all 0")
-    return [train_per_bucket * w for w in weights]
-
-
-def _interleave(per: list[list]) -> list:
-    return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
-
-
 def build_pool(per_bucket: int | Sequence[int], buckets=DEFAULT_BUCKETS,
                seed_base: int = TRAIN_SEED, exclude: frozenset[str] = frozenset(),
                cycle: bool = False) -> list[Task]:
@@ -146,12 +129,11 @@ def build_pool(per_bucket: int | Sequence[int], buckets=DEFAULT_BUCKETS,
     interleaved, none of them in ``exclude``; with ``cycle``, a bucket with fewer distinct
     questions repeats them up to its count."""
     counts = [per_bucket] * len(buckets) if isinstance(per_bucket, int) else list(per_bucket)
-    per = [_distinct_tasks(b, i, seed_base, n, exclude) if n else []
+    per = [_distinct_tasks(b, i, seed_base, n, exclude)
            for i, (b, n) in enumerate(zip(buckets, counts))]
     if cycle:
-        per = [list(itertools.islice(itertools.cycle(row), n)) if row else []
-               for row, n in zip(per, counts)]
-    return _interleave(per)
+        per = [list(itertools.islice(itertools.cycle(row), n)) for row, n in zip(per, counts)]
+    return [t for row in itertools.zip_longest(*per) for t in row if t is not None]
 
 
 def build_splits(train_per_bucket: int, eval_per_bucket: int, mix: str = "chain_sum",
