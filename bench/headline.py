@@ -8,8 +8,10 @@ the cell's own minimum detectable effect; the last column is the method's cumula
 GRPO's at the same budget and seed, the mean of those per-seed ratios (one per budget).
 
 The README's headline is this table, pasted by ``python -m bench.report DIR --readme README.md``
-between the marker lines :data:`BEGIN` and :data:`END` (:func:`paste_into`), so that every
-number there is a cell of the committed sweep's files.
+between the two marker lines :func:`markers` names for the sweep's preset (:func:`paste_into`),
+so that every number there is a cell of the committed sweep's files.  The markers carry the
+preset's name because a README with more than one testbed holds one headline per testbed, and a
+sweep must replace its own testbed's table, never another's.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ from bench.tables.speedup import delta_stats
 from bench.tables.sweep import SweepError
 from trainer.rundir import atomic_write_text
 
-BEGIN = "<!-- headline table: python -m bench.report DIR --readme README.md writes below -->"
-END = "<!-- end of headline table -->"
+def markers(preset: str) -> tuple[str, str]:
+    """The two lines between which a README holds ``preset``'s headline table."""
+    return (f"<!-- headline table ({preset}): python -m bench.report DIR --readme README.md "
+            f"writes below -->", f"<!-- end of headline table ({preset}) -->")
 
 
 def token_ratio(df: pd.DataFrame, method: str, budget: float) -> tuple[float, int]:
@@ -93,16 +97,24 @@ def headline_table(df: pd.DataFrame) -> Table | None:
 standard("headline", 0)(lambda ctx: headline_table(ctx.summaries))
 
 
-def paste_into(path: Path, table: Table) -> None:
-    """Replace the lines between :data:`BEGIN` and :data:`END` in ``path`` with the table's
-    rows and note (its ``###`` title is left out: the README has its own heading)."""
+def marker_span(path: Path, preset: str) -> tuple[str, int, int]:
+    """(the README's text, where ``preset``'s begin marker starts, where its end marker starts);
+    a missing file or marker is a :class:`SweepError`, checked before a report is built."""
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"{path} does not exist")
+    begin, end_line = markers(preset)
     text = path.read_text(encoding="utf-8")
-    start, end = text.find(BEGIN), text.find(END)
+    start, end = text.find(begin), text.find(end_line)
     if start < 0 or end < start:
-        raise SweepError(f"{path} has no headline markers: put the line {BEGIN!r} and, below "
-                         f"it, {END!r} where the table goes")
+        raise SweepError(f"{path} has no headline markers for {preset!r}: put the line "
+                         f"{begin!r} and, below it, {end_line!r} where the table goes")
+    return text, start + len(begin), end
+
+
+def paste_into(path: Path, table: Table, preset: str) -> None:
+    """Replace the lines between ``preset``'s two :func:`markers` in ``path`` with the table's
+    rows and note (its ``###`` title is left out: the README has its own heading)."""
+    text, start, end = marker_span(path, preset)
     body = table.markdown().split("\n", 2)[2].strip("\n")
-    atomic_write_text(path, text[:start + len(BEGIN)] + "\n" + body + "\n" + text[end:])
+    atomic_write_text(path, text[:start] + "\n" + body + "\n" + text[end:])

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="do not print the tables")
     parser.add_argument("--readme", metavar="PATH", type=Path, default=None,
                         help="also paste the headline table into PATH, replacing what lies "
-                             "between its two marker lines (" + headline.BEGIN + " ... "
-                             + headline.END + ")")
+                             "between the two marker lines of the sweep's preset P ("
+                             + " ... ".join(headline.markers("P")) + ")")
     return parser
 
 
@@ -153,16 +153,29 @@ def main(argv=None) -> int:
 def report_sweep(args) -> int:
     """Write and print the tables of ``args.sweep_dir`` (held locked by :func:`main`)."""
     try:
-        report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
+        preset = None
         if args.readme is not None:
+            # checked before the (minutes-long) build: a wrong README path or missing markers
+            # is bad input, not a failure after the work
+            summaries = load_summaries(args.sweep_dir)
+            presets = sorted(set(summaries["preset"].astype(str)))
+            if not presets:
+                raise SweepError(f"{args.sweep_dir} has no finished run: no headline to paste")
+            if len(presets) != 1:
+                raise SweepError(f"{args.sweep_dir} holds runs of {len(presets)} presets "
+                                 f"({', '.join(presets)}): one headline per testbed")
+            preset = presets[0]
+            headline.marker_span(args.readme, preset)
+        report = build(args.sweep_dir, target=args.target, with_plots=not args.no_plots)
+        if preset is not None:
             # a token-protocol sweep pastes its equal-compute headline, a per-step one its own
             from bench.equal_compute import headline_table, load_budget_runs
             budget_runs = load_budget_runs(args.sweep_dir)
             table = headline_table(budget_runs) if not budget_runs.empty else \
-                headline.headline_table(load_summaries(args.sweep_dir))
+                headline.headline_table(summaries)
             if table is None:
                 raise SweepError(f"{args.sweep_dir} has no GRPO run: no headline to paste")
-            headline.paste_into(args.readme, table)
+            headline.paste_into(args.readme, table, preset)
     except SweepError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -51,15 +51,20 @@ def test_headline_rows_order_deltas_and_token_ratios(tmp_path):
     assert rows.loc["oracle (control)", column] == "— / 0.90"
 
 
-def test_readme_paste_replaces_only_between_the_markers_and_is_idempotent(tmp_path):
+def test_readme_paste_replaces_only_its_testbeds_markers_and_is_idempotent(tmp_path):
     sweep = _sweep(tmp_path / "sweep")
     readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n\nbefore\n\n{headline.BEGIN}\nstale table\n{headline.END}\n\nafter\n")
+    begin, end = headline.markers("smoke")
+    other_begin, other_end = headline.markers("noisy-chain")
+    # another testbed's headline, above this one's: a sweep must never overwrite it
+    readme.write_text(f"# Title\n\n{other_begin}\nthe other testbed's table\n{other_end}\n\n"
+                      f"before\n\n{begin}\nstale table\n{end}\n\nafter\n")
     assert report.main([str(sweep), "--no-plots", "--quiet", "--readme", str(readme)]) == 0
     once = readme.read_text()
     assert "stale table" not in once
-    assert once.startswith("# Title\n\nbefore\n\n" + headline.BEGIN + "\n| method")
-    assert once.endswith(headline.END + "\n\nafter\n")
+    assert once.startswith(f"# Title\n\n{other_begin}\nthe other testbed's table\n{other_end}"
+                           f"\n\nbefore\n\n{begin}\n| method")
+    assert once.endswith(end + "\n\nafter\n")
     assert "| knapsack " in once and "### Headline" not in once
     assert report.main([str(sweep), "--no-plots", "--quiet", "--readme", str(readme)]) == 0
     assert readme.read_text() == once
@@ -67,14 +72,18 @@ def test_readme_paste_replaces_only_between_the_markers_and_is_idempotent(tmp_pa
     assert "### Headline" in (sweep / "tables.md").read_text()
 
 
-def test_readme_without_markers_is_a_one_line_error_and_is_left_alone(tmp_path, capsys):
+def test_readme_without_its_testbeds_markers_is_a_one_line_error_before_any_work(tmp_path, capsys):
     sweep = _sweep(tmp_path / "sweep")
     readme = tmp_path / "README.md"
-    readme.write_text("no markers here\n")
+    # only another testbed's markers: this sweep (preset "smoke") has nowhere to go
+    text = "no markers here\n" + "\n".join(headline.markers("noisy-chain")) + "\n"
+    readme.write_text(text)
     assert report.main([str(sweep), "--no-plots", "--quiet", "--readme", str(readme)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[0].startswith("error: ") and "has no headline markers" in err[0]
-    assert readme.read_text() == "no markers here\n"
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert "has no headline markers for 'smoke'" in err[0]
+    assert readme.read_text() == text
+    assert not (sweep / "tables.md").exists()   # refused before the report was built
     with pytest.raises(SweepError, match="does not exist"):
         headline.paste_into(tmp_path / "missing.md",
-                            headline.headline_table(load_summaries(sweep)))
+                            headline.headline_table(load_summaries(sweep)), "smoke")
