@@ -16,6 +16,9 @@ at b = 1** and **the tuned uniform baseline** (:mod:`bench.uniform_grid`), whose
 is the grid's best mean AUC on the selection seeds — the grid's seeds that no run of the sweep
 uses — and whose own runs at the reported seeds are the reference.  The selection and its margin
 (paired by selection seed, against the runner-up and against GRPO at b = 1) are their own table.
+The first table's note ends with its power (:func:`power_note`): how many contender cells' ΔAUC
+vs the tuned baseline reach MDE <= 0.02 and how many seeds the noisiest would need at its
+measured paired SD, so whether a sweep has enough seeds is stated, not assumed.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import pandas as pd
 
 from bench.compute_curves import (MIN_IDENTIFIED_SHARE, MIN_SEEDS_FOR_INTERVAL, RESAMPLES,
                                   fit_cell)
-from bench.stats import curve_average_upto, t_interval
+from bench.stats import TARGET_MDE, curve_average_upto, seeds_for_mde, t_interval
 from bench.tables.cells import MISSING, Table, fmt, is_control, row_label
 from bench.tables.registry import standard
 from bench.tables.speedup import DeltaStats
@@ -195,6 +198,8 @@ def headline_table(budget_runs: BudgetRuns) -> Table | None:
         # the tuned configuration is not a row of the sweep: it gets its own reference row
         cells.insert(0, (f"tuned uniform ({tuned_name})", "tuned-uniform",
                          selection.chosen.budget, tuned))
+    power_ref = "tuned" if not tuned.empty else "grpo"
+    contender_deltas = []       # (row label, budget, ΔAUC vs the power reference)
     for label, method, budget, cell in cells:
         auc, auc_half = t_interval(cell["auc"])
         short = int((~cell["reached"].astype(bool)).sum())
@@ -214,6 +219,9 @@ def headline_table(budget_runs: BudgetRuns) -> Table | None:
                                 f"d_{column}_vs_{ref_name}_pairs": d.pairs,
                                 f"d_{column}_vs_{ref_name}_mde": d.mde,
                                 f"d_{column}_vs_{ref_name}_p_improve": d.p_improve})
+                if (ref_name, column) == (power_ref, "auc") and method not in \
+                        ("grpo", "tuned-uniform") and not is_control(method) and d.pairs >= 2:
+                    contender_deltas.append((row["method"], budget, d))
         display.append(row)
         data.append(numbers)
     return Table("equal_compute", f"Headline at equal compute: every run spends T = "
@@ -227,7 +235,31 @@ def headline_table(budget_runs: BudgetRuns) -> Table | None:
                  f"± 95% t interval over n paired seeds, P = probability of improvement, MDE = "
                  f"the smallest true Δ those seeds detect with 80% power. Tuned = uniform GRPO's "
                  f"best grid configuration by mean AUC on the selection seeds "
-                 f"{selection.selection_seeds or MISSING}, which no row here uses (next table).")
+                 f"{selection.selection_seeds or MISSING}, which no row here uses (next table). "
+                 + power_note(contender_deltas, "tuned" if power_ref == "tuned" else "GRPO b=1"))
+
+
+def power_note(deltas: list[tuple[str, float, DeltaStats]], reference: str,
+               target: float = TARGET_MDE) -> str:
+    """Whether the sweep has the seeds to see a ``target``-sized effect on every contender: how
+    many contender cells' ΔAUC vs ``reference`` reach MDE <= ``target``, and the seeds the
+    noisiest of them (largest paired SD) and the median one would need
+    (:func:`bench.stats.seeds_for_mde`) -- read off the measured spread, so a sweep that falls
+    short says by how much."""
+    if not deltas:
+        return f"Power: no contender cell has 2 paired seeds vs {reference}."
+    reached = sum(1 for _, _, d in deltas if d.mde <= target)
+    label, budget, worst = max(deltas, key=lambda item: item[2].sd)
+    median_sd = float(np.median([d.sd for _, _, d in deltas]))
+
+    def needed(sd):
+        n = seeds_for_mde(sd, target)
+        return f"{n}" if n is not None else "more than 1000"
+    return (f"Power: ΔAUC vs {reference} reaches MDE ≤ {target:g} in {reached} of {len(deltas)} "
+            f"contender cells (n = {min(d.pairs for _, _, d in deltas)}-"
+            f"{max(d.pairs for _, _, d in deltas)}); at the largest paired SD ({label} "
+            f"b={budget:g}, {worst.sd:.4f}) every cell would need n = {needed(worst.sd)} seeds, "
+            f"at the median SD ({median_sd:.4f}) n = {needed(median_sd)}.")
 
 
 def selection_table(budget_runs: BudgetRuns) -> Table | None:

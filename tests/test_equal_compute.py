@@ -9,8 +9,9 @@ import pytest
 from bench.stats import curve_average_upto
 from bench.compute_curves import fit_curve, saturating
 from bench.presets import get_preset, with_overrides
-from bench.equal_compute import (headline_table, load_budget_runs, references,
+from bench.equal_compute import (headline_table, load_budget_runs, power_note, references,
                                  select_tuned, selection_table)
+from bench.tables.speedup import DeltaStats
 from bench.uniform_grid import UniformConfig, grid
 
 T = 100.0
@@ -116,6 +117,22 @@ def test_headline_deltas_by_hand(hand_sweep):
     assert dapo["d_acc_at_T_vs_tuned_p_improve"] == 1.0
     assert "tuned uniform baseline (32x8, b=0.5)" in table.title
     assert table.display["method"].iloc[0] == "grpo"
+    # dapo's ΔAUC vs tuned, 0.000 and 0.005 (SD 0.00354): its MDE at 2 seeds is
+    # (12.706 + 1.376) 0.00354 / sqrt 2 = 0.035, so the note says 2 seeds are not enough
+    assert "Power: ΔAUC vs tuned reaches MDE ≤ 0.02 in 0 of 1 contender cells (n = 2-2)" \
+        in table.note
+    assert "(dapo b=1, 0.0035) every cell would need n = 3 seeds" in table.note
+
+
+def test_the_power_note_counts_cells_and_reads_the_seeds_off_the_noisiest():
+    noisy = DeltaStats.of([0.01, 0.02, 0.03])      # SD 0.01: MDE 5.363 * 0.01 / sqrt 3 = 0.031
+    quiet = DeltaStats.of([0.0, 0.0, 0.001])       # SD 0.000577: MDE 0.0018
+    note = power_note([("knapsack", 0.5, noisy), ("vip", 1.0, quiet)], "tuned")
+    assert "reaches MDE ≤ 0.02 in 1 of 2 contender cells (n = 3-3)" in note
+    # 0.01 needs 5 seeds (n = 4: 4.161 * 0.01 / 2 = 0.0208); the median SD 0.00529 needs 3
+    assert "(knapsack b=0.5, 0.0100) every cell would need n = 5 seeds" in note
+    assert "at the median SD (0.0053) n = 3." in note
+    assert "no contender cell" in power_note([], "GRPO b=1")
 
 
 def test_a_run_short_of_the_budget_is_left_out_of_every_delta(tmp_path):
