@@ -78,3 +78,17 @@ def test_normalised_score_and_its_bootstrap_interval():
     assert all(math.isnan(v) for v in stats.normalised_score([0.1], [0.0]))
     # an oracle behind the reference on average: no share of a headroom that is not there
     assert all(math.isnan(v) for v in stats.normalised_score([-0.02, -0.04], [-0.01, 0.0]))
+
+
+def test_a_headroom_whose_interval_reaches_zero_is_not_divided_by():
+    # mean +0.0067 above the reference, but t(0.975, 2) 0.0252 / sqrt 3 = 0.0626 wide: the
+    # oracle is not detectably above it, so +0.02 would otherwise read "+3 oracles"
+    assert not stats.headroom_detected([0.03, -0.02, 0.01])
+    assert all(math.isnan(v) for v in stats.normalised_score([0.01, 0.02, 0.03],
+                                                             [0.03, -0.02, 0.01]))
+    # the same mean, tight: detected
+    assert stats.headroom_detected([0.006, 0.007, 0.007])
+    assert stats.normalised_score([0.01, 0.02, 0.03], [0.006, 0.007, 0.007])[0] == \
+        pytest.approx(0.02 / (0.02 / 3))
+    assert stats.headroom_detected([0.01])          # one seed: the mean alone
+    assert not stats.headroom_detected([]) and not stats.headroom_detected([0.0, 0.0])

@@ -110,10 +110,12 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
     the control that is the upper reference (``bench.regime`` passes the testbed's gate oracle,
     ``screening-oracle`` on ``leg-facts``); the other controls are rows like any method.
 
-    Where the oracle's mean headroom over those seeds is not above 0 the ratio has no meaning
+    Where the oracle's headroom over those seeds is not detected (mean not above 0, or its paired
+    95% t interval reaching 0: :func:`bench.stats.headroom_detected`) the ratio has no meaning
     (``noisy-chain`` at b = 1 under the token protocol: the oracle is *behind* GRPO, and a
-    method 0.09 below GRPO read +12.6 "oracles"), so the cell says so and gives the headroom
-    instead of a score."""
+    method 0.09 below GRPO read +12.6 "oracles"; ``leg-facts``' plain oracle at b = 0.5, +0.003
+    over GRPO, turned +0.06 into "+20 oracles"), so the cell says so and gives the headroom with
+    its interval instead of a score."""
     if oracle not in set(df["method"]) or "grpo" not in set(df["method"]):
         return None
     budgets = [b for b in budgets_of(df) if not cell_runs(df, oracle, b).empty
@@ -135,7 +137,7 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
             interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
             row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
                               else f"{MISSING} (no headroom: {oracle} − GRPO "
-                                   f"{np.mean(headroom):+.3f}, n={len(seeds)})")
+                                   f"{signed(*t_interval(headroom), len(seeds))})")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
                          "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom)),
@@ -148,8 +150,8 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
                  "over the seeds with all three runs at that budget; 0 = GRPO, 1 = the oracle, "
                  "< 0 = worse than GRPO; [..] = 95% paired percentile bootstrap over seeds "
                  "(scipy.stats.bootstrap, rough with 3 seeds). Only budgets where the oracle ran; "
-                 "'no headroom' = the oracle is not above GRPO there on average, so no share of "
-                 "its headroom is defined.")
+                 "'no headroom' = the oracle is not detectably above GRPO there (its mean Δ ± "
+                 "95% t interval does not lie above 0), so no share of its headroom is defined.")
 
 
 def speed_table(df: pd.DataFrame) -> Table:
