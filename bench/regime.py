@@ -23,7 +23,9 @@ method and budget, the normalised score on each testbed side by side -- the shar
 headroom the method captures, ``mean(method - GRPO) / mean(oracle - GRPO)`` paired by seed, with
 its 95% paired bootstrap interval (:func:`bench.stats.normalised_score`) -- on the AUC over the
 token budget for a token-protocol sweep (``bench.equal_compute``), on the curve average for a
-per-step one.  Whether a ranking holds: Kendall's tau between the testbeds' orders of the
+per-step one.  A column whose oracle is not detectably above GRPO (the paired 95% t interval of
+oracle − GRPO reaches 0, :func:`bench.stats.headroom_detected`) has no scores: its caption
+gives the headroom and says so.  Whether a ranking holds: Kendall's tau between the testbeds' orders of the
 methods both ran (``scipy.stats.kendalltau``), and per method its rank on each.  A score's
 interval is wide where the oracle's headroom is small (``noisy-chain``: +0.015), so a rank there
 is read with its interval, not alone.
@@ -47,7 +49,8 @@ import pandas as pd
 import scipy.stats as sps
 
 from bench.stats import t_interval
-from bench.tables.cells import MISSING, Table, blabel, budgets_of, fmt, method_order, row_label
+from bench.tables.cells import (MISSING, Table, blabel, budgets_of, fmt, method_order, row_label,
+                                signed)
 from bench.tables.builders import normalised_table
 from bench.tables.registry import standard
 from bench.tables.speedup import DeltaStats, paired_differences
@@ -335,9 +338,15 @@ def regime_table(sweeps: list[Path], oracle: str | None = None) -> Table:
                                  f"{m} {int(ranks[i][common].rank(ascending=False)[m])}/"
                                  f"{int(ranks[j][common].rank(ascending=False)[m])}"
                                  for m in common))
+    def headroom_text(df, b):
+        # the widest-paired row at that budget (the oracle's own seeds), with its interval
+        rows = df[np.isclose(df["budget"], b)].sort_values("pairs", ascending=False)
+        first = rows.iloc[0]
+        detected = rows["normalised"].notna().any()
+        return (signed(first["headroom"], first.get("headroom_ci95", np.nan), int(first["pairs"]))
+                + ("" if detected else ", not detected: no scores"))
     headroom = "; ".join(
-        f"{name} {blabel(b)}: {used} − GRPO "
-        f"{df[np.isclose(df['budget'], b)]['headroom'].iloc[0]:+.3f}"
+        f"{name} {blabel(b)}: {used} − GRPO {headroom_text(df, b)}"
         for (name, _, df), used in zip(loaded, references) for b in budgets
         if not df.empty and np.isclose(df["budget"], b).any())
     reference = (f"The oracle of every column: `{references[0]}`." if len(set(references)) == 1

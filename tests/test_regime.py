@@ -143,8 +143,10 @@ def test_no_score_where_the_oracle_has_no_headroom(tmp_path):
     assert cell.startswith("—") and "no headroom" in cell and "-0.010" in cell
     row = table.data.set_index("method").loc["knapsack"]
     assert np.isnan(row["normalised"]) and row["headroom"] == pytest.approx(-0.01)
-    assert regime.regime_table([sweep]).display.set_index("method").loc[
-        row_label("knapsack"), "smoke b=0.5"] == "—"
+    table = regime.regime_table([sweep])
+    assert table.display.set_index("method").loc[row_label("knapsack"), "smoke b=0.5"] == "—"
+    assert "smoke b=0.5: oracle − GRPO -0.010" in table.note
+    assert "not detected: no scores" in table.note
 
 
 def test_the_standard_table_of_a_sweep_is_the_regime_tables_scores(tmp_path):

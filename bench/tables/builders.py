@@ -141,6 +141,7 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
                          "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom)),
+                         "headroom_ci95": t_interval(headroom)[1],
                          "oracle": oracle})
         display.append(row)
     return Table("normalised", "Normalised score: share of the oracle's headroom captured",
