@@ -27,8 +27,8 @@ per-step one.  A column whose oracle is not detectably above GRPO (the paired 95
 oracle − GRPO reaches 0, :func:`bench.stats.headroom_detected`) has no scores: its caption
 gives the headroom and says so.  Whether a ranking holds: Kendall's tau between the testbeds' orders of the
 methods both ran (``scipy.stats.kendalltau``), and per method its rank on each.  A score's
-interval is wide where the oracle's headroom is small (``noisy-chain``: +0.015), so a rank there
-is read with its interval, not alone.
+interval is wide where the oracle's headroom is small, so a rank there is read with its interval,
+not alone.
 
 **Which oracle.**  A sweep's own normalised table divides by its testbed's gate oracle
 (``trainer.testbeds.Gate.oracle``): ``leg-facts`` gates ``screening-oracle``, because there the
@@ -291,6 +291,15 @@ def scored_runs(sweep_dir: Path) -> tuple[pd.DataFrame, str]:
     return load_summaries(sweep_dir), "curve_accuracy"
 
 
+def _headroom_text(scores: pd.DataFrame, budget: float) -> str:
+    """A column's headroom for the caption: from its most-paired row (the oracle's own seeds),
+    with its interval, and "not detected" where no method there has a score."""
+    rows = scores[np.isclose(scores["budget"], budget)].sort_values("pairs", ascending=False)
+    first = rows.iloc[0]
+    return (signed(first["headroom"], first["headroom_ci95"], int(first["pairs"]))
+            + ("" if rows["normalised"].notna().any() else ", not detected: no scores"))
+
+
 def regime_table(sweeps: list[Path], oracle: str | None = None) -> Table:
     """``oracle``: the reference every column divides by; None = :func:`common_oracle`, and
     where the sweeps share none, each sweep's :func:`gate_oracle` (the caption names each)."""
@@ -338,15 +347,8 @@ def regime_table(sweeps: list[Path], oracle: str | None = None) -> Table:
                                  f"{m} {int(ranks[i][common].rank(ascending=False)[m])}/"
                                  f"{int(ranks[j][common].rank(ascending=False)[m])}"
                                  for m in common))
-    def headroom_text(df, b):
-        # the widest-paired row at that budget (the oracle's own seeds), with its interval
-        rows = df[np.isclose(df["budget"], b)].sort_values("pairs", ascending=False)
-        first = rows.iloc[0]
-        detected = rows["normalised"].notna().any()
-        return (signed(first["headroom"], first.get("headroom_ci95", np.nan), int(first["pairs"]))
-                + ("" if detected else ", not detected: no scores"))
     headroom = "; ".join(
-        f"{name} {blabel(b)}: {used} − GRPO {headroom_text(df, b)}"
+        f"{name} {blabel(b)}: {used} − GRPO {_headroom_text(df, b)}"
         for (name, _, df), used in zip(loaded, references) for b in budgets
         if not df.empty and np.isclose(df["budget"], b).any())
     reference = (f"The oracle of every column: `{references[0]}`." if len(set(references)) == 1

@@ -42,7 +42,7 @@ def test_paired_interval_probability_of_improvement_and_mde():
 def test_seeds_for_mde_is_the_fewest_seeds_reaching_the_target():
     # sd 0.01: n = 4 gives (3.182446 + 0.978472) 0.01 / 2 = 0.0208 > 0.02, n = 5 gives
     # (2.776445 + 0.940965) 0.01 / sqrt 5 = 0.0166 (printed t quantiles)
-    assert (3.182446 + 0.978472) * 0.01 / 2 > 0.02
+    assert stats.mde(0.01, 4) == pytest.approx((3.182446 + 0.978472) * 0.01 / 2, rel=1e-5)
     assert stats.seeds_for_mde(0.01) == 5
     assert stats.mde(0.01, 4) > stats.TARGET_MDE >= stats.mde(0.01, 5)
     assert stats.seeds_for_mde(0.01, target=0.05) == 3      # 5.3634 * 0.01 / sqrt 3 = 0.031

@@ -114,7 +114,7 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
     95% t interval reaching 0: :func:`bench.stats.headroom_detected`) the ratio has no meaning
     (``noisy-chain`` at b = 1 under the token protocol: the oracle is *behind* GRPO, and a
     method 0.09 below GRPO read +12.6 "oracles"; ``leg-facts``' plain oracle at b = 0.5, +0.003
-    over GRPO, turned +0.06 into "+20 oracles"), so the cell says so and gives the headroom with
+    over GRPO, turned DAPO's −0.057 into "−20 oracles"), so the cell says so and gives the headroom with
     its interval instead of a score."""
     if oracle not in set(df["method"]) or "grpo" not in set(df["method"]):
         return None
@@ -133,15 +133,16 @@ def normalised_table(df: pd.DataFrame, column: str = HEADLINE,
                 row[blabel(b)] = MISSING
                 continue
             deltas, headroom = [a[s] - g[s] for s in seeds], [o[s] - g[s] for s in seeds]
+            headroom_half = t_interval(headroom)[1]
             score, low, high = normalised_score(deltas, headroom)    # nan: no headroom
             interval = f" [{low:+.2f}, {high:+.2f}]" if not np.isnan(low) else ""
             row[blabel(b)] = (f"{score:+.2f}{interval} (n={len(seeds)})" if not np.isnan(score)
                               else f"{MISSING} (no headroom: {oracle} − GRPO "
-                                   f"{signed(*t_interval(headroom), len(seeds))})")
+                                   f"{signed(np.mean(headroom), headroom_half, len(seeds))})")
             data.append({"method": method, "budget": b, "pairs": len(seeds),
                          "normalised": score, "ci95_low": low, "ci95_high": high,
                          "delta": float(np.mean(deltas)), "headroom": float(np.mean(headroom)),
-                         "headroom_ci95": t_interval(headroom)[1],
+                         "headroom_ci95": headroom_half,
                          "oracle": oracle})
         display.append(row)
     return Table("normalised", "Normalised score: share of the oracle's headroom captured",
