@@ -103,6 +103,13 @@ def test_regime_table_scores_and_rank_agreement(tmp_path):
     assert cells.loc[row_label("knapsack"), "smoke (a) b=0.5"].startswith("+0.53")
     assert cells.loc[row_label("knapsack"), "smoke (b) b=0.5"].startswith("+0.14")   # 0.011/0.08
     assert any("Kendall's tau" in line and "+0.33" in line for line in table.extra)
+    # only a ran b = 0.25: a column there for a, none for b (dashes would read as lost scores)
+    for seed in range(3):
+        for method, v in (("grpo", 0.3), ("oracle", 0.34), ("knapsack", 0.32)):
+            write_run(a, method, 0.25, seed, final=v, curve=[0.2, v, v])
+    columns = list(regime.regime_table([a, b]).display.columns)
+    assert "smoke (a) b=0.25" in columns and "smoke (b) b=0.25" not in columns
+    assert "smoke (b) b=0.5" in columns
 
 
 def test_cli_refuses_a_missing_directory(tmp_path, capsys):
