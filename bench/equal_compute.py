@@ -251,13 +251,14 @@ def power_note(deltas: list[tuple[str, float, DeltaStats]], reference: str,
     reached = sum(1 for _, _, d in deltas if d.mde <= target)
     label, budget, worst = max(deltas, key=lambda item: item[2].sd)
     median_sd = float(np.median([d.sd for _, _, d in deltas]))
+    fewest, most = min(d.pairs for _, _, d in deltas), max(d.pairs for _, _, d in deltas)
 
     def needed(sd):
         n = seeds_for_mde(sd, target)
         return f"{n}" if n is not None else "more than 1000"
     return (f"Power: ΔAUC vs {reference} reaches MDE ≤ {target:g} in {reached} of {len(deltas)} "
-            f"contender cells (n = {min(d.pairs for _, _, d in deltas)}-"
-            f"{max(d.pairs for _, _, d in deltas)}); at the largest paired SD ({label} "
+            f"contender cells (n = {fewest if fewest == most else f'{fewest}-{most}'}); "
+            f"at the largest paired SD ({label} "
             f"b={budget:g}, {worst.sd:.4f}) every cell would need n = {needed(worst.sd)} seeds, "
             f"at the median SD ({median_sd:.4f}) n = {needed(median_sd)}.")
 

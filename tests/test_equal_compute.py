@@ -119,7 +119,7 @@ def test_headline_deltas_by_hand(hand_sweep):
     assert table.display["method"].iloc[0] == "grpo"
     # dapo's ΔAUC vs tuned, 0.000 and 0.005 (SD 0.00354): its MDE at 2 seeds is
     # (12.706 + 1.376) 0.00354 / sqrt 2 = 0.035, so the note says 2 seeds are not enough
-    assert "Power: ΔAUC vs tuned reaches MDE ≤ 0.02 in 0 of 1 contender cells (n = 2-2)" \
+    assert "Power: ΔAUC vs tuned reaches MDE ≤ 0.02 in 0 of 1 contender cells (n = 2)" \
         in table.note
     assert "(dapo b=1, 0.0035) every cell would need n = 3 seeds" in table.note
 
@@ -128,7 +128,9 @@ def test_the_power_note_counts_cells_and_reads_the_seeds_off_the_noisiest():
     noisy = DeltaStats.of([0.01, 0.02, 0.03])      # SD 0.01: MDE 5.363 * 0.01 / sqrt 3 = 0.031
     quiet = DeltaStats.of([0.0, 0.0, 0.001])       # SD 0.000577: MDE 0.0018
     note = power_note([("knapsack", 0.5, noisy), ("vip", 1.0, quiet)], "tuned")
-    assert "reaches MDE ≤ 0.02 in 1 of 2 contender cells (n = 3-3)" in note
+    assert "reaches MDE ≤ 0.02 in 1 of 2 contender cells (n = 3);" in note
+    four = DeltaStats.of([0.0, 0.0, 0.001, 0.0])
+    assert "(n = 3-4);" in power_note([("knapsack", 0.5, noisy), ("vip", 1.0, four)], "tuned")
     # 0.01 needs 5 seeds (n = 4: 4.161 * 0.01 / 2 = 0.0208); the median SD 0.00529 needs 3
     assert "(knapsack b=0.5, 0.0100) every cell would need n = 5 seeds" in note
     assert "at the median SD (0.0053) n = 3." in note

@@ -81,7 +81,7 @@ def test_normalised_score_and_its_bootstrap_interval():
 
 
 def test_a_headroom_whose_interval_reaches_zero_is_not_divided_by():
-    # mean +0.0067 above the reference, but t(0.975, 2) 0.0252 / sqrt 3 = 0.0626 wide: the
+    # mean +0.0067 above the reference, but t(0.975, 2) 4.303 x SD 0.0252 / sqrt 3 = 0.0626 wide: the
     # oracle is not detectably above it, so +0.02 would otherwise read "+3 oracles"
     assert not stats.headroom_detected([0.03, -0.02, 0.01])
     assert all(math.isnan(v) for v in stats.normalised_score([0.01, 0.02, 0.03],
